@@ -1,0 +1,528 @@
+//! The registry entry a resource should have (`registry-contract.md` §1.3-§1.5), with the
+//! deliberate differences `design.md` lists.
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::fingerprint::fingerprint;
+use crate::identity::ResourceRef;
+use crate::naming::{display_name, quote_all, registry_path};
+use crate::observed::{
+    Arn, AuthorizerType, GatewaySnapshot, JwtAuthorizer, RuntimeSnapshot, ServerProtocol,
+    TargetSnapshot, unqualified_runtime_arn,
+};
+use crate::tokens::{IdpVendor, ManifestFields};
+
+/// `metadata.source` of every entry this service writes.
+pub const SOURCE: &str = "agentcore-registrar";
+/// `metadata.source` of entries written by the registry's Python tool (adoptable).
+pub const LEGACY_SOURCE: &str = "agentcore-sync";
+/// `auth_provider` sent for every server.
+const AUTH_PROVIDER: &str = "bedrock-agentcore";
+
+/// The two collections of the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Collection {
+    Server,
+    Agent,
+}
+
+impl Collection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::Agent => "agent",
+        }
+    }
+}
+
+/// Registry visibility. `internal` is read as `private`, as the registry itself reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Visibility {
+    #[default]
+    Public,
+    Private,
+    GroupRestricted,
+}
+
+impl Visibility {
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "public" => Some(Self::Public),
+            "private" | "internal" => Some(Self::Private),
+            "group-restricted" => Some(Self::GroupRestricted),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Public => "public",
+            Self::Private => "private",
+            Self::GroupRestricted => "group-restricted",
+        }
+    }
+}
+
+/// How callers authenticate to the resource itself; drives the enable policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboundAuth {
+    /// CUSTOM_JWT: usable once an egress token is in place.
+    Jwt,
+    /// AWS_IAM (SigV4).
+    Iam,
+    /// No inbound authorization: anyone who can reach it can invoke it.
+    Open,
+    /// Not known (an MCP target's upstream, an authorizer type we do not know).
+    Unknown,
+}
+
+/// Options that shape every desired entry of a run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeriveOptions {
+    pub visibility: Visibility,
+}
+
+/// Form fields of `POST /api/servers/register` (encoding is the adapter's job).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerFields {
+    pub name: String,
+    pub description: String,
+    pub proxy_pass_url: String,
+    pub mcp_endpoint: String,
+    pub auth_provider: String,
+    pub auth_scheme: String,
+    pub supported_transports: String,
+    pub tags: Vec<String>,
+    pub visibility: String,
+    pub metadata: Map<String, Value>,
+}
+
+/// JSON body of `POST /api/agents/register` and `PUT /api/agents/<path>`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentFields {
+    pub protocol_version: String,
+    pub name: String,
+    pub description: String,
+    pub url: String,
+    pub version: String,
+    pub capabilities: Map<String, Value>,
+    pub default_input_modes: Vec<String>,
+    pub default_output_modes: Vec<String>,
+    pub skills: Vec<Value>,
+    pub preferred_transport: String,
+    pub security_schemes: Value,
+    pub security: Value,
+    pub metadata: Map<String, Value>,
+    pub path: String,
+    pub tags: Vec<String>,
+    pub license: String,
+    pub visibility: String,
+    pub allowed_groups: Vec<String>,
+    pub trust_level: String,
+    pub supported_protocol: String,
+}
+
+/// The fields of an entry, by collection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum EntryBody {
+    Server(ServerFields),
+    Agent(Box<AgentFields>),
+}
+
+impl EntryBody {
+    pub fn collection(&self) -> Collection {
+        match self {
+            Self::Server(_) => Collection::Server,
+            Self::Agent(_) => Collection::Agent,
+        }
+    }
+
+    pub fn metadata(&self) -> &Map<String, Value> {
+        match self {
+            Self::Server(s) => &s.metadata,
+            Self::Agent(a) => &a.metadata,
+        }
+    }
+
+    fn metadata_mut(&mut self) -> &mut Map<String, Value> {
+        match self {
+            Self::Server(s) => &mut s.metadata,
+            Self::Agent(a) => &mut a.metadata,
+        }
+    }
+}
+
+/// The registry entry one resource should have.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredEntry {
+    pub resource: ResourceRef,
+    pub path: String,
+    /// The resource's own name (for reports).
+    pub name: String,
+    /// The summary table's Auth column.
+    pub auth_label: String,
+    pub inbound_auth: InboundAuth,
+    /// The body to send; its `metadata.fingerprint` is [`DesiredEntry::fingerprint`].
+    pub body: EntryBody,
+    /// Hash of the body (before the fingerprint was added): equal means nothing to write.
+    pub fingerprint: String,
+    /// AWS `updatedAt` of the resource this entry was derived from.
+    pub aws_updated_at: String,
+    /// AWS `createdAt`: the older resource keeps a contested path.
+    pub aws_created_at: String,
+    /// Present when the entry needs an egress token.
+    pub manifest: Option<ManifestFields>,
+}
+
+impl DesiredEntry {
+    pub fn collection(&self) -> Collection {
+        self.body.collection()
+    }
+
+    fn new(
+        resource: ResourceRef,
+        path: String,
+        name: String,
+        auth: (String, InboundAuth),
+        mut body: EntryBody,
+        times: (&str, &str),
+        manifest: Option<ManifestFields>,
+    ) -> Self {
+        let fingerprint = fingerprint(&body);
+        body.metadata_mut()
+            .insert("fingerprint".into(), Value::String(fingerprint.clone()));
+        Self {
+            resource,
+            path,
+            name,
+            auth_label: auth.0,
+            inbound_auth: auth.1,
+            body,
+            fingerprint,
+            aws_created_at: times.0.to_owned(),
+            aws_updated_at: times.1.to_owned(),
+            manifest,
+        }
+    }
+}
+
+/// Why a READY resource gets no entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unregistrable {
+    pub resource: ResourceRef,
+    pub name: String,
+    pub path: String,
+    pub reason: String,
+}
+
+/// The AWS description when present and non-empty (the registry rejects an empty one),
+/// else the generated one.
+fn description(aws: Option<&str>, fallback: impl FnOnce() -> String) -> String {
+    match aws.map(str::trim) {
+        Some(d) if !d.is_empty() => d.to_owned(),
+        _ => fallback(),
+    }
+}
+
+fn tags(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| (*w).to_owned()).collect()
+}
+
+fn base_metadata(arn: &Arn) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("source".into(), json!(SOURCE));
+    m.insert("region".into(), json!(arn.region));
+    m.insert("account_id".into(), json!(arn.account));
+    m
+}
+
+fn jwt_metadata(m: &mut Map<String, Value>, jwt: &JwtAuthorizer) {
+    m.insert("discovery_url".into(), json!(jwt.discovery_url));
+    m.insert("allowed_clients".into(), json!(jwt.allowed_clients));
+    m.insert(
+        "idp_vendor".into(),
+        json!(IdpVendor::detect(&jwt.discovery_url).as_str()),
+    );
+}
+
+fn manifest_for(path: &str, arn: &str, jwt: Option<&JwtAuthorizer>) -> Option<ManifestFields> {
+    let jwt = jwt.filter(|j| !j.discovery_url.is_empty())?;
+    Some(ManifestFields {
+        path: path.to_owned(),
+        arn: arn.to_owned(),
+        discovery_url: jwt.discovery_url.clone(),
+        allowed_clients: jwt.allowed_clients.clone(),
+        allowed_audience: jwt.allowed_audience.clone(),
+        allowed_scopes: jwt.allowed_scopes.clone(),
+        idp_vendor: IdpVendor::detect(&jwt.discovery_url),
+    })
+}
+
+/// A gateway becomes an MCP server at `/<slug(name)>` pointing at its `gatewayUrl`.
+pub fn gateway_entry(
+    gw: &GatewaySnapshot,
+    opts: DeriveOptions,
+) -> Result<DesiredEntry, Unregistrable> {
+    let resource = ResourceRef::gateway(&gw.arn, &gw.id);
+    let name = if gw.name.is_empty() {
+        gw.id.clone()
+    } else {
+        gw.name.clone()
+    };
+    let path = registry_path(&name, &gw.id);
+    let url = match gw.url.as_deref() {
+        Some(u) if u.starts_with("https://") => u.to_owned(),
+        _ => {
+            return Err(Unregistrable {
+                resource,
+                name,
+                path,
+                reason: "Invalid URL (must be HTTPS)".into(),
+            });
+        }
+    };
+    let Some(arn) = Arn::parse(&gw.arn) else {
+        return Err(Unregistrable {
+            resource,
+            name,
+            path,
+            reason: "Unparseable gateway ARN".into(),
+        });
+    };
+    let display = display_name(&name);
+    let (scheme, inbound) = match gw.authorizer_type {
+        AuthorizerType::CustomJwt => ("bearer", InboundAuth::Jwt),
+        AuthorizerType::AwsIam => ("bearer", InboundAuth::Iam),
+        AuthorizerType::None => ("none", InboundAuth::Open),
+        AuthorizerType::Other(_) => ("none", InboundAuth::Unknown),
+    };
+    let jwt = match gw.authorizer_type {
+        AuthorizerType::CustomJwt => gw.jwt.as_ref(),
+        _ => None,
+    };
+    let mut metadata = base_metadata(&arn);
+    metadata.insert("gateway_arn".into(), json!(gw.arn));
+    metadata.insert("gateway_id".into(), json!(gw.id));
+    metadata.insert("authorizer_type".into(), json!(gw.authorizer_type.as_str()));
+    if let Some(jwt) = jwt.filter(|j| !j.discovery_url.is_empty()) {
+        jwt_metadata(&mut metadata, jwt);
+    }
+    metadata.insert("updated_at".into(), json!(gw.updated_at));
+    let fields = ServerFields {
+        description: description(gw.description.as_deref(), || {
+            format!("AgentCore Gateway: {display}")
+        }),
+        name: display,
+        proxy_pass_url: url.clone(),
+        mcp_endpoint: url,
+        auth_provider: AUTH_PROVIDER.into(),
+        auth_scheme: scheme.into(),
+        supported_transports: "streamable-http".into(),
+        tags: tags(&["agentcore", "gateway", "auto-registered"]),
+        visibility: opts.visibility.as_str().into(),
+        metadata,
+    };
+    let manifest = manifest_for(&path, &gw.arn, jwt);
+    Ok(DesiredEntry::new(
+        resource,
+        path,
+        name,
+        (gw.authorizer_type.as_str().to_owned(), inbound),
+        EntryBody::Server(fields),
+        (&gw.created_at, &gw.updated_at),
+        manifest,
+    ))
+}
+
+/// An `mcpServer` target becomes an MCP server at `/<gateway slug>-<target slug>` pointing at
+/// the upstream endpoint. Other target types get no entry (`None`).
+pub fn target_entry(
+    t: &TargetSnapshot,
+    opts: DeriveOptions,
+) -> Option<Result<DesiredEntry, Unregistrable>> {
+    let endpoint = t.mcp_endpoint.as_deref().filter(|e| !e.is_empty())?;
+    let gw = &t.gateway;
+    let resource = ResourceRef::target(&gw.arn, &gw.id, &t.target_id);
+    let gw_name = if gw.name.is_empty() {
+        gw.id.as_str()
+    } else {
+        gw.name.as_str()
+    };
+    let t_name = if t.name.is_empty() {
+        t.target_id.as_str()
+    } else {
+        t.name.as_str()
+    };
+    let gw_path = registry_path(gw_name, &gw.id);
+    let path = format!(
+        "{gw_path}-{}",
+        registry_path(t_name, &t.target_id).trim_start_matches('/')
+    );
+    let Some(arn) = Arn::parse(&gw.arn) else {
+        return Some(Err(Unregistrable {
+            resource,
+            name: t_name.to_owned(),
+            path,
+            reason: "Unparseable gateway ARN".into(),
+        }));
+    };
+    let display = format!("{} - {}", display_name(gw_name), display_name(t_name));
+    let mut metadata = base_metadata(&arn);
+    metadata.insert("gateway_arn".into(), json!(gw.arn));
+    metadata.insert("gateway_id".into(), json!(gw.id));
+    metadata.insert("target_id".into(), json!(t.target_id));
+    metadata.insert("updated_at".into(), json!(t.updated_at));
+    let fields = ServerFields {
+        description: description(t.description.as_deref(), || {
+            format!("MCP Server target: {}", display_name(t_name))
+        }),
+        name: display,
+        proxy_pass_url: endpoint.to_owned(),
+        mcp_endpoint: endpoint.to_owned(),
+        auth_provider: AUTH_PROVIDER.into(),
+        auth_scheme: "bearer".into(),
+        supported_transports: "streamable-http".into(),
+        tags: tags(&[
+            "agentcore",
+            "gateway-target",
+            "mcp-server",
+            "auto-registered",
+        ]),
+        visibility: opts.visibility.as_str().into(),
+        metadata,
+    };
+    Some(Ok(DesiredEntry::new(
+        resource,
+        path,
+        format!("{gw_name}/{t_name}"),
+        (gw.authorizer_type.as_str().to_owned(), InboundAuth::Unknown),
+        EntryBody::Server(fields),
+        (&t.created_at, &t.updated_at),
+        None,
+    )))
+}
+
+/// `https://bedrock-agentcore.<region of the ARN>.amazonaws.com/runtimes/<quoted ARN>/invocations`.
+pub fn runtime_invocation_url(arn: &Arn) -> String {
+    format!(
+        "https://bedrock-agentcore.{}.amazonaws.com/runtimes/{}/invocations",
+        arn.region,
+        quote_all(&arn.to_string())
+    )
+}
+
+/// An MCP runtime becomes an MCP server; any other runtime becomes an agent.
+pub fn runtime_entry(
+    rt: &RuntimeSnapshot,
+    opts: DeriveOptions,
+) -> Result<DesiredEntry, Unregistrable> {
+    let unqualified = unqualified_runtime_arn(&rt.arn);
+    let resource = ResourceRef::runtime(&unqualified, &rt.id);
+    let name = if rt.name.is_empty() {
+        rt.id.clone()
+    } else {
+        rt.name.clone()
+    };
+    let path = registry_path(&name, &rt.id);
+    let Some(arn) = Arn::parse(&unqualified) else {
+        return Err(Unregistrable {
+            resource,
+            name,
+            path,
+            reason: "Unparseable runtime ARN".into(),
+        });
+    };
+    let display = display_name(&name);
+    let url = runtime_invocation_url(&arn);
+    let jwt = rt.jwt.as_ref().filter(|j| !j.discovery_url.is_empty());
+    let (auth_label, inbound) = match jwt {
+        Some(_) => ("CUSTOM_JWT", InboundAuth::Jwt),
+        None => ("IAM", InboundAuth::Iam),
+    };
+    let mut metadata = base_metadata(&arn);
+    metadata.insert("runtime_arn".into(), json!(unqualified));
+    metadata.insert("runtime_id".into(), json!(rt.id));
+    metadata.insert("server_protocol".into(), json!(rt.protocol.as_str()));
+    if let Some(jwt) = jwt {
+        metadata.insert("authorizer_type".into(), json!("CUSTOM_JWT"));
+        jwt_metadata(&mut metadata, jwt);
+    }
+    metadata.insert("updated_at".into(), json!(rt.updated_at));
+    let body = if rt.protocol == ServerProtocol::Mcp {
+        EntryBody::Server(ServerFields {
+            description: description(rt.description.as_deref(), || {
+                format!("AgentCore MCP Server: {display}")
+            }),
+            name: display,
+            proxy_pass_url: url.clone(),
+            mcp_endpoint: url,
+            auth_provider: AUTH_PROVIDER.into(),
+            auth_scheme: "bearer".into(),
+            supported_transports: "streamable-http".into(),
+            tags: tags(&["agentcore", "runtime", "mcp-server", "auto-registered"]),
+            visibility: opts.visibility.as_str().into(),
+            metadata,
+        })
+    } else {
+        let a2a = rt.protocol == ServerProtocol::A2a;
+        let mut agent_tags = tags(&["agentcore", "runtime", "agent", "auto-registered"]);
+        if a2a {
+            agent_tags.push("a2a".into());
+        }
+        let (schemes, security) = if jwt.is_some() {
+            (
+                json!({"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                                  "description": "OAuth2 JWT from the runtime's identity provider"}}),
+                json!([{"bearer": []}]),
+            )
+        } else {
+            (
+                json!({"sigv4": {"type": "http", "scheme": "AWS4-HMAC-SHA256",
+                                 "description": "AWS SigV4 request signing (IAM auth)"}}),
+                json!([{"sigv4": []}]),
+            )
+        };
+        EntryBody::Agent(Box::new(AgentFields {
+            protocol_version: "1.0".into(),
+            description: description(rt.description.as_deref(), || {
+                format!("AgentCore Agent: {display}")
+            }),
+            name: display,
+            url,
+            version: "1.0.0".into(),
+            capabilities: Map::new(),
+            default_input_modes: vec!["text/plain".into()],
+            default_output_modes: vec!["text/plain".into()],
+            skills: Vec::new(),
+            preferred_transport: "JSONRPC".into(),
+            security_schemes: schemes,
+            security,
+            metadata,
+            path: path.clone(),
+            tags: agent_tags,
+            license: "N/A".into(),
+            visibility: opts.visibility.as_str().into(),
+            allowed_groups: Vec::new(),
+            trust_level: "unverified".into(),
+            supported_protocol: if a2a { "a2a" } else { "other" }.into(),
+        }))
+    };
+    let manifest = manifest_for(&path, &unqualified, jwt);
+    Ok(DesiredEntry::new(
+        resource,
+        path,
+        name,
+        (auth_label.to_owned(), inbound),
+        body,
+        (&rt.created_at, &rt.updated_at),
+        manifest,
+    ))
+}
+
+#[cfg(test)]
+#[path = "desired_tests.rs"]
+mod tests;

@@ -1,0 +1,17 @@
+//! The pure domain of agentcore-registrar: what AgentCore resources look like, which registry
+//! entry each should have, who owns an entry, and the plan that converges the two.
+//!
+//! Nothing here does I/O. This crate must never depend on the AWS SDK, reqwest or a tokio
+//! runtime (`tests/core_stays_pure.rs` fails if it does).
+
+pub mod desired;
+pub mod error;
+pub mod fingerprint;
+pub mod identity;
+pub mod naming;
+pub mod observed;
+pub mod plan;
+pub mod ports;
+pub mod tokens;
+
+pub use error::{ErrorClass, PortError};

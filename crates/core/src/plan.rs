@@ -1,0 +1,437 @@
+//! The pure planner: desired entries + what the registry holds + policy -> actions.
+//!
+//! It enforces ownership (invariant 2: only entries we own are changed or removed), deletion
+//! only on authority (invariant 3: an owned entry is removed only when a complete listing of
+//! its scope no longer shows its resource, or the resource moved to another path), and one
+//! resource per path (an older resource keeps a contested path; the other is a conflict).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value};
+
+use crate::desired::{Collection, DesiredEntry, EntryBody};
+use crate::identity::{Owner, ResourceRef, Scope};
+
+/// An entry as the registry holds it (from a list or a GET).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurrentEntry {
+    pub collection: Collection,
+    pub path: String,
+    pub name: String,
+    pub metadata: Map<String, Value>,
+    pub tags: Vec<String>,
+    pub enabled: bool,
+    /// An agent's `status` (`draft`, ...), kept on update since a PUT would reset it.
+    pub status: Option<String>,
+}
+
+impl CurrentEntry {
+    /// The fingerprint we stored in the metadata when we last wrote the entry.
+    pub fn fingerprint(&self) -> Option<&str> {
+        self.metadata.get("fingerprint").and_then(Value::as_str)
+    }
+
+    /// The entry the registry holds after we wrote `desired`.
+    pub fn written(desired: &DesiredEntry, enabled: bool, status: Option<String>) -> Self {
+        let (tags, name) = match &desired.body {
+            EntryBody::Server(s) => (s.tags.clone(), s.name.clone()),
+            EntryBody::Agent(a) => (a.tags.clone(), a.name.clone()),
+        };
+        Self {
+            collection: desired.collection(),
+            path: desired.path.clone(),
+            name,
+            metadata: desired.body.metadata().clone(),
+            tags,
+            enabled,
+            status,
+        }
+    }
+
+    pub fn owner(&self, adopt_legacy: bool) -> Owner {
+        Owner::classify(&self.metadata, &self.tags, adopt_legacy)
+    }
+}
+
+/// What the state store recorded for a resource we applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedResource {
+    pub resource: ResourceRef,
+    pub collection: Collection,
+    pub path: String,
+    pub fingerprint: String,
+    pub aws_updated_at: String,
+    /// We have set this entry's enabled state once (invariant 6) and never touch it again.
+    pub enabled_set: bool,
+}
+
+/// What a scan of AgentCore saw.
+#[derive(Debug, Clone, Default)]
+pub struct Observation {
+    /// Entries for every READY, registrable resource.
+    pub desired: Vec<DesiredEntry>,
+    /// Identities of every resource that still exists and is not FAILED or DELETING
+    /// (ready, in progress, degraded, or unregistrable): never deregistered.
+    pub present: BTreeSet<String>,
+    /// Scopes that were listed completely: only there is absence authoritative.
+    pub covered: BTreeSet<Scope>,
+}
+
+/// Which writes a run may make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Register, update and deregister.
+    #[default]
+    Sync,
+    /// Register and update; never deregister.
+    UpsertOnly,
+    /// Register only; existing entries are left as they are.
+    CreateOnly,
+}
+
+impl Policy {
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "sync" => Some(Self::Sync),
+            "upsert-only" => Some(Self::UpsertOnly),
+            "create-only" => Some(Self::CreateOnly),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sync => "sync",
+            Self::UpsertOnly => "upsert-only",
+            Self::CreateOnly => "create-only",
+        }
+    }
+}
+
+/// Refuses a run that would remove more than `max_fraction` of the owned entries, unless
+/// forced (a safety net for a scan that is complete but wrong, e.g. the wrong account).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeleteGuard {
+    pub max_fraction: f64,
+    pub force: bool,
+}
+
+impl Default for DeleteGuard {
+    fn default() -> Self {
+        Self {
+            max_fraction: 0.5,
+            force: false,
+        }
+    }
+}
+
+/// Settings of one planning run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanContext {
+    pub policy: Policy,
+    pub adopt_legacy: bool,
+    pub guard: DeleteGuard,
+}
+
+/// Why an owned entry goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeregisterReason {
+    /// A complete listing no longer shows the resource (or it FAILED / is DELETING).
+    Gone,
+    /// The resource now wants another path or collection (renamed, protocol changed).
+    Moved { to: String },
+}
+
+/// An owned entry to remove.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deregistration {
+    pub resource: ResourceRef,
+    pub collection: Collection,
+    pub path: String,
+    pub name: String,
+    pub reason: DeregisterReason,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// The path is free: create the entry.
+    Register(DesiredEntry),
+    /// We own (or adopt) the entry and it differs.
+    Update {
+        desired: DesiredEntry,
+        current: CurrentEntry,
+    },
+    /// We own the entry and it is what we want: no registry write.
+    Unchanged {
+        desired: DesiredEntry,
+        current: CurrentEntry,
+    },
+    /// Remove an entry we own.
+    Deregister(Deregistration),
+    /// Another entry or resource holds the path: reported, never overwritten.
+    Conflict {
+        desired: DesiredEntry,
+        holder: String,
+    },
+    /// A write the policy or the deletion guard forbids.
+    Skip {
+        resource: ResourceRef,
+        name: String,
+        path: String,
+        reason: String,
+    },
+}
+
+impl Action {
+    /// Whether applying the action writes to the registry.
+    pub fn writes(&self) -> bool {
+        matches!(
+            self,
+            Self::Register(_) | Self::Update { .. } | Self::Deregister(_)
+        )
+    }
+}
+
+/// Plans one run. Deregistrations come first in the result, so that a path they free can be
+/// taken by a registration in the same run.
+pub fn plan(
+    obs: &Observation,
+    current: &[CurrentEntry],
+    recorded: &[RecordedResource],
+    ctx: PlanContext,
+) -> Vec<Action> {
+    let desired_by_arn: BTreeMap<&str, &DesiredEntry> = obs
+        .desired
+        .iter()
+        .map(|d| (d.resource.arn.as_str(), d))
+        .collect();
+
+    let candidates = deregistration_candidates(obs, current, recorded, &desired_by_arn);
+    let owned = owned_identities(obs, current, recorded);
+    let (mut actions, freed) = guard_deregistrations(candidates, owned, ctx);
+
+    let mut by_path: BTreeMap<&str, Vec<&DesiredEntry>> = BTreeMap::new();
+    for d in &obs.desired {
+        by_path.entry(d.path.as_str()).or_default().push(d);
+    }
+    for (path, mut contenders) in by_path {
+        let holders: Vec<&CurrentEntry> = current
+            .iter()
+            .filter(|e| e.path == path && !freed.contains(&(e.collection, e.path.clone())))
+            .collect();
+        let holds = |d: &DesiredEntry| {
+            holders.iter().any(|e| {
+                e.owner(ctx.adopt_legacy)
+                    .resource()
+                    .is_some_and(|r| r.arn == d.resource.arn)
+            })
+        };
+        let claimed = |d: &DesiredEntry| {
+            recorded
+                .iter()
+                .any(|r| r.path == path && r.resource.arn == d.resource.arn)
+        };
+        contenders.sort_by(|a, b| {
+            (!holds(a), !claimed(a), &a.aws_created_at, &a.resource.arn).cmp(&(
+                !holds(b),
+                !claimed(b),
+                &b.aws_created_at,
+                &b.resource.arn,
+            ))
+        });
+        let (winner, losers) = contenders
+            .split_first()
+            .expect("grouped paths are non-empty");
+        for loser in losers {
+            actions.push(Action::Conflict {
+                desired: (*loser).clone(),
+                holder: format!("path wanted by {} ({})", winner.resource.arn, winner.name),
+            });
+        }
+        actions.push(action_for_winner(winner, &holders, ctx));
+    }
+    actions
+}
+
+fn action_for_winner(d: &DesiredEntry, holders: &[&CurrentEntry], ctx: PlanContext) -> Action {
+    let owned_by_winner = holders.iter().find(|e| {
+        e.collection == d.collection()
+            && e.owner(ctx.adopt_legacy)
+                .resource()
+                .is_some_and(|r| r.arn == d.resource.arn)
+    });
+    match (owned_by_winner, holders.first()) {
+        (Some(e), _) => {
+            let ours = matches!(e.owner(false), Owner::Us(_));
+            if ours && e.fingerprint() == Some(d.fingerprint.as_str()) {
+                Action::Unchanged {
+                    desired: d.clone(),
+                    current: (*e).clone(),
+                }
+            } else if ctx.policy == Policy::CreateOnly {
+                Action::Skip {
+                    resource: d.resource.clone(),
+                    name: d.name.clone(),
+                    path: d.path.clone(),
+                    reason: "policy create-only: the entry exists and differs".into(),
+                }
+            } else {
+                Action::Update {
+                    desired: d.clone(),
+                    current: (*e).clone(),
+                }
+            }
+        }
+        (None, Some(holder)) => Action::Conflict {
+            desired: d.clone(),
+            holder: describe_holder(holder, ctx),
+        },
+        (None, None) => Action::Register(d.clone()),
+    }
+}
+
+/// A short, operator-facing description of who holds a path.
+pub fn describe_holder(e: &CurrentEntry, ctx: PlanContext) -> String {
+    match e.owner(ctx.adopt_legacy) {
+        Owner::Us(r) => format!("{} held by our entry for {}", e.collection.as_str(), r.arn),
+        Owner::Legacy(r) => format!(
+            "{} held by agentcore-sync entry for {}",
+            e.collection.as_str(),
+            r.arn
+        ),
+        Owner::Foreign => {
+            let source = e
+                .metadata
+                .get("source")
+                .and_then(Value::as_str)
+                .unwrap_or("none");
+            format!(
+                "{} '{}' not owned by agentcore-registrar (source: {source})",
+                e.collection.as_str(),
+                e.name
+            )
+        }
+    }
+}
+
+fn deregistration_candidates(
+    obs: &Observation,
+    current: &[CurrentEntry],
+    recorded: &[RecordedResource],
+    desired_by_arn: &BTreeMap<&str, &DesiredEntry>,
+) -> Vec<Deregistration> {
+    let mut seen: BTreeSet<(Collection, String)> = BTreeSet::new();
+    let mut out = Vec::new();
+    let listed = current.iter().filter_map(|e| match e.owner(false) {
+        Owner::Us(r) => Some((r, e.collection, e.path.clone(), e.name.clone())),
+        _ => None,
+    });
+    // Recorded resources the lists did not show (lists hide some entries): the applier
+    // confirms with a GET before it removes anything.
+    let unlisted = recorded
+        .iter()
+        .filter(|r| {
+            !current
+                .iter()
+                .any(|e| e.path == r.path && e.collection == r.collection)
+        })
+        .map(|r| {
+            (
+                r.resource.clone(),
+                r.collection,
+                r.path.clone(),
+                r.path.clone(),
+            )
+        });
+    for (resource, collection, path, name) in listed.chain(unlisted) {
+        if !seen.insert((collection, path.clone())) {
+            continue;
+        }
+        let reason = match desired_by_arn.get(resource.arn.as_str()) {
+            Some(d) if d.path == path && d.collection() == collection => continue,
+            Some(d) => DeregisterReason::Moved { to: d.path.clone() },
+            None if !obs.present.contains(&resource.arn)
+                && obs.covered.contains(&resource.scope()) =>
+            {
+                DeregisterReason::Gone
+            }
+            None => continue,
+        };
+        out.push(Deregistration {
+            resource,
+            collection,
+            path,
+            name,
+            reason,
+        });
+    }
+    out
+}
+
+/// The resources we own once the run is done: those owned now plus those we want. Counting the
+/// wanted ones keeps the guard's verdict the same before and after a plan is applied.
+fn owned_identities(
+    obs: &Observation,
+    current: &[CurrentEntry],
+    recorded: &[RecordedResource],
+) -> usize {
+    let mut owned: BTreeSet<&str> = recorded.iter().map(|r| r.resource.arn.as_str()).collect();
+    owned.extend(obs.desired.iter().map(|d| d.resource.arn.as_str()));
+    let listed: Vec<ResourceRef> = current
+        .iter()
+        .filter_map(|e| match e.owner(false) {
+            Owner::Us(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    owned.extend(listed.iter().map(|r| r.arn.as_str()));
+    owned.len()
+}
+
+/// Applies policy and the deletion guard; returns the actions and the paths they free.
+fn guard_deregistrations(
+    candidates: Vec<Deregistration>,
+    owned: usize,
+    ctx: PlanContext,
+) -> (Vec<Action>, BTreeSet<(Collection, String)>) {
+    let gone = candidates
+        .iter()
+        .filter(|c| c.reason == DeregisterReason::Gone)
+        .count();
+    let guard_trips = ctx.policy == Policy::Sync
+        && !ctx.guard.force
+        && gone > 0
+        && gone as f64 > ctx.guard.max_fraction * owned as f64;
+    let mut actions = Vec::new();
+    let mut freed = BTreeSet::new();
+    for c in candidates {
+        let refusal = if ctx.policy != Policy::Sync {
+            Some(format!("policy {}: owned entry kept", ctx.policy.as_str()))
+        } else if guard_trips && c.reason == DeregisterReason::Gone {
+            Some(format!(
+                "deletion guard: {gone} of {owned} owned entries would go (limit {:.0}%); rerun with --force",
+                ctx.guard.max_fraction * 100.0
+            ))
+        } else {
+            None
+        };
+        match refusal {
+            Some(reason) => actions.push(Action::Skip {
+                resource: c.resource,
+                name: c.name,
+                path: c.path,
+                reason,
+            }),
+            None => {
+                freed.insert((c.collection, c.path.clone()));
+                actions.push(Action::Deregister(c));
+            }
+        }
+    }
+    (actions, freed)
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -1,0 +1,112 @@
+//! The ports the engine talks through. Adapters in `registrar-worker` implement them; tests
+//! may implement them with fakes.
+
+use std::future::Future;
+
+use crate::desired::{Collection, DesiredEntry};
+use crate::error::PortError;
+use crate::observed::{GatewaySnapshot, Lifecycle, RuntimeSnapshot, TargetSnapshot};
+use crate::plan::{CurrentEntry, RecordedResource};
+use crate::tokens::ManifestFields;
+
+/// A list item: enough to decide whether to read the full resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub id: String,
+    pub lifecycle: Lifecycle,
+    pub updated_at: String,
+}
+
+/// The AgentCore control plane of one account and region. `Ok(None)` from a `get_*` means
+/// AgentCore answered NotFound for that very resource.
+pub trait AgentCore: Send + Sync {
+    /// The account the credentials act in.
+    fn account(&self) -> impl Future<Output = Result<String, PortError>> + Send;
+    fn region(&self) -> &str;
+    /// Every gateway (all pages); an error if any page failed.
+    fn list_gateways(&self) -> impl Future<Output = Result<Vec<Listed>, PortError>> + Send;
+    fn get_gateway(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<GatewaySnapshot>, PortError>> + Send;
+    fn list_targets(
+        &self,
+        gateway_id: &str,
+    ) -> impl Future<Output = Result<Vec<Listed>, PortError>> + Send;
+    fn get_target(
+        &self,
+        gateway: &GatewaySnapshot,
+        target_id: &str,
+    ) -> impl Future<Output = Result<Option<TargetSnapshot>, PortError>> + Send;
+    fn list_runtimes(&self) -> impl Future<Output = Result<Vec<Listed>, PortError>> + Send;
+    fn get_runtime(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<RuntimeSnapshot>, PortError>> + Send;
+}
+
+/// The registry HTTP API. A 409 comes back as a [`crate::ErrorClass::Conflict`] error.
+pub trait Registry: Send + Sync {
+    /// Every entry of a collection the caller may see (lists hide some entries).
+    fn list(
+        &self,
+        collection: Collection,
+    ) -> impl Future<Output = Result<Vec<CurrentEntry>, PortError>> + Send;
+    /// Authoritative: `Ok(None)` means nothing is registered at the path.
+    fn get(
+        &self,
+        collection: Collection,
+        path: &str,
+    ) -> impl Future<Output = Result<Option<CurrentEntry>, PortError>> + Send;
+    /// Creates the entry; never overwrites (a 409 if the path is taken).
+    fn register(
+        &self,
+        desired: &DesiredEntry,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Replaces our entry's fields, keeping its enabled state (and an agent's status).
+    fn update(
+        &self,
+        desired: &DesiredEntry,
+        current: &CurrentEntry,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn set_enabled(
+        &self,
+        collection: Collection,
+        path: &str,
+        enabled: bool,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn remove(
+        &self,
+        collection: Collection,
+        path: &str,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+}
+
+/// Durable state: per resource, per path claim, per manifest row.
+pub trait StateStore: Send + Sync {
+    fn resources(&self) -> impl Future<Output = Result<Vec<RecordedResource>, PortError>> + Send;
+    fn record(
+        &self,
+        resource: &RecordedResource,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn forget(&self, arn: &str) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Claims `path` for `arn` with a conditional write. `Ok(Some(holder))` when another
+    /// resource holds it.
+    fn claim_path(
+        &self,
+        path: &str,
+        arn: &str,
+    ) -> impl Future<Output = Result<Option<String>, PortError>> + Send;
+    /// Releases the claim if `arn` holds it.
+    fn release_path(
+        &self,
+        path: &str,
+        arn: &str,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn put_manifest(
+        &self,
+        row: &ManifestFields,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn delete_manifest(&self, arn: &str) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn manifests(&self) -> impl Future<Output = Result<Vec<ManifestFields>, PortError>> + Send;
+}
