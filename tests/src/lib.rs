@@ -1,1 +1,12 @@
+//! End-to-end test support: real local peers (moto), the registry stand-in, fixtures, and a
+//! bundle that wires them to the registrar.
 
+pub mod env;
+pub mod fixtures;
+pub mod moto;
+pub mod standin;
+
+/// The region every test runs in.
+pub const REGION: &str = "us-east-1";
+/// The account moto answers with.
+pub const ACCOUNT: &str = "123456789012";

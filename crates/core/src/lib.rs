@@ -5,6 +5,7 @@
 //! runtime (`tests/core_stays_pure.rs` fails if it does).
 
 pub mod desired;
+pub mod enable;
 pub mod error;
 pub mod fingerprint;
 pub mod identity;

@@ -1,1 +1,7 @@
+//! The `registrar` service: adapters (AgentCore, DynamoDB, the registry), the resync engine
+//! and the command line.
 
+pub mod aws;
+pub mod cli;
+pub mod registry;
+pub mod resync;

@@ -1,0 +1,308 @@
+//! The DynamoDB state table: per resource what we applied, per path a conditional claim, per
+//! CUSTOM_JWT resource its manifest fields. Keys: `pk` (S) and `sk` (S).
+//!
+//! | item | pk | sk |
+//! |---|---|---|
+//! | resource | `res#<arn>` | `res` |
+//! | manifest row | `res#<arn>` | `manifest` |
+//! | path claim | `path#<path>` | `claim` |
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+};
+use registrar_core::PortError;
+use registrar_core::desired::Collection;
+use registrar_core::identity::{ResourceKind, ResourceRef};
+use registrar_core::plan::RecordedResource;
+use registrar_core::ports::StateStore;
+use registrar_core::tokens::{IdpVendor, ManifestFields};
+
+use super::classify_sdk_error;
+
+const PEER: &str = "dynamodb";
+type Item = HashMap<String, AttributeValue>;
+
+/// The state table.
+#[derive(Debug, Clone)]
+pub struct DynamoState {
+    client: Client,
+    table: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn list(values: &[String]) -> AttributeValue {
+    AttributeValue::L(values.iter().map(|v| s(v.clone())).collect())
+}
+
+fn text(item: &Item, key: &str) -> String {
+    item.get(key)
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn texts(item: &Item, key: &str) -> Vec<String> {
+    item.get(key)
+        .and_then(|v| v.as_l().ok())
+        .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
+        .unwrap_or_default()
+}
+
+fn resource_pk(arn: &str) -> String {
+    format!("res#{arn}")
+}
+
+impl DynamoState {
+    pub fn new(config: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        Self {
+            client: Client::new(config),
+            table: table.into(),
+        }
+    }
+
+    /// Creates the table (on-demand billing) if it does not exist. `infra/` creates it in AWS;
+    /// this serves local runs and tests.
+    pub async fn ensure_table(&self) -> Result<bool, PortError> {
+        let attr = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+        };
+        let key = |name: &str, kind| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+        };
+        let result = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("pk").map_err(build_error)?)
+            .attribute_definitions(attr("sk").map_err(build_error)?)
+            .key_schema(key("pk", KeyType::Hash).map_err(build_error)?)
+            .key_schema(key("sk", KeyType::Range).map_err(build_error)?)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_in_use_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(classify_sdk_error(PEER, "CreateTable", &e)),
+        }
+    }
+
+    async fn scan_sk(&self, sk: &str) -> Result<Vec<Item>, PortError> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("sk = :sk")
+                .expression_attribute_values(":sk", s(sk))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| classify_sdk_error(PEER, "Scan", &e))?;
+            items.extend(out.items().iter().cloned());
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    async fn delete(&self, pk: String, sk: &str) -> Result<(), PortError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error(PEER, "DeleteItem", &e))?;
+        Ok(())
+    }
+}
+
+fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> PortError {
+    PortError::new(
+        PEER,
+        "build request",
+        registrar_core::ErrorClass::Terminal,
+        e.to_string(),
+    )
+}
+
+fn recorded_from(item: &Item) -> Option<RecordedResource> {
+    let kind = ResourceKind::parse(&text(item, "kind"))?;
+    let collection = match text(item, "collection").as_str() {
+        "server" => Collection::Server,
+        "agent" => Collection::Agent,
+        _ => return None,
+    };
+    let gateway_id = Some(text(item, "gateway_id")).filter(|g| !g.is_empty());
+    Some(RecordedResource {
+        resource: ResourceRef {
+            kind,
+            arn: text(item, "arn"),
+            account: text(item, "account"),
+            region: text(item, "region"),
+            id: text(item, "id"),
+            gateway_id,
+        },
+        collection,
+        path: text(item, "path"),
+        fingerprint: text(item, "fingerprint"),
+        aws_updated_at: text(item, "aws_updated_at"),
+        enabled_set: item
+            .get("enabled_set")
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .unwrap_or(false),
+    })
+}
+
+impl StateStore for DynamoState {
+    async fn resources(&self) -> Result<Vec<RecordedResource>, PortError> {
+        Ok(self
+            .scan_sk("res")
+            .await?
+            .iter()
+            .filter_map(recorded_from)
+            .collect())
+    }
+
+    async fn record(&self, r: &RecordedResource) -> Result<(), PortError> {
+        let res = &r.resource;
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(resource_pk(&res.arn)))
+            .item("sk", s("res"))
+            .item("kind", s(res.kind.as_str()))
+            .item("arn", s(&res.arn))
+            .item("account", s(&res.account))
+            .item("region", s(&res.region))
+            .item("id", s(&res.id))
+            .item("collection", s(r.collection.as_str()))
+            .item("path", s(&r.path))
+            .item("fingerprint", s(&r.fingerprint))
+            .item("aws_updated_at", s(&r.aws_updated_at))
+            .item("enabled_set", AttributeValue::Bool(r.enabled_set));
+        if let Some(g) = &res.gateway_id {
+            put = put.item("gateway_id", s(g));
+        }
+        put.send()
+            .await
+            .map_err(|e| classify_sdk_error(PEER, "PutItem", &e))?;
+        Ok(())
+    }
+
+    async fn forget(&self, arn: &str) -> Result<(), PortError> {
+        self.delete(resource_pk(arn), "res").await
+    }
+
+    async fn claim_path(&self, path: &str, arn: &str) -> Result<Option<String>, PortError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("path#{path}")))
+            .item("sk", s("claim"))
+            .item("holder", s(arn))
+            .condition_expression("attribute_not_exists(pk) OR holder = :me")
+            .expression_attribute_values(":me", s(arn))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(None),
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c)) => {
+                    Ok(Some(c.item().map(|i| text(i, "holder")).unwrap_or_else(|| "another resource".into())))
+                }
+                _ => Err(classify_sdk_error(PEER, "PutItem (path claim)", &e)),
+            },
+        }
+    }
+
+    async fn release_path(&self, path: &str, arn: &str) -> Result<(), PortError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("path#{path}")))
+            .key("sk", s("claim"))
+            .condition_expression("holder = :me")
+            .expression_attribute_values(":me", s(arn))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(classify_sdk_error(PEER, "DeleteItem (path claim)", &e)),
+        }
+    }
+
+    async fn put_manifest(&self, row: &ManifestFields) -> Result<(), PortError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(resource_pk(&row.arn)))
+            .item("sk", s("manifest"))
+            .item("arn", s(&row.arn))
+            .item("path", s(&row.path))
+            .item("discovery_url", s(&row.discovery_url))
+            .item("allowed_clients", list(&row.allowed_clients))
+            .item("allowed_audience", list(&row.allowed_audience))
+            .item("allowed_scopes", list(&row.allowed_scopes))
+            .item("idp_vendor", s(row.idp_vendor.as_str()))
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error(PEER, "PutItem (manifest)", &e))?;
+        Ok(())
+    }
+
+    async fn delete_manifest(&self, arn: &str) -> Result<(), PortError> {
+        self.delete(resource_pk(arn), "manifest").await
+    }
+
+    async fn manifests(&self) -> Result<Vec<ManifestFields>, PortError> {
+        Ok(self
+            .scan_sk("manifest")
+            .await?
+            .iter()
+            .map(|i| ManifestFields {
+                path: text(i, "path"),
+                arn: text(i, "arn"),
+                discovery_url: text(i, "discovery_url"),
+                allowed_clients: texts(i, "allowed_clients"),
+                allowed_audience: texts(i, "allowed_audience"),
+                allowed_scopes: texts(i, "allowed_scopes"),
+                idp_vendor: IdpVendor::detect(&text(i, "discovery_url")),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,372 @@
+//! The command line: every flag is also an environment variable (names shared with the Python
+//! tool keep their names; the rest use the `REGISTRAR_` prefix).
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use registrar_core::desired::{DeriveOptions, Visibility};
+use registrar_core::enable::EnablePolicy;
+use registrar_core::plan::{DeleteGuard, PlanContext, Policy};
+
+use crate::aws::agentcore::AgentCoreAws;
+use crate::aws::load_config;
+use crate::aws::state::DynamoState;
+use crate::registry::token::TokenFile;
+use crate::registry::{RegistryClient, RetryPolicy, check_registry_url};
+use crate::resync::report::{Outcome, Report, Status};
+use crate::resync::scan::{Progress, ScanOptions, scan};
+use crate::resync::{ResyncOptions, resync};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "registrar",
+    version,
+    about = "Keeps an MCP Gateway Registry in step with Amazon Bedrock AgentCore."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// AWS home region (each resource carries its own region in its ARN).
+    #[arg(long, env = "AWS_REGION", global = true)]
+    pub region: Option<String>,
+    /// DynamoDB state table.
+    #[arg(
+        long,
+        env = "REGISTRAR_TABLE",
+        default_value = "agentcore-registrar",
+        global = true
+    )]
+    pub table: String,
+    /// Log format on stderr.
+    #[arg(long, env = "REGISTRAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax).
+    #[arg(long, env = "REGISTRAR_LOG", default_value = "warn", global = true)]
+    pub log: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Registry base URL.
+    #[arg(long, env = "REGISTRY_URL")]
+    pub registry_url: String,
+    /// Registry ingress token file (JSON with access_token/token, or a bare token).
+    #[arg(long, env = "REGISTRY_TOKEN_FILE", default_value = ".token")]
+    pub token_file: String,
+    /// Allow a plain-http registry URL to a non-loopback host.
+    #[arg(long, env = "REGISTRAR_ALLOW_INSECURE_REGISTRY")]
+    pub allow_insecure_registry: bool,
+    /// Timeout of one registry request, in seconds.
+    #[arg(long, env = "REGISTRAR_REGISTRY_TIMEOUT", default_value_t = 30)]
+    pub registry_timeout: u64,
+    /// Attempts per registry request (transient failures only).
+    #[arg(long, env = "REGISTRAR_REGISTRY_ATTEMPTS", default_value_t = 4)]
+    pub registry_attempts: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ScopeArgs {
+    /// Only gateways (and their targets).
+    #[arg(long, conflicts_with = "runtimes_only")]
+    pub gateways_only: bool,
+    /// Only agent runtimes.
+    #[arg(long)]
+    pub runtimes_only: bool,
+    /// Also register `mcpServer` gateway targets as servers.
+    #[arg(long, env = "REGISTRAR_INCLUDE_MCP_TARGETS")]
+    pub include_mcp_targets: bool,
+    /// Visibility of every entry: public, private (or internal, its alias), group-restricted.
+    #[arg(long, env = "REGISTRAR_VISIBILITY", default_value = "public", value_parser = parse_visibility)]
+    pub visibility: Visibility,
+    /// Concurrent AgentCore reads.
+    #[arg(long, env = "REGISTRAR_AWS_CONCURRENCY", default_value_t = 16)]
+    pub aws_concurrency: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+impl ScopeArgs {
+    fn scan_options(&self) -> ScanOptions {
+        ScanOptions {
+            gateways: !self.runtimes_only,
+            runtimes: !self.gateways_only,
+            mcp_targets: self.include_mcp_targets && !self.runtimes_only,
+            derive: DeriveOptions {
+                visibility: self.visibility,
+            },
+            concurrency: self.aws_concurrency,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scan AgentCore, then register, update and deregister registry entries to match.
+    Resync {
+        #[command(flatten)]
+        registry: RegistryArgs,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// Plan and print; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// sync (register, update, deregister), upsert-only, or create-only.
+        #[arg(long, env = "REGISTRAR_POLICY", default_value = "sync", value_parser = parse_policy)]
+        policy: Policy,
+        /// Which new entries are enabled: none, authenticated, all.
+        #[arg(long, env = "REGISTRAR_ENABLE_POLICY", default_value = "authenticated", value_parser = parse_enable)]
+        enable_policy: EnablePolicy,
+        /// Adopt entries the Python tool (agentcore-sync) registered for the same ARN.
+        #[arg(long, env = "REGISTRAR_ADOPT_LEGACY", default_value_t = true, action = clap::ArgAction::Set)]
+        adopt_legacy: bool,
+        /// Largest share of owned entries one run may deregister without --force.
+        #[arg(long, env = "REGISTRAR_MAX_DELETE_FRACTION", default_value_t = 0.5)]
+        max_delete_fraction: f64,
+        /// Deregister even past --max-delete-fraction.
+        #[arg(long)]
+        force: bool,
+        /// Concurrent registry writes.
+        #[arg(long, env = "REGISTRAR_REGISTRY_CONCURRENCY", default_value_t = 8)]
+        registry_concurrency: usize,
+    },
+    /// Discover and print AgentCore resources and their registry paths; register nothing.
+    List {
+        #[command(flatten)]
+        scope: ScopeArgs,
+    },
+    /// State table operations.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Create the DynamoDB state table if it does not exist (local runs; infra/ does it in AWS).
+    Init,
+}
+
+fn parse_visibility(s: &str) -> Result<Visibility, String> {
+    Visibility::parse(s).ok_or_else(|| {
+        format!("unknown visibility {s:?}: use public, private, internal or group-restricted")
+    })
+}
+
+fn parse_policy(s: &str) -> Result<Policy, String> {
+    Policy::parse(s)
+        .ok_or_else(|| format!("unknown policy {s:?}: use sync, upsert-only or create-only"))
+}
+
+fn parse_enable(s: &str) -> Result<EnablePolicy, String> {
+    EnablePolicy::parse(s)
+        .ok_or_else(|| format!("unknown enable policy {s:?}: use none, authenticated or all"))
+}
+
+fn init_logging(global: &Global) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&global.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match global.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
+}
+
+/// Shows scan and apply progress on a terminal (never in pipes or CI logs).
+fn spawn_progress(progress: Arc<Progress>) -> Option<tokio::task::JoinHandle<()>> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            eprint!(
+                "\r  listed {}  read {}  applied {} ",
+                progress.listed.load(Ordering::Relaxed),
+                progress.read.load(Ordering::Relaxed),
+                progress.applied.load(Ordering::Relaxed)
+            );
+        }
+    }))
+}
+
+fn stop_progress(handle: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(h) = handle {
+        h.abort();
+        eprint!("\r{:60}\r", "");
+    }
+}
+
+fn registry_client(args: &RegistryArgs) -> anyhow::Result<RegistryClient> {
+    let base = check_registry_url(&args.registry_url, args.allow_insecure_registry)?;
+    let retry = RetryPolicy {
+        attempts: args.registry_attempts.max(1),
+        ..RetryPolicy::default()
+    };
+    Ok(RegistryClient::new(
+        base,
+        TokenFile::new(&args.token_file),
+        Duration::from_secs(args.registry_timeout),
+        retry,
+    )?)
+}
+
+fn print_report(report: &Report, output: Output) {
+    match output {
+        Output::Text => print!("{}", report.to_text()),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(report).unwrap_or_default()
+        ),
+    }
+}
+
+/// Runs a command; the exit code is 1 when anything failed, 2 for bad configuration.
+pub async fn run(cli: Cli) -> ExitCode {
+    init_logging(&cli.global);
+    match execute(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = load_config(cli.global.region.as_deref()).await;
+    if config.region().is_none() {
+        anyhow::bail!("no AWS region: set AWS_REGION or pass --region");
+    }
+    match cli.command {
+        Command::Resync {
+            registry,
+            scope,
+            dry_run,
+            policy,
+            enable_policy,
+            adopt_legacy,
+            max_delete_fraction,
+            force,
+            registry_concurrency,
+        } => {
+            if !(0.0..=1.0).contains(&max_delete_fraction) {
+                anyhow::bail!(
+                    "--max-delete-fraction must be between 0 and 1, got {max_delete_fraction}"
+                );
+            }
+            let client = registry_client(&registry)?;
+            client_token_check(&registry)?;
+            let agentcore = AgentCoreAws::new(&config);
+            let state = DynamoState::new(&config, &cli.global.table);
+            let opts = ResyncOptions {
+                scan: scope.scan_options(),
+                ctx: PlanContext {
+                    policy,
+                    adopt_legacy,
+                    guard: DeleteGuard {
+                        max_fraction: max_delete_fraction,
+                        force,
+                    },
+                },
+                enable: enable_policy,
+                dry_run,
+                registry_concurrency,
+            };
+            let progress = Arc::new(Progress::default());
+            let ticker = spawn_progress(progress.clone());
+            let result = resync(&agentcore, &client, &state, opts, &progress).await;
+            stop_progress(ticker);
+            match result {
+                Ok(report) => {
+                    print_report(&report, scope.output);
+                    Ok(if report.has_failures() {
+                        ExitCode::from(1)
+                    } else {
+                        ExitCode::SUCCESS
+                    })
+                }
+                Err(e) => {
+                    eprintln!("error: resync aborted before any change: {e} ({})", e.class);
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Command::List { scope } => {
+            let agentcore = AgentCoreAws::new(&config);
+            let progress = Arc::new(Progress::default());
+            let ticker = spawn_progress(progress.clone());
+            let scanned = scan(&agentcore, scope.scan_options(), &progress).await;
+            stop_progress(ticker);
+            let rows = scanned
+                .discovered
+                .iter()
+                .map(|d| {
+                    let status = match (&d.unregistrable, d.lifecycle.as_str()) {
+                        (Some(reason), _) => (Status::Skipped, reason.clone()),
+                        (None, "READY") => (Status::DryRun, "ready to register".to_owned()),
+                        (None, other) => (Status::Waiting, format!("AgentCore status {other}")),
+                    };
+                    let mut o =
+                        Outcome::for_kind(d.kind, &d.name, &d.arn, &d.path, status.0, status.1);
+                    o.auth_type = d.auth.clone();
+                    o
+                })
+                .collect();
+            let errors: Vec<String> = scanned.errors.iter().map(ToString::to_string).collect();
+            let report = Report::new(true, rows, errors, 0, 0);
+            print_report(&report, scope.output);
+            Ok(if report.has_failures() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::State {
+            command: StateCommand::Init,
+        } => {
+            let state = DynamoState::new(&config, &cli.global.table);
+            let created = state.ensure_table().await?;
+            println!(
+                "table {} {}",
+                cli.global.table,
+                if created { "created" } else { "already exists" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Fails fast, naming the file, when the registry token cannot be read.
+fn client_token_check(args: &RegistryArgs) -> anyhow::Result<()> {
+    TokenFile::new(&args.token_file).token()?;
+    Ok(())
+}

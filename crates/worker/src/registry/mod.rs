@@ -1,0 +1,560 @@
+//! The MCP Gateway Registry over HTTP, with the exact encodings of `registry-contract.md` §2:
+//! form bodies for server register/toggle/remove, JSON for agents and the auth credential.
+
+pub mod token;
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use registrar_core::desired::{Collection, DesiredEntry, EntryBody, ServerFields};
+use registrar_core::plan::CurrentEntry;
+use registrar_core::ports::Registry;
+use registrar_core::{ErrorClass, PortError};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Map, Value};
+
+use self::token::TokenFile;
+
+const PEER: &str = "registry";
+/// The registry's largest page (`limit` above it is a 422).
+const PAGE: usize = 2000;
+
+/// Why a registry URL is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryUrlError {
+    /// Not a URL we can use.
+    #[error("registry URL {0:?} is not an http(s) URL")]
+    Malformed(String),
+    /// Plain HTTP to a non-loopback host would send the ingress token in clear text.
+    #[error(
+        "registry URL {0} uses plain http to a non-loopback host; use https, or pass --allow-insecure-registry"
+    )]
+    Insecure(String),
+}
+
+/// Checks the registry base URL: https, or http to loopback, or http explicitly allowed.
+pub fn check_registry_url(url: &str, allow_insecure: bool) -> Result<String, RegistryUrlError> {
+    let trimmed = url.trim_end_matches('/').to_owned();
+    let (scheme, rest) = trimmed
+        .split_once("://")
+        .ok_or_else(|| RegistryUrlError::Malformed(url.into()))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    if host.is_empty() {
+        return Err(RegistryUrlError::Malformed(url.into()));
+    }
+    match scheme {
+        "https" => Ok(trimmed),
+        "http" => {
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback || allow_insecure {
+                Ok(trimmed)
+            } else {
+                Err(RegistryUrlError::Insecure(url.into()))
+            }
+        }
+        _ => Err(RegistryUrlError::Malformed(url.into())),
+    }
+}
+
+/// How transient failures are retried.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub attempts: usize,
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 4,
+            min_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A failed call, with the server's Retry-After when it sent one.
+#[derive(Debug)]
+struct Failure {
+    error: PortError,
+    retry_after: Option<Duration>,
+}
+
+/// The registry client: one connection pool, the ingress token from its file.
+#[derive(Debug)]
+pub struct RegistryClient {
+    http: reqwest::Client,
+    base: String,
+    token: TokenFile,
+    retry: RetryPolicy,
+}
+
+impl RegistryClient {
+    /// `base` must have passed [`check_registry_url`].
+    pub fn new(
+        base: String,
+        token: TokenFile,
+        timeout: Duration,
+        retry: RetryPolicy,
+    ) -> Result<Self, PortError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("agentcore-registrar/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| PortError::new(PEER, "client", ErrorClass::Terminal, e.to_string()))?;
+        Ok(Self {
+            http,
+            base,
+            token,
+            retry,
+        })
+    }
+
+    /// Sends one request, retrying transient failures with backoff (honouring Retry-After).
+    async fn call(
+        &self,
+        operation: &str,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+        ok: &[StatusCode],
+    ) -> Result<Response, Failure> {
+        let attempt = || async {
+            let token = self.token.token().map_err(|e| Failure {
+                error: PortError::new(PEER, operation, ErrorClass::Terminal, e.to_string()),
+                retry_after: None,
+            })?;
+            let response = build(&self.http)
+                .bearer_auth(token)
+                .send()
+                .await
+                .map_err(|e| Failure {
+                    error: PortError::new(
+                        PEER,
+                        operation,
+                        ErrorClass::Transient,
+                        transport_message(&e),
+                    ),
+                    retry_after: None,
+                })?;
+            if ok.contains(&response.status()) {
+                Ok(response)
+            } else {
+                Err(failure(operation, response).await)
+            }
+        };
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.retry.min_delay)
+            .with_max_delay(self.retry.max_delay)
+            .with_max_times(self.retry.attempts.saturating_sub(1))
+            .with_jitter();
+        attempt
+            .retry(backoff)
+            .when(|f: &Failure| f.error.is_transient())
+            .adjust(|f: &Failure, planned| planned.map(|p| f.retry_after.map_or(p, |ra| ra.min(self.retry.max_delay))))
+            .notify(|f: &Failure, after| {
+                tracing::warn!(operation, error = %f.error, retry_in_ms = after.as_millis() as u64, "Registry call failed; retrying.");
+            })
+            .await
+    }
+
+    fn url(&self, rest: &str) -> String {
+        format!("{}{rest}", self.base)
+    }
+
+    async fn list_page(
+        &self,
+        collection: Collection,
+        offset: usize,
+    ) -> Result<(Vec<CurrentEntry>, bool), PortError> {
+        let (route, key) = match collection {
+            Collection::Server => ("/api/servers", "servers"),
+            Collection::Agent => ("/api/agents", "agents"),
+        };
+        let url = self.url(route);
+        let query = [("limit", PAGE.to_string()), ("offset", offset.to_string())];
+        let op = format!("list {key}");
+        let response = self
+            .call(&op, |c| c.get(&url).query(&query), &[StatusCode::OK])
+            .await
+            .map_err(|f| f.error)?;
+        let body: Value = json_body(&op, response).await?;
+        let items = body.get(key).and_then(Value::as_array).ok_or_else(|| {
+            PortError::new(
+                PEER,
+                &op,
+                ErrorClass::Transient,
+                format!("response has no `{key}` array"),
+            )
+        })?;
+        let entries = items
+            .iter()
+            .filter_map(|v| entry_from_json(collection, v))
+            .collect();
+        Ok((
+            entries,
+            body.get("has_next")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        ))
+    }
+}
+
+fn transport_message(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    let mut msg = format!("{kind}: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    msg
+}
+
+/// Turns an unexpected response into a classified error carrying the registry's own message.
+async fn failure(operation: &str, response: Response) -> Failure {
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let text = response.text().await.unwrap_or_default();
+    let class = match status.as_u16() {
+        409 => ErrorClass::Conflict,
+        408 | 425 | 429 | 500..=599 => ErrorClass::Transient,
+        _ => ErrorClass::Terminal,
+    };
+    let message = format!("HTTP {}: {}", status.as_u16(), registry_message(&text));
+    Failure {
+        error: PortError::new(PEER, operation, class, message),
+        retry_after,
+    }
+}
+
+/// The registry's error text: `detail` (string or validation list), `error` + `reason`, or
+/// the start of the body (nginx answers with HTML).
+fn registry_message(body: &str) -> String {
+    let Ok(json) = serde_json::from_str::<Value>(body) else {
+        let flat: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+        return flat.chars().take(200).collect();
+    };
+    let str_of = |k: &str| json.get(k).and_then(Value::as_str);
+    match (json.get("detail"), str_of("error"), str_of("reason")) {
+        (Some(Value::String(d)), _, _) => d.clone(),
+        (Some(Value::Array(items)), _, _) => items
+            .iter()
+            .map(|i| {
+                let loc = i.get("loc").map(|l| l.to_string()).unwrap_or_default();
+                let msg = i.get("msg").and_then(Value::as_str).unwrap_or("invalid");
+                format!("{loc}: {msg}")
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        (_, Some(e), Some(r)) => format!("{e}: {r}"),
+        (_, Some(e), None) => e.to_owned(),
+        _ => json.to_string().chars().take(200).collect(),
+    }
+}
+
+async fn json_body(operation: &str, response: Response) -> Result<Value, PortError> {
+    response.json().await.map_err(|e| {
+        PortError::new(
+            PEER,
+            operation,
+            ErrorClass::Transient,
+            format!("unreadable JSON: {e}"),
+        )
+    })
+}
+
+/// Reads a server or agent document from a list item or a GET.
+fn entry_from_json(collection: Collection, v: &Value) -> Option<CurrentEntry> {
+    let path = v.get("path").and_then(Value::as_str)?.to_owned();
+    let name = ["server_name", "display_name", "name"]
+        .iter()
+        .find_map(|k| v.get(*k).and_then(Value::as_str))
+        .unwrap_or_default()
+        .to_owned();
+    let tags = match v.get("tags") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::String(s)) => s
+            .split(',')
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let metadata: Map<String, Value> = match v.get("metadata") {
+        Some(Value::Object(m)) => m.clone(),
+        Some(Value::String(s)) => serde_json::from_str(s).unwrap_or_default(),
+        _ => Map::new(),
+    };
+    Some(CurrentEntry {
+        collection,
+        path,
+        name,
+        metadata,
+        tags,
+        enabled: v
+            .get("is_enabled")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        status: v.get("status").and_then(Value::as_str).map(str::to_owned),
+    })
+}
+
+/// The form of `POST /api/servers/register`.
+fn server_form(path: &str, s: &ServerFields, overwrite: bool) -> Vec<(&'static str, String)> {
+    vec![
+        ("path", path.to_owned()),
+        ("name", s.name.clone()),
+        ("description", s.description.clone()),
+        ("proxy_pass_url", s.proxy_pass_url.clone()),
+        ("mcp_endpoint", s.mcp_endpoint.clone()),
+        ("auth_provider", s.auth_provider.clone()),
+        ("auth_scheme", s.auth_scheme.clone()),
+        ("supported_transports", s.supported_transports.clone()),
+        ("tags", s.tags.join(",")),
+        ("visibility", s.visibility.clone()),
+        ("metadata", Value::Object(s.metadata.clone()).to_string()),
+        // Python bool spelling, as the registry's form parser and the Python tool use it.
+        (
+            "overwrite",
+            if overwrite { "True" } else { "False" }.to_owned(),
+        ),
+    ]
+}
+
+/// `/x` -> `x`: the registry's GET routes take the path without its leading slash.
+fn bare(path: &str) -> &str {
+    path.trim_start_matches('/')
+}
+
+impl Registry for RegistryClient {
+    async fn list(&self, collection: Collection) -> Result<Vec<CurrentEntry>, PortError> {
+        let mut all = Vec::new();
+        loop {
+            let (page, has_next) = self.list_page(collection, all.len()).await?;
+            let empty = page.is_empty();
+            all.extend(page);
+            if !has_next || empty {
+                return Ok(all);
+            }
+        }
+    }
+
+    async fn get(
+        &self,
+        collection: Collection,
+        path: &str,
+    ) -> Result<Option<CurrentEntry>, PortError> {
+        let (route, op) = match collection {
+            Collection::Server => ("/api/servers/", "get server"),
+            Collection::Agent => ("/api/agents/", "get agent"),
+        };
+        let url = self.url(&format!("{route}{}", bare(path)));
+        let response = self
+            .call(
+                op,
+                |c| c.get(&url),
+                &[StatusCode::OK, StatusCode::NOT_FOUND],
+            )
+            .await
+            .map_err(|f| f.error)?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let body = json_body(op, response).await?;
+        Ok(entry_from_json(collection, &body))
+    }
+
+    async fn register(&self, d: &DesiredEntry) -> Result<(), PortError> {
+        let result = match &d.body {
+            EntryBody::Server(s) => {
+                let url = self.url("/api/servers/register");
+                let form = server_form(&d.path, s, false);
+                self.call(
+                    "register server",
+                    |c| c.post(&url).form(&form),
+                    &[StatusCode::CREATED, StatusCode::OK],
+                )
+                .await
+            }
+            EntryBody::Agent(a) => {
+                let url = self.url("/api/agents/register");
+                self.call(
+                    "register agent",
+                    |c| c.post(&url).json(a),
+                    &[StatusCode::CREATED, StatusCode::OK],
+                )
+                .await
+            }
+        };
+        result.map(drop).map_err(|f| f.error)
+    }
+
+    async fn update(&self, d: &DesiredEntry, current: &CurrentEntry) -> Result<(), PortError> {
+        let result = match &d.body {
+            EntryBody::Server(s) => {
+                let url = self.url("/api/servers/register");
+                let form = server_form(&d.path, s, true);
+                self.call(
+                    "update server",
+                    |c| c.post(&url).form(&form),
+                    &[StatusCode::CREATED, StatusCode::OK],
+                )
+                .await
+            }
+            EntryBody::Agent(a) => {
+                // A PUT resets `status` to draft unless it is sent: keep the operator's value.
+                let mut body = serde_json::to_value(a).unwrap_or_default();
+                if let (Some(status), Some(obj)) = (&current.status, body.as_object_mut()) {
+                    obj.insert("status".into(), Value::String(status.clone()));
+                }
+                let url = self.url(&format!("/api/agents/{}", bare(&d.path)));
+                self.call(
+                    "update agent",
+                    |c| c.request(Method::PUT, &url).json(&body),
+                    &[StatusCode::OK],
+                )
+                .await
+            }
+        };
+        result.map(drop).map_err(|f| f.error)
+    }
+
+    async fn set_enabled(
+        &self,
+        collection: Collection,
+        path: &str,
+        enabled: bool,
+    ) -> Result<(), PortError> {
+        let result = match collection {
+            Collection::Server => {
+                let url = self.url("/api/servers/toggle");
+                let form = [
+                    ("path", path.to_owned()),
+                    ("new_state", enabled.to_string()),
+                ];
+                self.call(
+                    "toggle server",
+                    |c| c.post(&url).form(&form),
+                    &[StatusCode::OK],
+                )
+                .await
+            }
+            Collection::Agent => {
+                let url = self.url(&format!("/api/agents/{}/toggle", bare(path)));
+                let query = [("enabled", enabled.to_string())];
+                self.call(
+                    "toggle agent",
+                    |c| c.post(&url).query(&query),
+                    &[StatusCode::OK],
+                )
+                .await
+            }
+        };
+        result.map(drop).map_err(|f| f.error)
+    }
+
+    async fn remove(&self, collection: Collection, path: &str) -> Result<(), PortError> {
+        // 404 means it is already gone: removal is idempotent.
+        let result = match collection {
+            Collection::Server => {
+                let url = self.url("/api/servers/remove");
+                let form = [("path", path.to_owned())];
+                self.call(
+                    "remove server",
+                    |c| c.post(&url).form(&form),
+                    &[StatusCode::OK, StatusCode::NOT_FOUND],
+                )
+                .await
+            }
+            Collection::Agent => {
+                let url = self.url(&format!("/api/agents/{}", bare(path)));
+                self.call(
+                    "delete agent",
+                    |c| c.delete(&url),
+                    &[
+                        StatusCode::NO_CONTENT,
+                        StatusCode::OK,
+                        StatusCode::NOT_FOUND,
+                    ],
+                )
+                .await
+            }
+        };
+        result.map(drop).map_err(|f| f.error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_is_refused_unless_loopback_or_allowed() {
+        assert!(check_registry_url("https://registry.example.com/", false).is_ok());
+        assert!(check_registry_url("http://127.0.0.1:8080", false).is_ok());
+        assert!(check_registry_url("http://localhost", false).is_ok());
+        assert!(check_registry_url("http://[::1]:80", false).is_ok());
+        assert_eq!(
+            check_registry_url("http://registry.example.com", false),
+            Err(RegistryUrlError::Insecure(
+                "http://registry.example.com".into()
+            ))
+        );
+        assert!(check_registry_url("http://registry.example.com", true).is_ok());
+        assert!(matches!(
+            check_registry_url("registry.example.com", false),
+            Err(RegistryUrlError::Malformed(_))
+        ));
+        assert!(matches!(
+            check_registry_url("ftp://x", false),
+            Err(RegistryUrlError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn registry_messages_are_extracted_from_every_error_shape() {
+        assert_eq!(
+            registry_message(r#"{"detail":"Agent not found at path '/x'"}"#),
+            "Agent not found at path '/x'"
+        );
+        assert_eq!(
+            registry_message(
+                r#"{"error":"Service registration failed","reason":"A service with path '/x' already exists"}"#
+            ),
+            "Service registration failed: A service with path '/x' already exists"
+        );
+        assert_eq!(
+            registry_message(
+                r#"{"detail":[{"type":"missing","loc":["body","description"],"msg":"Field required"}]}"#
+            ),
+            r#"["body","description"]: Field required"#
+        );
+        assert_eq!(
+            registry_message("<html>\n<h1>500 Internal</h1></html>"),
+            "<html> <h1>500 Internal</h1></html>"
+        );
+    }
+}

@@ -1,0 +1,120 @@
+//! The registry ingress token, read from a file and re-read whenever the file changes.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+/// Why no token could be read. Names the file; never contains the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenFileError {
+    /// The file is missing or unreadable.
+    #[error("cannot read registry token file {path}: {reason}")]
+    Unreadable { path: String, reason: String },
+    /// The file holds no token in any shape the registry tools write.
+    #[error(
+        "registry token file {path} has no token: expected JSON with `access_token` or `token` at the top level or under `tokens`, or a bare token"
+    )]
+    NoToken { path: String },
+}
+
+/// A token file in any shape `registry-contract.md` §2.1 lists: `{"access_token"}`,
+/// `{"token"}`, `{"tokens": {"access_token"}}` (the UI download), the `ingress.json` of
+/// `ingress_oauth.py`, or a bare token on one line.
+#[derive(Debug)]
+pub struct TokenFile {
+    path: PathBuf,
+    cached: Mutex<Option<(SystemTime, u64, String)>>,
+}
+
+impl TokenFile {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            cached: Mutex::new(None),
+        }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// The current token; the file is parsed again only when its mtime or size changed.
+    pub fn token(&self) -> Result<String, TokenFileError> {
+        let display = self.path.display().to_string();
+        let unreadable = |e: std::io::Error| TokenFileError::Unreadable {
+            path: display.clone(),
+            reason: e.to_string(),
+        };
+        let meta = std::fs::metadata(&self.path).map_err(unreadable)?;
+        let stamp = (meta.modified().map_err(unreadable)?, meta.len());
+        let mut cached = self
+            .cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((mtime, len, token)) = cached.as_ref()
+            && (*mtime, *len) == stamp
+        {
+            return Ok(token.clone());
+        }
+        let text = std::fs::read_to_string(&self.path).map_err(unreadable)?;
+        let token = parse_token(&text).ok_or(TokenFileError::NoToken { path: display })?;
+        *cached = Some((stamp.0, stamp.1, token.clone()));
+        Ok(token)
+    }
+}
+
+fn parse_token(text: &str) -> Option<String> {
+    let text = text.trim();
+    let Ok(json) = serde_json::from_str::<Value>(text) else {
+        let bare =
+            !text.is_empty() && !text.contains(char::is_whitespace) && !text.starts_with('{');
+        return bare.then(|| text.to_owned());
+    };
+    let pick = |v: &Value| {
+        ["access_token", "token"].iter().find_map(|k| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        })
+    };
+    pick(&json).or_else(|| json.get("tokens").and_then(pick))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_shape_yields_the_token() {
+        for text in [
+            r#"{"access_token":"A"}"#,
+            r#"{"token":"A"}"#,
+            r#"{"success":true,"tokens":{"access_token":"A","refresh_token":"r","expires_in":28800},"client_id":"user-generated"}"#,
+            r#"{"provider":"keycloak","access_token":"A","expires_at":1,"token_type":"Bearer"}"#,
+            "A\n",
+        ] {
+            assert_eq!(parse_token(text).as_deref(), Some("A"), "{text}");
+        }
+        assert_eq!(parse_token(r#"{"nothing":1}"#), None);
+        assert_eq!(parse_token(""), None);
+    }
+
+    #[test]
+    fn the_file_is_reread_when_it_changes() {
+        let dir = std::env::temp_dir().join(format!("registrar-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("token.json");
+        std::fs::write(&path, r#"{"access_token":"first"}"#).expect("write");
+        let file = TokenFile::new(&path);
+        assert_eq!(file.token().expect("token"), "first");
+        std::fs::write(&path, r#"{"access_token":"second-longer"}"#).expect("write");
+        assert_eq!(file.token().expect("token"), "second-longer");
+        std::fs::remove_file(&path).expect("rm");
+        let err = file.token().expect_err("gone");
+        assert!(err.to_string().contains("token.json"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

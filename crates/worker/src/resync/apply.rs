@@ -1,0 +1,311 @@
+//! Carries out a plan: registry writes, then the state they leave behind. A GET of the path is
+//! authoritative before any create or delete (lists hide some entries).
+
+use std::collections::BTreeMap;
+
+use registrar_core::PortError;
+use registrar_core::desired::DesiredEntry;
+use registrar_core::enable::EnablePolicy;
+use registrar_core::identity::{Owner, ResourceKind, ResourceRef};
+use registrar_core::observed::Lifecycle;
+use registrar_core::plan::{
+    Action, CurrentEntry, DeregisterReason, Deregistration, Observation, PlanContext,
+    RecordedResource, plan,
+};
+use registrar_core::ports::{AgentCore, Registry, StateStore};
+use registrar_core::tokens::ManifestFields;
+
+use super::report::{Outcome, Status};
+
+/// Everything the applier needs besides the action.
+#[derive(Debug)]
+pub struct Applier<'a, A, R, S> {
+    pub agentcore: &'a A,
+    pub registry: &'a R,
+    pub state: &'a S,
+    pub ctx: PlanContext,
+    pub enable: EnablePolicy,
+    pub recorded: BTreeMap<String, RecordedResource>,
+    pub manifests: BTreeMap<String, ManifestFields>,
+}
+
+fn fail(outcome: Outcome, e: &PortError) -> Outcome {
+    outcome.with(Status::Failed, format!("{} ({})", e, e.class))
+}
+
+impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
+    /// Applies one action and reports what happened.
+    pub async fn apply(&self, action: Action) -> Outcome {
+        match action {
+            Action::Register(d) => self.register(d, true).await,
+            Action::Update { desired, current } => self.update(desired, current).await,
+            Action::Unchanged { desired, current } => {
+                let outcome = Outcome::for_desired(&desired, Status::Unchanged, "");
+                match self.after_write(&desired, current.enabled, None).await {
+                    Ok(()) => outcome,
+                    Err(e) => fail(outcome, &e),
+                }
+            }
+            Action::Deregister(d) => self.deregister(d).await,
+            Action::Conflict { desired, holder } => {
+                Outcome::for_desired(&desired, Status::Conflict, holder)
+            }
+            Action::Skip {
+                resource,
+                name,
+                path,
+                reason,
+            } => Outcome::for_resource(&resource, &name, &path, Status::Skipped, reason),
+        }
+    }
+
+    /// Claims the path, confirms it is free with a GET, then creates the entry.
+    async fn register(&self, d: DesiredEntry, first_try: bool) -> Outcome {
+        let outcome = Outcome::for_desired(&d, Status::Registered, "");
+        match self.state.claim_path(&d.path, &d.resource.arn).await {
+            Ok(None) => {}
+            Ok(Some(holder)) => {
+                return outcome.with(Status::Conflict, format!("path claimed by {holder}"));
+            }
+            Err(e) => return fail(outcome, &e),
+        }
+        match self.registry.get(d.collection(), &d.path).await {
+            Ok(None) => {}
+            Ok(Some(found)) => return Box::pin(self.replan(d, found)).await,
+            Err(e) => return fail(outcome, &e),
+        }
+        match self.registry.register(&d).await {
+            Ok(()) => {}
+            // Someone registered the path since our GET: decide again on what is there now.
+            Err(e) if e.class == registrar_core::ErrorClass::Conflict && first_try => {
+                return match self.registry.get(d.collection(), &d.path).await {
+                    Ok(Some(found)) => Box::pin(self.replan(d, found)).await,
+                    Ok(None) => Box::pin(self.register(d, false)).await,
+                    Err(e) => fail(outcome, &e),
+                };
+            }
+            Err(e) => {
+                self.release(&d).await;
+                return fail(outcome, &e);
+            }
+        }
+        let mut enabled = false;
+        let mut message = String::new();
+        if self.enable.at_registration(d.inbound_auth) {
+            match self
+                .registry
+                .set_enabled(d.collection(), &d.path, true)
+                .await
+            {
+                Ok(()) => enabled = true,
+                Err(e) => message = format!("registered, but enabling failed: {e}"),
+            }
+        }
+        // Settled unless an enable failed or waits for the egress token (CUSTOM_JWT).
+        let owed = if self.enable.at_registration(d.inbound_auth) {
+            !enabled
+        } else {
+            self.enable.after_token(d.inbound_auth)
+        };
+        match self.after_write(&d, enabled, Some(!owed)).await {
+            Ok(()) if message.is_empty() => outcome.with(
+                Status::Registered,
+                if enabled { "enabled" } else { "disabled" },
+            ),
+            Ok(()) => outcome.with(Status::Failed, message),
+            Err(e) => fail(outcome, &e),
+        }
+    }
+
+    /// The path turned out to be taken: plan again against what the GET returned.
+    async fn replan(&self, d: DesiredEntry, found: CurrentEntry) -> Outcome {
+        let obs = Observation {
+            desired: vec![d.clone()],
+            ..Observation::default()
+        };
+        let action = plan(&obs, std::slice::from_ref(&found), &[], self.ctx)
+            .into_iter()
+            .find(|a| !matches!(a, Action::Deregister(_)));
+        match action {
+            Some(Action::Update { desired, current }) => self.update(desired, current).await,
+            Some(Action::Unchanged { desired, current }) => {
+                let outcome = Outcome::for_desired(&desired, Status::Unchanged, "");
+                match self.after_write(&desired, current.enabled, None).await {
+                    Ok(()) => outcome,
+                    Err(e) => fail(outcome, &e),
+                }
+            }
+            Some(Action::Conflict { desired, holder }) => {
+                self.release(&desired).await;
+                Outcome::for_desired(&desired, Status::Conflict, holder)
+            }
+            Some(Action::Skip {
+                resource,
+                name,
+                path,
+                reason,
+            }) => Outcome::for_resource(&resource, &name, &path, Status::Skipped, reason),
+            _ => Outcome::for_desired(
+                &d,
+                Status::Failed,
+                "registry answered 409 but GET shows no entry",
+            ),
+        }
+    }
+
+    async fn update(&self, d: DesiredEntry, current: CurrentEntry) -> Outcome {
+        let outcome = Outcome::for_desired(&d, Status::Updated, "");
+        let adopted = matches!(current.owner(self.ctx.adopt_legacy), Owner::Legacy(_));
+        if let Err(e) = self.state.claim_path(&d.path, &d.resource.arn).await {
+            return fail(outcome, &e);
+        }
+        if let Err(e) = self.registry.update(&d, &current).await {
+            return fail(outcome, &e);
+        }
+        match self.after_write(&d, current.enabled, None).await {
+            Ok(()) => outcome.with(
+                Status::Updated,
+                if adopted {
+                    "adopted from agentcore-sync"
+                } else {
+                    ""
+                },
+            ),
+            Err(e) => fail(outcome, &e),
+        }
+    }
+
+    /// Records the applied entry and its manifest row. `decided` is `Some` when this run just
+    /// registered the entry (whether its enabled state is now settled); `None` for an existing
+    /// entry, whose record says whether an enable is still owed (invariant 6: set once).
+    async fn after_write(
+        &self,
+        d: &DesiredEntry,
+        enabled: bool,
+        decided: Option<bool>,
+    ) -> Result<(), PortError> {
+        let previous = self.recorded.get(&d.resource.arn);
+        let enabled_set = match (decided, previous) {
+            (Some(settled), _) => settled,
+            (None, Some(p)) if p.enabled_set => true,
+            (None, Some(_)) if enabled => true,
+            (None, Some(_)) if self.enable.at_registration(d.inbound_auth) => {
+                // The enable after our registration failed earlier: owed once, done now.
+                self.registry
+                    .set_enabled(d.collection(), &d.path, true)
+                    .await?;
+                true
+            }
+            (None, Some(_)) => false,
+            // Adopted, or our state was lost: the operator owns the enabled state.
+            (None, None) => true,
+        };
+        let row = RecordedResource {
+            resource: d.resource.clone(),
+            collection: d.collection(),
+            path: d.path.clone(),
+            fingerprint: d.fingerprint.clone(),
+            aws_updated_at: d.aws_updated_at.clone(),
+            enabled_set,
+        };
+        if previous != Some(&row) {
+            self.state.record(&row).await?;
+        }
+        match (&d.manifest, self.manifests.get(&d.resource.arn)) {
+            (Some(want), have) if have != Some(want) => self.state.put_manifest(want).await?,
+            (None, Some(_)) => self.state.delete_manifest(&d.resource.arn).await?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn release(&self, d: &DesiredEntry) {
+        if let Err(e) = self.state.release_path(&d.path, &d.resource.arn).await {
+            tracing::warn!(path = %d.path, error = %e, "Path claim could not be released.");
+        }
+    }
+
+    /// Deregisters only on authority: AgentCore must confirm the resource is gone, and a GET
+    /// must show the entry is still ours.
+    async fn deregister(&self, d: Deregistration) -> Outcome {
+        let outcome =
+            Outcome::for_resource(&d.resource, &d.name, &d.path, Status::Deregistered, "");
+        if d.reason == DeregisterReason::Gone {
+            match self.still_exists(&d.resource).await {
+                Ok(Some(status)) => {
+                    return outcome.with(
+                        Status::Skipped,
+                        format!("kept: AgentCore still reports it {status}"),
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => return fail(outcome, &e),
+            }
+        }
+        match self.registry.get(d.collection, &d.path).await {
+            Ok(Some(found)) => match found.owner(false) {
+                Owner::Us(r) if r.arn == d.resource.arn => {
+                    if let Err(e) = self.registry.remove(d.collection, &d.path).await {
+                        return fail(outcome, &e);
+                    }
+                }
+                _ => {
+                    return outcome.with(
+                        Status::Skipped,
+                        "kept: the entry at this path is no longer ours",
+                    );
+                }
+            },
+            Ok(None) => {}
+            Err(e) => return fail(outcome, &e),
+        }
+        let cleanup = async {
+            self.state.release_path(&d.path, &d.resource.arn).await?;
+            if matches!(d.reason, DeregisterReason::Gone) {
+                self.state.forget(&d.resource.arn).await?;
+                self.state.delete_manifest(&d.resource.arn).await?;
+            }
+            Ok::<(), PortError>(())
+        };
+        match cleanup.await {
+            Ok(()) => {
+                let why = match &d.reason {
+                    DeregisterReason::Gone => "resource gone from AgentCore".to_owned(),
+                    DeregisterReason::Moved { to } => format!("moved to {to}"),
+                };
+                outcome.with(Status::Deregistered, why)
+            }
+            Err(e) => fail(outcome, &e),
+        }
+    }
+
+    /// `Some(status)` when the resource still exists and is not FAILED or DELETING.
+    async fn still_exists(&self, r: &ResourceRef) -> Result<Option<String>, PortError> {
+        let lifecycle = match r.kind {
+            ResourceKind::Gateway => self
+                .agentcore
+                .get_gateway(&r.id)
+                .await?
+                .map(|g| g.lifecycle),
+            ResourceKind::Runtime => self
+                .agentcore
+                .get_runtime(&r.id)
+                .await?
+                .map(|g| g.lifecycle),
+            ResourceKind::Target => {
+                let gateway_id = r.gateway_id.clone().unwrap_or_default();
+                match self.agentcore.get_gateway(&gateway_id).await? {
+                    Some(gw) => self
+                        .agentcore
+                        .get_target(&gw, &r.id)
+                        .await?
+                        .map(|t| t.lifecycle),
+                    None => None,
+                }
+            }
+        };
+        Ok(lifecycle
+            .filter(|l| !matches!(l, Lifecycle::Failed(_) | Lifecycle::Deleting))
+            .map(|l| l.as_str().to_owned()))
+    }
+}

@@ -1,0 +1,152 @@
+//! `registrar resync`: scan AgentCore, read the registry and the state, plan, apply, report.
+
+pub mod apply;
+pub mod report;
+pub mod scan;
+
+use std::sync::atomic::Ordering;
+
+use futures::{StreamExt, stream};
+use registrar_core::PortError;
+use registrar_core::desired::Collection;
+use registrar_core::enable::EnablePolicy;
+use registrar_core::plan::{Action, PlanContext, plan};
+use registrar_core::ports::{AgentCore, Registry, StateStore};
+
+use self::apply::Applier;
+use self::report::{Outcome, Report, Status};
+use self::scan::{Progress, ScanOptions, scan};
+
+/// Settings of one resync.
+#[derive(Debug, Clone, Copy)]
+pub struct ResyncOptions {
+    pub scan: ScanOptions,
+    pub ctx: PlanContext,
+    pub enable: EnablePolicy,
+    pub dry_run: bool,
+    /// Concurrent registry writes.
+    pub registry_concurrency: usize,
+}
+
+/// Runs one full resync. An `Err` means nothing was applied (the registry or the state could
+/// not be read); per-resource failures are rows of the report.
+pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
+    agentcore: &A,
+    registry: &R,
+    state: &S,
+    opts: ResyncOptions,
+    progress: &Progress,
+) -> Result<Report, PortError> {
+    let scanned = scan(agentcore, opts.scan, progress).await;
+    let (servers, agents) = futures::try_join!(
+        registry.list(Collection::Server),
+        registry.list(Collection::Agent)
+    )?;
+    let current: Vec<_> = servers.into_iter().chain(agents).collect();
+    let (recorded, manifests) = futures::try_join!(state.resources(), state.manifests())?;
+
+    let actions = plan(&scanned.observation, &current, &recorded, opts.ctx);
+    let manifest_entries = scanned
+        .observation
+        .desired
+        .iter()
+        .filter(|d| d.manifest.is_some())
+        .count();
+    let mut outcomes: Vec<Outcome> = scanned
+        .discovered
+        .iter()
+        .filter_map(|d| {
+            if let Some(reason) = &d.unregistrable {
+                Some(Outcome::for_kind(
+                    d.kind,
+                    &d.name,
+                    &d.arn,
+                    &d.path,
+                    Status::Skipped,
+                    reason.clone(),
+                ))
+            } else if d.path.is_empty() {
+                Some(Outcome::for_kind(
+                    d.kind,
+                    &d.name,
+                    &d.arn,
+                    "",
+                    Status::Waiting,
+                    format!("AgentCore status {}", d.lifecycle.as_str()),
+                ))
+            } else {
+                None
+            }
+        })
+        .collect();
+    let errors = scanned.errors.iter().map(ToString::to_string).collect();
+
+    if opts.dry_run {
+        outcomes.extend(actions.into_iter().map(dry_run_outcome));
+        return Ok(Report::new(true, outcomes, errors, manifest_entries, 0));
+    }
+
+    let writes = actions.iter().filter(|a| a.writes()).count();
+    let applier = Applier {
+        agentcore,
+        registry,
+        state,
+        ctx: opts.ctx,
+        enable: opts.enable,
+        recorded: recorded
+            .into_iter()
+            .map(|r| (r.resource.arn.clone(), r))
+            .collect(),
+        manifests: manifests.into_iter().map(|m| (m.arn.clone(), m)).collect(),
+    };
+    // Deregistrations first: they may free a path a registration of this run wants.
+    let (first, rest): (Vec<Action>, Vec<Action>) = actions
+        .into_iter()
+        .partition(|a| matches!(a, Action::Deregister(_)));
+    let conc = opts.registry_concurrency.max(1);
+    for batch in [first, rest] {
+        let done: Vec<Outcome> = stream::iter(batch)
+            .map(|a| async {
+                let o = applier.apply(a).await;
+                progress.applied.fetch_add(1, Ordering::Relaxed);
+                o
+            })
+            .buffer_unordered(conc)
+            .collect()
+            .await;
+        outcomes.extend(done);
+    }
+    Ok(Report::new(
+        false,
+        outcomes,
+        errors,
+        manifest_entries,
+        writes,
+    ))
+}
+
+fn dry_run_outcome(action: Action) -> Outcome {
+    match action {
+        Action::Register(d) => Outcome::for_desired(&d, Status::DryRun, "would register"),
+        Action::Update { desired, .. } => {
+            Outcome::for_desired(&desired, Status::DryRun, "would update")
+        }
+        Action::Unchanged { desired, .. } => Outcome::for_desired(&desired, Status::Unchanged, ""),
+        Action::Deregister(d) => Outcome::for_resource(
+            &d.resource,
+            &d.name,
+            &d.path,
+            Status::DryRun,
+            "would deregister",
+        ),
+        Action::Conflict { desired, holder } => {
+            Outcome::for_desired(&desired, Status::Conflict, holder)
+        }
+        Action::Skip {
+            resource,
+            name,
+            path,
+            reason,
+        } => Outcome::for_resource(&resource, &name, &path, Status::Skipped, reason),
+    }
+}

@@ -1,0 +1,329 @@
+//! A full scan of one account and region: every gateway, target and runtime, read now.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures::{StreamExt, stream};
+use registrar_core::PortError;
+use registrar_core::desired::{
+    DeriveOptions, DesiredEntry, Unregistrable, gateway_entry, runtime_entry, target_entry,
+};
+use registrar_core::identity::{ResourceKind, Scope};
+use registrar_core::observed::{GatewaySnapshot, Lifecycle};
+use registrar_core::plan::Observation;
+use registrar_core::ports::{AgentCore, Listed};
+
+/// What to scan.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanOptions {
+    pub gateways: bool,
+    pub runtimes: bool,
+    pub mcp_targets: bool,
+    pub derive: DeriveOptions,
+    /// Concurrent AgentCore reads.
+    pub concurrency: usize,
+}
+
+/// One resource as the scan found it (for `list` and the report).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Discovered {
+    pub kind: ResourceKind,
+    pub id: String,
+    pub arn: String,
+    pub name: String,
+    pub path: String,
+    pub auth: String,
+    pub lifecycle: Lifecycle,
+    /// Why a READY resource gets no entry.
+    pub unregistrable: Option<String>,
+}
+
+/// The scan: the planner's observation, what was found, and what could not be read.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub observation: Observation,
+    pub discovered: Vec<Discovered>,
+    pub errors: Vec<PortError>,
+}
+
+/// Progress of a long scan, read by the terminal indicator.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub listed: AtomicUsize,
+    pub read: AtomicUsize,
+    pub applied: AtomicUsize,
+}
+
+impl Scan {
+    fn add_entry(
+        &mut self,
+        kind: ResourceKind,
+        id: &str,
+        lifecycle: &Lifecycle,
+        derived: Result<DesiredEntry, Unregistrable>,
+    ) {
+        match derived {
+            Ok(d) => {
+                self.observation.present.insert(d.resource.arn.clone());
+                self.discovered.push(Discovered {
+                    kind,
+                    id: id.to_owned(),
+                    arn: d.resource.arn.clone(),
+                    name: d.name.clone(),
+                    path: d.path.clone(),
+                    auth: d.auth_label.clone(),
+                    lifecycle: lifecycle.clone(),
+                    unregistrable: None,
+                });
+                self.observation.desired.push(d);
+            }
+            Err(u) => {
+                self.observation.present.insert(u.resource.arn.clone());
+                self.discovered.push(Discovered {
+                    kind,
+                    id: id.to_owned(),
+                    arn: u.resource.arn.clone(),
+                    name: u.name,
+                    path: u.path,
+                    auth: String::new(),
+                    lifecycle: lifecycle.clone(),
+                    unregistrable: Some(u.reason),
+                });
+            }
+        }
+    }
+
+    /// A resource that exists but is not READY: protected from deregistration (unless FAILED).
+    fn add_not_ready(
+        &mut self,
+        kind: ResourceKind,
+        id: &str,
+        arn: &str,
+        name: &str,
+        lifecycle: Lifecycle,
+    ) {
+        if !matches!(lifecycle, Lifecycle::Failed(_) | Lifecycle::Deleting) {
+            self.observation.present.insert(arn.to_owned());
+        }
+        self.discovered.push(Discovered {
+            kind,
+            id: id.to_owned(),
+            arn: arn.to_owned(),
+            name: name.to_owned(),
+            path: String::new(),
+            auth: String::new(),
+            lifecycle,
+            unregistrable: None,
+        });
+    }
+}
+
+/// Scans AgentCore. Errors are collected, not raised: a scope with any error is simply not
+/// covered, so nothing in it can be deregistered.
+pub async fn scan<A: AgentCore>(ac: &A, opts: ScanOptions, progress: &Progress) -> Scan {
+    let mut out = Scan::default();
+    let account = match ac.account().await {
+        Ok(a) => a,
+        Err(e) => {
+            out.errors.push(e);
+            String::new()
+        }
+    };
+    let scope = |kind| Scope {
+        kind,
+        account: account.clone(),
+        region: ac.region().to_owned(),
+    };
+    let conc = opts.concurrency.max(1);
+
+    if opts.gateways || opts.mcp_targets {
+        match ac.list_gateways().await {
+            Ok(listed) => {
+                progress.listed.fetch_add(listed.len(), Ordering::Relaxed);
+                let reads: Vec<(Listed, Result<Option<GatewaySnapshot>, PortError>)> =
+                    stream::iter(listed)
+                        .map(|l| async move {
+                            let got = ac.get_gateway(&l.id).await;
+                            progress.read.fetch_add(1, Ordering::Relaxed);
+                            (l, got)
+                        })
+                        .buffer_unordered(conc)
+                        .collect()
+                        .await;
+                let mut gateways_complete = !account.is_empty();
+                let mut targets_complete = gateways_complete;
+                let mut live = Vec::new();
+                for (listed, got) in reads {
+                    match got {
+                        Ok(Some(gw)) => live.push(gw),
+                        Ok(None) => {} // deleted between list and get
+                        Err(e) => {
+                            tracing::warn!(gateway = %listed.id, error = %e, "Gateway could not be read; its scope is not covered.");
+                            gateways_complete = false;
+                            targets_complete = false;
+                            out.errors.push(e);
+                        }
+                    }
+                }
+                for gw in &live {
+                    if !opts.gateways {
+                        continue;
+                    }
+                    if gw.lifecycle == Lifecycle::Ready {
+                        out.add_entry(
+                            ResourceKind::Gateway,
+                            &gw.id,
+                            &gw.lifecycle,
+                            gateway_entry(gw, opts.derive),
+                        );
+                    } else {
+                        out.add_not_ready(
+                            ResourceKind::Gateway,
+                            &gw.id,
+                            &gw.arn,
+                            &gw.name,
+                            gw.lifecycle.clone(),
+                        );
+                    }
+                }
+                if opts.gateways && gateways_complete {
+                    out.observation.covered.insert(scope(ResourceKind::Gateway));
+                }
+                if opts.mcp_targets {
+                    if !scan_targets(ac, &live, opts, progress, &mut out).await {
+                        targets_complete = false;
+                    }
+                    if targets_complete {
+                        out.observation.covered.insert(scope(ResourceKind::Target));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Gateways could not be listed; none will be deregistered.");
+                out.errors.push(e);
+            }
+        }
+    }
+
+    if opts.runtimes {
+        match ac.list_runtimes().await {
+            Ok(listed) => {
+                progress.listed.fetch_add(listed.len(), Ordering::Relaxed);
+                let reads: Vec<_> = stream::iter(listed)
+                    .map(|l| async move {
+                        let got = ac.get_runtime(&l.id).await;
+                        progress.read.fetch_add(1, Ordering::Relaxed);
+                        (l, got)
+                    })
+                    .buffer_unordered(conc)
+                    .collect()
+                    .await;
+                let mut complete = !account.is_empty();
+                for (listed, got) in reads {
+                    match got {
+                        Ok(Some(rt)) if rt.lifecycle == Lifecycle::Ready => {
+                            out.add_entry(
+                                ResourceKind::Runtime,
+                                &rt.id,
+                                &rt.lifecycle,
+                                runtime_entry(&rt, opts.derive),
+                            );
+                        }
+                        Ok(Some(rt)) => {
+                            let arn = registrar_core::observed::unqualified_runtime_arn(&rt.arn);
+                            out.add_not_ready(
+                                ResourceKind::Runtime,
+                                &rt.id,
+                                &arn,
+                                &rt.name,
+                                rt.lifecycle.clone(),
+                            );
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(runtime = %listed.id, error = %e, "Runtime could not be read; its scope is not covered.");
+                            complete = false;
+                            out.errors.push(e);
+                        }
+                    }
+                }
+                if complete {
+                    out.observation.covered.insert(scope(ResourceKind::Runtime));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Runtimes could not be listed; none will be deregistered.");
+                out.errors.push(e);
+            }
+        }
+    }
+    out
+}
+
+/// Scans the targets of every live gateway; false if any list or read failed.
+async fn scan_targets<A: AgentCore>(
+    ac: &A,
+    gateways: &[GatewaySnapshot],
+    opts: ScanOptions,
+    progress: &Progress,
+    out: &mut Scan,
+) -> bool {
+    let conc = opts.concurrency.max(1);
+    let listings: Vec<_> = stream::iter(gateways)
+        .map(|gw| async move { (gw, ac.list_targets(&gw.id).await) })
+        .buffer_unordered(conc)
+        .collect()
+        .await;
+    let mut complete = true;
+    let mut wanted = Vec::new();
+    for (gw, listing) in listings {
+        match listing {
+            Ok(items) => wanted.extend(items.into_iter().map(|t| (gw, t))),
+            Err(e) => {
+                complete = false;
+                out.errors.push(e);
+            }
+        }
+    }
+    progress.listed.fetch_add(wanted.len(), Ordering::Relaxed);
+    let reads: Vec<_> = stream::iter(wanted)
+        .map(|(gw, l)| async move {
+            let got = ac.get_target(gw, &l.id).await;
+            progress.read.fetch_add(1, Ordering::Relaxed);
+            got
+        })
+        .buffer_unordered(conc)
+        .collect()
+        .await;
+    for got in reads {
+        match got {
+            Ok(Some(t)) => {
+                let identity = registrar_core::identity::ResourceRef::target(
+                    &t.gateway.arn,
+                    &t.gateway.id,
+                    &t.target_id,
+                );
+                let ready =
+                    t.lifecycle == Lifecycle::Ready && t.gateway.lifecycle == Lifecycle::Ready;
+                match target_entry(&t, opts.derive) {
+                    Some(derived) if ready => {
+                        out.add_entry(ResourceKind::Target, &t.target_id, &t.lifecycle, derived)
+                    }
+                    Some(_) => out.add_not_ready(
+                        ResourceKind::Target,
+                        &t.target_id,
+                        &identity.arn,
+                        &t.name,
+                        t.lifecycle.clone(),
+                    ),
+                    None => {} // not an MCP server target: never registered
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                complete = false;
+                out.errors.push(e);
+            }
+        }
+    }
+    complete
+}

@@ -1,0 +1,175 @@
+//! One test's world: moto, the registry stand-in, a token file and a state table, wired to the
+//! registrar either as a library (for assertions on reports) or as the real binary.
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use anyhow::Context;
+use registrar_core::desired::DeriveOptions;
+use registrar_core::enable::EnablePolicy;
+use registrar_core::plan::PlanContext;
+use registrar_worker::aws::agentcore::AgentCoreAws;
+use registrar_worker::aws::state::DynamoState;
+use registrar_worker::registry::token::TokenFile;
+use registrar_worker::registry::{RegistryClient, RetryPolicy};
+use registrar_worker::resync::report::Report;
+use registrar_worker::resync::scan::{Progress, ScanOptions};
+use registrar_worker::resync::{ResyncOptions, resync};
+
+use crate::moto::Moto;
+use crate::standin::{Standin, User};
+
+/// The registrar's admin key at the stand-in.
+pub const ADMIN_TOKEN: &str = "registrar-admin-key-0123456789abcdef0123";
+/// A key whose groups map to nothing.
+pub const NOBODY_TOKEN: &str = "nobody-key-0123456789abcdef0123456789ab";
+
+/// Default resync options for tests: everything, sync policy, small retries.
+pub fn options() -> ResyncOptions {
+    ResyncOptions {
+        scan: ScanOptions {
+            gateways: true,
+            runtimes: true,
+            mcp_targets: false,
+            derive: DeriveOptions::default(),
+            concurrency: 8,
+        },
+        ctx: PlanContext {
+            adopt_legacy: true,
+            ..PlanContext::default()
+        },
+        enable: EnablePolicy::Authenticated,
+        dry_run: false,
+        registry_concurrency: 4,
+    }
+}
+
+/// A test's peers.
+#[derive(Debug)]
+pub struct TestEnv {
+    pub moto: Moto,
+    pub standin: Standin,
+    pub config: aws_config::SdkConfig,
+    pub agentcore: aws_sdk_bedrockagentcorecontrol::Client,
+    pub token_file: PathBuf,
+    pub table: String,
+    dir: PathBuf,
+}
+
+impl TestEnv {
+    /// Starts moto and the stand-in, writes the admin token file, creates the state table.
+    pub async fn start() -> anyhow::Result<Self> {
+        let moto = Moto::start().await?;
+        let users = vec![
+            (ADMIN_TOKEN.to_owned(), User::admin("registrar")),
+            (NOBODY_TOKEN.to_owned(), User::nobody("nobody")),
+        ];
+        let standin = Standin::start(0, users).await?;
+        let config = moto.sdk_config().await;
+        let dir = std::env::temp_dir().join(format!(
+            "registrar-test-{}-{}",
+            std::process::id(),
+            moto.port
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let token_file = dir.join("token.json");
+        std::fs::write(
+            &token_file,
+            serde_json::json!({"access_token": ADMIN_TOKEN}).to_string(),
+        )?;
+        let table = "registrar-state".to_owned();
+        DynamoState::new(&config, &table)
+            .ensure_table()
+            .await
+            .context("creating the state table")?;
+        let agentcore = aws_sdk_bedrockagentcorecontrol::Client::new(&config);
+        Ok(Self {
+            moto,
+            standin,
+            config,
+            agentcore,
+            token_file,
+            table,
+            dir,
+        })
+    }
+
+    pub fn state(&self) -> DynamoState {
+        DynamoState::new(&self.config, &self.table)
+    }
+
+    pub fn registry(&self, token: &str) -> RegistryClient {
+        let file = self.dir.join(format!("token-{}.json", &token[..8]));
+        let _ = std::fs::write(
+            &file,
+            serde_json::json!({"access_token": token}).to_string(),
+        );
+        let retry = RetryPolicy {
+            attempts: 3,
+            min_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+        };
+        RegistryClient::new(
+            self.standin.url(),
+            TokenFile::new(file),
+            Duration::from_secs(5),
+            retry,
+        )
+        .expect("client")
+    }
+
+    /// One resync through the library, as the admin.
+    pub async fn resync(&self, opts: ResyncOptions) -> anyhow::Result<Report> {
+        self.resync_with(
+            &AgentCoreAws::new(&self.config),
+            &self.registry(ADMIN_TOKEN),
+            opts,
+        )
+        .await
+    }
+
+    pub async fn resync_with(
+        &self,
+        ac: &AgentCoreAws,
+        registry: &RegistryClient,
+        opts: ResyncOptions,
+    ) -> anyhow::Result<Report> {
+        Ok(resync(ac, registry, &self.state(), opts, &Progress::default()).await?)
+    }
+
+    /// Runs the real `registrar` binary against these peers.
+    pub async fn cli(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let bin = registrar_bin();
+        let mut cmd = tokio::process::Command::new(&bin);
+        cmd.args(args)
+            .envs(self.moto.env())
+            .env("REGISTRY_URL", self.standin.url())
+            .env("REGISTRY_TOKEN_FILE", &self.token_file)
+            .env("REGISTRAR_TABLE", &self.table)
+            .kill_on_drop(true);
+        cmd.output()
+            .await
+            .with_context(|| format!("running {}", bin.display()))
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The `registrar` binary of this build (`cargo build --bins` puts it beside the test
+/// executables' parent directory), or `REGISTRAR_BIN`.
+pub fn registrar_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("REGISTRAR_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join("registrar")
+}
