@@ -26,6 +26,19 @@ pub struct AgentCoreAws {
 }
 
 impl AgentCoreAws {
+    /// Clients built separately (tests point AgentCore and STS at different endpoints).
+    pub fn with_clients(
+        client: Client,
+        sts: aws_sdk_sts::Client,
+        region: impl Into<String>,
+    ) -> Self {
+        Self {
+            client,
+            sts,
+            region: region.into(),
+        }
+    }
+
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         Self {
             client: Client::new(config),

@@ -158,7 +158,7 @@ impl RegistryClient {
         attempt
             .retry(backoff)
             .when(|f: &Failure| f.error.is_transient())
-            .adjust(|f: &Failure, planned| planned.map(|p| f.retry_after.map_or(p, |ra| ra.min(self.retry.max_delay))))
+            .adjust(|f: &Failure, planned| retry_delay(planned, f.retry_after, self.retry.max_delay))
             .notify(|f: &Failure, after| {
                 tracing::warn!(operation, error = %f.error, retry_in_ms = after.as_millis() as u64, "Registry call failed; retrying.");
             })
@@ -205,6 +205,16 @@ impl RegistryClient {
                 .unwrap_or(false),
         ))
     }
+}
+
+/// The wait before the next attempt: the server's Retry-After when it sent one (capped at
+/// `max`), else the backoff's own; `None` when the backoff gave up.
+fn retry_delay(
+    planned: Option<Duration>,
+    retry_after: Option<Duration>,
+    max: Duration,
+) -> Option<Duration> {
+    planned.map(|p| retry_after.map_or(p, |ra| ra.min(max)))
 }
 
 fn transport_message(e: &reqwest::Error) -> String {
@@ -510,6 +520,25 @@ impl Registry for RegistryClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_replaces_the_backoff_delay_within_the_cap() {
+        let ms = Duration::from_millis;
+        assert_eq!(
+            retry_delay(Some(ms(200)), Some(ms(3000)), ms(10_000)),
+            Some(ms(3000))
+        );
+        assert_eq!(
+            retry_delay(Some(ms(200)), Some(ms(60_000)), ms(10_000)),
+            Some(ms(10_000))
+        );
+        assert_eq!(retry_delay(Some(ms(200)), None, ms(10_000)), Some(ms(200)));
+        assert_eq!(
+            retry_delay(None, Some(ms(1000)), ms(10_000)),
+            None,
+            "out of attempts"
+        );
+    }
 
     #[test]
     fn plain_http_is_refused_unless_loopback_or_allowed() {

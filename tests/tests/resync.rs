@@ -1,0 +1,350 @@
+//! `registrar resync` against moto and the registry stand-in: idempotence, deletion only on
+//! authority, conflicts, and how registry errors are retried or reported.
+
+use aws_sdk_bedrockagentcorecontrol::types::{AuthorizerType, GatewayProtocolType, ServerProtocol};
+use registrar_core::ports::StateStore;
+use registrar_tests::env::{NOBODY_TOKEN, TestEnv, options};
+use registrar_tests::fixtures::{GatewayAuth, create_gateway, create_runtime};
+use registrar_tests::standin::Fault;
+use registrar_tests::{ACCOUNT, REGION};
+use registrar_worker::resync::report::Status;
+use serde_json::json;
+
+fn status_of(report: &registrar_worker::resync::report::Report, path: &str) -> Option<Status> {
+    report
+        .results
+        .iter()
+        .find(|r| r.path == path)
+        .map(|r| r.status)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_resync_makes_zero_registry_writes() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    create_gateway(&env.agentcore, "orders", GatewayAuth::Iam).await?;
+    create_gateway(
+        &env.agentcore,
+        "billing",
+        GatewayAuth::cognito("us-east-1_P", "c1"),
+    )
+    .await?;
+    create_runtime(&env.agentcore, "support_agent", ServerProtocol::A2A).await?;
+    create_runtime(&env.agentcore, "geo_tools", ServerProtocol::Mcp).await?;
+    let first = env.resync(options()).await?;
+    assert_eq!(first.registered, 4, "{}", first.to_text());
+    env.standin.clear_log();
+
+    let second = env.resync(options()).await?;
+    assert_eq!(second.unchanged, 4, "{}", second.to_text());
+    assert_eq!(
+        env.standin.writes(),
+        vec![],
+        "no registry writes on a no-change resync"
+    );
+    let gets = env
+        .standin
+        .log()
+        .iter()
+        .filter(|l| l.path.starts_with("/api/servers/") || l.path.starts_with("/api/agents/"))
+        .count();
+    assert_eq!(
+        gets, 0,
+        "what exists is learned from the two list calls, not per entry"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_gateway_is_deregistered_but_updating_and_creating_ones_are_kept()
+-> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let ac = &env.agentcore;
+    create_gateway(ac, "keep-me", GatewayAuth::Iam).await?;
+    let doomed = create_gateway(ac, "delete-me", GatewayAuth::Iam).await?;
+    let updating = create_gateway(ac, "update-me", GatewayAuth::Iam).await?;
+    create_runtime(ac, "steady_agent", ServerProtocol::Http).await?;
+    let first = env.resync(options()).await?;
+    assert_eq!(first.registered, 4, "{}", first.to_text());
+
+    ac.delete_gateway()
+        .gateway_identifier(&doomed)
+        .send()
+        .await?;
+    // moto leaves an updated gateway UPDATING for good.
+    ac.update_gateway()
+        .gateway_identifier(&updating)
+        .name("update-me")
+        .role_arn("arn:aws:iam::123456789012:role/AgentCoreRole")
+        .protocol_type(GatewayProtocolType::Mcp)
+        .authorizer_type(AuthorizerType::AwsIam)
+        .send()
+        .await?;
+    // A gateway still CREATING, whose entry we registered earlier (e.g. from a previous life).
+    env.moto
+        .set_transition(
+            "bedrock-agentcore-control::gateway",
+            json!({"progression": "manual", "times": 1000}),
+        )
+        .await?;
+    let creating = ac
+        .create_gateway()
+        .name("creating-gw")
+        .role_arn("arn:aws:iam::123456789012:role/AgentCoreRole")
+        .protocol_type(GatewayProtocolType::Mcp)
+        .authorizer_type(AuthorizerType::AwsIam)
+        .send()
+        .await?;
+    env.standin.seed_server(json!({
+        "path": "/creating-gw", "server_name": "Creating Gw", "description": "x", "proxy_pass_url": "https://x",
+        "tags": ["agentcore", "gateway", "auto-registered"], "registered_by": "registrar", "is_enabled": false,
+        "status": "active", "metadata": {"source": "agentcore-registrar", "gateway_arn": creating.gateway_arn(),
+        "gateway_id": creating.gateway_id(), "region": REGION, "account_id": ACCOUNT}}));
+
+    let second = env.resync(options()).await?;
+    let text = second.to_text();
+    assert_eq!(
+        status_of(&second, "/delete-me"),
+        Some(Status::Deregistered),
+        "{text}"
+    );
+    assert!(
+        env.standin.server("/delete-me").is_none(),
+        "removed from the registry"
+    );
+    assert!(
+        env.standin.server("/update-me").is_some(),
+        "UPDATING is not gone"
+    );
+    assert!(
+        env.standin.server("/creating-gw").is_some(),
+        "CREATING is not gone"
+    );
+    assert!(env.standin.server("/keep-me").is_some());
+    assert!(env.standin.agent("/steady-agent").is_some());
+    assert_eq!(second.deregistered, 1, "{text}");
+    assert!(
+        second
+            .results
+            .iter()
+            .any(|r| r.status == Status::Waiting && r.message.contains("CREATING")),
+        "{text}"
+    );
+    let remaining: Vec<String> = env
+        .state()
+        .resources()
+        .await?
+        .into_iter()
+        .map(|r| r.path)
+        .collect();
+    assert!(
+        !remaining.contains(&"/delete-me".to_owned()),
+        "its state row is gone: {remaining:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_entry_we_do_not_own_is_a_conflict_and_left_untouched() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let foreign = json!({"path": "/orders", "server_name": "Orders (hand made)", "description": "by alice",
+        "proxy_pass_url": "https://orders.internal/mcp", "tags": ["orders"], "registered_by": "alice",
+        "is_enabled": true, "status": "active", "metadata": {"owner": "alice"}});
+    env.standin.seed_server(foreign.clone());
+    create_gateway(&env.agentcore, "orders", GatewayAuth::Iam).await?;
+
+    let report = env.resync(options()).await?;
+    let row = report
+        .results
+        .iter()
+        .find(|r| r.path == "/orders")
+        .expect("row");
+    assert_eq!(row.status, Status::Conflict, "{}", report.to_text());
+    assert!(
+        row.message.contains("not owned by agentcore-registrar"),
+        "{}",
+        row.message
+    );
+    assert_eq!(
+        env.standin.server("/orders"),
+        Some(foreign),
+        "the foreign entry is untouched"
+    );
+    assert_eq!(env.standin.writes(), vec![], "no write was even attempted");
+    assert!(
+        !report.has_failures(),
+        "a conflict is reported, not a failure"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_and_a_runtime_with_the_same_slug_do_not_overwrite_each_other()
+-> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let gw = create_gateway(&env.agentcore, "geo-mcp", GatewayAuth::Iam).await?;
+    create_runtime(&env.agentcore, "geo_mcp", ServerProtocol::Mcp).await?;
+
+    for round in 0..2 {
+        let report = env.resync(options()).await?;
+        let rows: Vec<_> = report
+            .results
+            .iter()
+            .filter(|r| r.path == "/geo-mcp")
+            .collect();
+        assert_eq!(rows.len(), 2, "{}", report.to_text());
+        let gateway_row = rows
+            .iter()
+            .find(|r| r.resource_type == "gateway")
+            .expect("gateway row");
+        let runtime_row = rows
+            .iter()
+            .find(|r| r.resource_type == "runtime")
+            .expect("runtime row");
+        let want = if round == 0 {
+            Status::Registered
+        } else {
+            Status::Unchanged
+        };
+        assert_eq!(
+            gateway_row.status, want,
+            "the older resource keeps the path"
+        );
+        assert_eq!(runtime_row.status, Status::Conflict);
+        let entry = env.standin.server("/geo-mcp").expect("entry");
+        assert_eq!(
+            entry["metadata"]["gateway_id"],
+            json!(gw),
+            "still the gateway's entry"
+        );
+        assert!(entry["metadata"].get("runtime_arn").is_none());
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_5xx_is_retried_until_it_succeeds() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    create_gateway(&env.agentcore, "flaky", GatewayAuth::Iam).await?;
+    env.standin.inject(Fault {
+        writes_only: true,
+        retry_after_secs: Some(0),
+        ..Fault::status(503, 2)
+    });
+
+    let report = env.resync(options()).await?;
+    assert_eq!(
+        status_of(&report, "/flaky"),
+        Some(Status::Registered),
+        "{}",
+        report.to_text()
+    );
+    let register_statuses: Vec<u16> = env
+        .standin
+        .log()
+        .iter()
+        .filter(|l| l.path == "/api/servers/register")
+        .map(|l| l.status)
+        .collect();
+    assert_eq!(register_statuses, [503, 503, 201]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_that_keeps_failing_is_reported_as_transient() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    create_gateway(&env.agentcore, "down", GatewayAuth::Iam).await?;
+    env.standin.inject(Fault {
+        writes_only: true,
+        ..Fault::status(502, 100)
+    });
+    let report = env.resync(options()).await?;
+    let row = report
+        .results
+        .iter()
+        .find(|r| r.path == "/down")
+        .expect("row");
+    assert_eq!(row.status, Status::Failed);
+    assert!(
+        row.message.contains("HTTP 502") && row.message.contains("(transient)"),
+        "{}",
+        row.message
+    );
+    let attempts = env
+        .standin
+        .log()
+        .iter()
+        .filter(|l| l.path == "/api/servers/register")
+        .count();
+    assert_eq!(attempts, 3, "the configured number of attempts, no more");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_4xx_is_not_retried_and_is_reported_with_the_registry_message()
+-> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    create_gateway(&env.agentcore, "orders", GatewayAuth::Iam).await?;
+    create_runtime(&env.agentcore, "helper_agent", ServerProtocol::Http).await?;
+    let nobody_token = env.token_file.with_file_name("nobody.json");
+    std::fs::write(
+        &nobody_token,
+        json!({"tokens": {"access_token": NOBODY_TOKEN}}).to_string(),
+    )?;
+
+    let out = env
+        .cli(&[
+            "resync",
+            "--token-file",
+            nobody_token.to_str().unwrap_or_default(),
+        ])
+        .await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "failures give a non-zero exit code\n{stdout}"
+    );
+    assert!(
+        stdout.contains("You do not have permission to register new services"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("You do not have permission to register agents"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(terminal)"), "{stdout}");
+    let log = env.standin.log();
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.path == "/api/servers/register")
+            .count(),
+        1,
+        "a 403 is not retried"
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.path == "/api/agents/register")
+            .count(),
+        1,
+        "a 403 is not retried"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_insecure_registry_url_and_a_missing_token_file_are_refused_up_front()
+-> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let out = env
+        .cli(&["resync", "--registry-url", "http://registry.example.com"])
+        .await?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("plain http to a non-loopback host"));
+    let out = env
+        .cli(&["resync", "--token-file", "/nonexistent/token.json"])
+        .await?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/token.json"));
+    assert!(env.standin.log().is_empty(), "nothing was sent");
+    Ok(())
+}
