@@ -348,3 +348,46 @@ async fn an_insecure_registry_url_and_a_missing_token_file_are_refused_up_front(
     assert!(env.standin.log().is_empty(), "nothing was sent");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_keeps_the_operators_enabled_state_and_agent_status() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    create_runtime(&env.agentcore, "ops_agent", ServerProtocol::Http).await?;
+    create_gateway(&env.agentcore, "ops-gw", GatewayAuth::Iam).await?;
+    env.resync(options()).await?;
+    {
+        // The operator publishes the agent and disables the gateway; the entries drift.
+        let mut db = env.standin.db();
+        let agent = db.agents.get_mut("/ops-agent").expect("agent");
+        agent["status"] = json!("active");
+        agent["metadata"]["fingerprint"] = json!("drifted");
+        let server = db.servers.get_mut("/ops-gw").expect("server");
+        server["is_enabled"] = json!(false);
+        server["metadata"]["fingerprint"] = json!("drifted");
+    }
+    let report = env.resync(options()).await?;
+    assert_eq!(report.updated, 2, "{}", report.to_text());
+    let agent = env.standin.agent("/ops-agent").expect("agent");
+    assert_eq!(
+        agent["status"],
+        json!("active"),
+        "our PUT sends the current status back"
+    );
+    assert_eq!(agent["is_enabled"], json!(true));
+    assert_eq!(
+        env.standin.server("/ops-gw").expect("server")["is_enabled"],
+        json!(false),
+        "enabled state is set once"
+    );
+    let toggles_after_first = env
+        .standin
+        .writes()
+        .iter()
+        .filter(|w| w.path.contains("toggle"))
+        .count();
+    assert_eq!(
+        toggles_after_first, 2,
+        "only the two enables of the first registration"
+    );
+    Ok(())
+}

@@ -129,7 +129,7 @@ pub struct AgentFields {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum EntryBody {
-    Server(ServerFields),
+    Server(Box<ServerFields>),
     Agent(Box<AgentFields>),
 }
 
@@ -263,6 +263,10 @@ fn manifest_for(path: &str, arn: &str, jwt: Option<&JwtAuthorizer>) -> Option<Ma
 }
 
 /// A gateway becomes an MCP server at `/<slug(name)>` pointing at its `gatewayUrl`.
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is rare and carries the report row"
+)]
 pub fn gateway_entry(
     gw: &GatewaySnapshot,
     opts: DeriveOptions,
@@ -332,7 +336,7 @@ pub fn gateway_entry(
         path,
         name,
         (gw.authorizer_type.as_str().to_owned(), inbound),
-        EntryBody::Server(fields),
+        EntryBody::Server(Box::new(fields)),
         (&gw.created_at, &gw.updated_at),
         manifest,
     ))
@@ -400,7 +404,7 @@ pub fn target_entry(
         path,
         format!("{gw_name}/{t_name}"),
         (gw.authorizer_type.as_str().to_owned(), InboundAuth::Unknown),
-        EntryBody::Server(fields),
+        EntryBody::Server(Box::new(fields)),
         (&t.created_at, &t.updated_at),
         None,
     )))
@@ -416,6 +420,10 @@ pub fn runtime_invocation_url(arn: &Arn) -> String {
 }
 
 /// An MCP runtime becomes an MCP server; any other runtime becomes an agent.
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is rare and carries the report row"
+)]
 pub fn runtime_entry(
     rt: &RuntimeSnapshot,
     opts: DeriveOptions,
@@ -453,7 +461,7 @@ pub fn runtime_entry(
     }
     metadata.insert("updated_at".into(), json!(rt.updated_at));
     let body = if rt.protocol == ServerProtocol::Mcp {
-        EntryBody::Server(ServerFields {
+        EntryBody::Server(Box::new(ServerFields {
             description: description(rt.description.as_deref(), || {
                 format!("AgentCore MCP Server: {display}")
             }),
@@ -466,7 +474,7 @@ pub fn runtime_entry(
             tags: tags(&["agentcore", "runtime", "mcp-server", "auto-registered"]),
             visibility: opts.visibility.as_str().into(),
             metadata,
-        })
+        }))
     } else {
         let a2a = rt.protocol == ServerProtocol::A2a;
         let mut agent_tags = tags(&["agentcore", "runtime", "agent", "auto-registered"]);
