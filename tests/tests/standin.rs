@@ -364,9 +364,9 @@ async fn agents_register_disabled_and_put_resets_status() {
     );
 
     let mut no_protocol = agent_body();
-    no_protocol
-        .as_object_mut()
-        .map(|o| o.remove("supportedProtocol"));
+    if let Some(o) = no_protocol.as_object_mut() {
+        o.remove("supportedProtocol");
+    }
     no_protocol["path"] = json!("/other");
     let (status, _, _) = c
         .send(c.http.post(&register).json(&no_protocol), Some(ADMIN))
@@ -405,10 +405,9 @@ async fn agents_register_disabled_and_put_resets_status() {
         (StatusCode::OK, json!("Agent enabled successfully"))
     );
 
-    s.db()
-        .agents
-        .get_mut("/sre-agent")
-        .map(|a| a["status"] = json!("active"));
+    if let Some(a) = s.db().agents.get_mut("/sre-agent") {
+        a["status"] = json!("active");
+    }
     let put = format!("{}/api/agents/sre-agent", c.base);
     let (status, _, _) = c
         .send(c.http.put(&put).json(&agent_body()), Some(ADMIN))
