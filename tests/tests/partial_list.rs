@@ -1,5 +1,5 @@
-//! A listing that fails part-way must never cause a deregistration (design invariant 3). moto
-//! cannot paginate or deny access, so AgentCore is an in-process HTTP fake speaking the
+//! Listings are read across all pages, and one that fails part-way never causes a deregistration
+//! (design invariant 3). moto cannot paginate or deny access, so AgentCore is an in-process HTTP fake speaking the
 //! restJson1 wire format; STS and DynamoDB stay on moto.
 
 use std::sync::{Arc, Mutex};
@@ -15,9 +15,10 @@ use registrar_worker::aws::agentcore::AgentCoreAws;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
-/// Which page of ListGateways fails with AccessDenied.
-#[derive(Debug, Clone, Copy)]
+/// Which page of ListGateways fails with AccessDenied, if any.
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Failing {
+    Never,
     FirstPage,
     SecondPage,
 }
@@ -52,15 +53,18 @@ async fn list_gateways(
     let mode = *mode.lock().expect("lock");
     match (mode, q.get("nextToken").map(String::as_str)) {
         (Failing::FirstPage, _) | (Failing::SecondPage, Some(_)) => access_denied(),
-        (Failing::SecondPage, None) => {
+        (Failing::Never, Some(_)) => {
+            axum::Json(json!({"items": [summary("beta")]})).into_response()
+        }
+        (_, None) => {
             axum::Json(json!({"items": [summary("alpha")], "nextToken": "page-2"})).into_response()
         }
     }
 }
 
-async fn get_gateway(Path(id): Path<String>) -> Response {
+async fn get_gateway(State(mode): State<Arc<Mutex<Failing>>>, Path(id): Path<String>) -> Response {
     let id = id.trim_end_matches('/').to_owned();
-    if id != "alpha" {
+    if id != "alpha" && *mode.lock().expect("lock") != Failing::Never {
         return access_denied();
     }
     axum::Json(
@@ -142,6 +146,16 @@ async fn a_list_that_fails_part_way_causes_no_deregistration() -> anyhow::Result
             "no removal was attempted"
         );
     }
+    // The same fake, answering every page: both gateways are read (all pages) and kept.
+    *mode.lock().expect("lock") = Failing::Never;
+    let report = env.resync_with(&agentcore, &registry, options()).await?;
+    assert!(!report.has_failures(), "{}", report.to_text());
+    assert_eq!(
+        report.updated,
+        2,
+        "alpha (page 1) and beta (page 2) are both seen: {}",
+        report.to_text()
+    );
     server.abort();
     Ok(())
 }

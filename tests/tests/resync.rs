@@ -391,3 +391,89 @@ async fn an_update_keeps_the_operators_enabled_state_and_agent_status() -> anyho
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mcp_server_targets_are_registered_only_when_asked_and_deregistered_when_deleted()
+-> anyhow::Result<()> {
+    use aws_sdk_bedrockagentcorecontrol::types::{
+        McpServerTargetConfiguration, McpTargetConfiguration, TargetConfiguration,
+    };
+    let env = TestEnv::start().await?;
+    let gw = create_gateway(&env.agentcore, "SRE-Gateway", GatewayAuth::Iam).await?;
+    let target = env
+        .agentcore
+        .create_gateway_target()
+        .gateway_identifier(&gw)
+        .name("docs_search")
+        .target_configuration(TargetConfiguration::Mcp(McpTargetConfiguration::McpServer(
+            McpServerTargetConfiguration::builder()
+                .endpoint("https://mcp.example.com/mcp")
+                .build()?,
+        )))
+        .send()
+        .await?;
+
+    let without = env.resync(options()).await?;
+    assert_eq!(
+        without.registered,
+        1,
+        "targets are opt-in: {}",
+        without.to_text()
+    );
+
+    let mut with_targets = options();
+    with_targets.scan.mcp_targets = true;
+    let with = env.resync(with_targets).await?;
+    assert_eq!(
+        status_of(&with, "/sre-gateway-docs-search"),
+        Some(Status::Registered),
+        "{}",
+        with.to_text()
+    );
+    let entry = env
+        .standin
+        .server("/sre-gateway-docs-search")
+        .expect("target entry");
+    assert_eq!(
+        entry["proxy_pass_url"],
+        json!("https://mcp.example.com/mcp")
+    );
+    assert_eq!(entry["server_name"], json!("SRE Gateway - Docs Search"));
+    assert_eq!(
+        entry["tags"],
+        json!([
+            "agentcore",
+            "gateway-target",
+            "mcp-server",
+            "auto-registered"
+        ])
+    );
+    assert_eq!(entry["metadata"]["target_id"], json!(target.target_id()));
+    assert_eq!(
+        entry["is_enabled"],
+        json!(false),
+        "a target's upstream auth is unknown: never auto-enabled"
+    );
+
+    env.agentcore
+        .delete_gateway_target()
+        .gateway_identifier(&gw)
+        .target_id(target.target_id())
+        .send()
+        .await?;
+    let out_of_scope = env.resync(options()).await?;
+    assert!(
+        env.standin.server("/sre-gateway-docs-search").is_some(),
+        "targets not scanned: not deregistered\n{}",
+        out_of_scope.to_text()
+    );
+    let gone = env.resync(with_targets).await?;
+    assert_eq!(
+        status_of(&gone, "/sre-gateway-docs-search"),
+        Some(Status::Deregistered),
+        "{}",
+        gone.to_text()
+    );
+    assert!(env.standin.server("/sre-gateway-docs-search").is_none());
+    Ok(())
+}

@@ -80,6 +80,13 @@ pub trait Registry: Send + Sync {
         collection: Collection,
         path: &str,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Sets a server's egress credential (`bearer`), or clears it (`None`: scheme `none`).
+    /// The credential never appears in errors or logs.
+    fn set_credential(
+        &self,
+        path: &str,
+        bearer: Option<&str>,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
 /// Durable state: per resource, per path claim, per manifest row.

@@ -515,6 +515,22 @@ impl Registry for RegistryClient {
         };
         result.map(drop).map_err(|f| f.error)
     }
+
+    async fn set_credential(&self, path: &str, bearer: Option<&str>) -> Result<(), PortError> {
+        let url = self.url(&format!("/api/servers/{}/auth-credential", bare(path)));
+        let body = match bearer {
+            Some(token) => serde_json::json!({"auth_scheme": "bearer", "auth_credential": token}),
+            None => serde_json::json!({"auth_scheme": "none"}),
+        };
+        self.call(
+            "set auth credential",
+            |c| c.patch(&url).json(&body),
+            &[StatusCode::OK],
+        )
+        .await
+        .map(drop)
+        .map_err(|f| f.error)
+    }
 }
 
 #[cfg(test)]
