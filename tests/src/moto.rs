@@ -77,7 +77,13 @@ impl Moto {
             if let Some(status) = self.child.try_wait()? {
                 bail!("moto exited early ({status}); see {}", self.log.display());
             }
-            if let Ok(r) = http.get(format!("{}/moto-api/", self.url())).send().await
+            // Only trust the port once this process says it bound it: if two tests drew the same
+            // free port, the loser must not mistake the winner's moto for its own.
+            let bound = std::fs::read_to_string(&self.log).is_ok_and(|log| {
+                log.contains(&format!("Running on http://127.0.0.1:{}", self.port))
+            });
+            if bound
+                && let Ok(r) = http.get(format!("{}/moto-api/", self.url())).send().await
                 && r.status().is_success()
             {
                 return Ok(());

@@ -149,3 +149,37 @@ async fn faq_resources_register_at_the_faq_paths_with_the_contract_fields() -> a
     assert_eq!(report.unchanged, 13, "{}", report.to_text());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_discovers_without_touching_the_registry_and_state_init_is_idempotent()
+-> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    seed_faq(&env.agentcore).await?;
+    let out = env.cli(&["list", "--output", "json"]).await?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let rows = report["results"].as_array().expect("results");
+    assert_eq!(rows.len(), 13);
+    for (_, path) in FAQ_GATEWAYS.iter().chain(FAQ_RUNTIMES.iter()) {
+        assert!(
+            rows.iter().any(|r| r["path"] == json!(path)),
+            "{path} listed"
+        );
+    }
+    assert!(
+        env.standin.log().is_empty(),
+        "list never calls the registry"
+    );
+
+    let init = env.cli(&["state", "init"]).await?;
+    assert!(init.status.success());
+    assert!(
+        String::from_utf8_lossy(&init.stdout).contains("already exists"),
+        "the harness created it before"
+    );
+    Ok(())
+}
