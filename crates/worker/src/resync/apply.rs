@@ -39,23 +39,20 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
         match action {
             Action::Register(d) => self.register(d, true).await,
             Action::Update { desired, current } => self.update(desired, current).await,
-            Action::Unchanged { desired, current } => {
-                let outcome = Outcome::for_desired(&desired, Status::Unchanged, "");
-                match self.after_write(&desired, current.enabled, None).await {
-                    Ok(()) => outcome,
-                    Err(e) => fail(outcome, &e),
-                }
-            }
+            Action::Unchanged { desired, current } => self.unchanged(desired, current).await,
             Action::Deregister(d) => self.deregister(d).await,
-            Action::Conflict { desired, holder } => {
-                Outcome::for_desired(&desired, Status::Conflict, holder)
+            report_only @ (Action::Conflict { .. } | Action::Skip { .. }) => {
+                Outcome::planned(&report_only)
             }
-            Action::Skip {
-                resource,
-                name,
-                path,
-                reason,
-            } => Outcome::for_resource(&resource, &name, &path, Status::Skipped, reason),
+        }
+    }
+
+    /// No registry write; the state and manifest rows are brought up to date if needed.
+    async fn unchanged(&self, desired: DesiredEntry, current: CurrentEntry) -> Outcome {
+        let outcome = Outcome::for_desired(&desired, Status::Unchanged, "");
+        match self.after_write(&desired, current.enabled, None).await {
+            Ok(()) => outcome,
+            Err(e) => fail(outcome, &e),
         }
     }
 
@@ -128,23 +125,14 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
             .find(|a| !matches!(a, Action::Deregister(_)));
         match action {
             Some(Action::Update { desired, current }) => self.update(desired, current).await,
-            Some(Action::Unchanged { desired, current }) => {
-                let outcome = Outcome::for_desired(&desired, Status::Unchanged, "");
-                match self.after_write(&desired, current.enabled, None).await {
-                    Ok(()) => outcome,
-                    Err(e) => fail(outcome, &e),
+            Some(Action::Unchanged { desired, current }) => self.unchanged(desired, current).await,
+            Some(conflict @ Action::Conflict { .. }) => {
+                if let Action::Conflict { desired, .. } = &conflict {
+                    self.release(desired).await;
                 }
+                Outcome::planned(&conflict)
             }
-            Some(Action::Conflict { desired, holder }) => {
-                self.release(&desired).await;
-                Outcome::for_desired(&desired, Status::Conflict, holder)
-            }
-            Some(Action::Skip {
-                resource,
-                name,
-                path,
-                reason,
-            }) => Outcome::for_resource(&resource, &name, &path, Status::Skipped, reason),
+            Some(skip @ Action::Skip { .. }) => Outcome::planned(&skip),
             _ => Outcome::for_desired(
                 &d,
                 Status::Failed,

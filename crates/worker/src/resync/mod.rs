@@ -82,7 +82,7 @@ pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
     let errors = scanned.errors.iter().map(ToString::to_string).collect();
 
     if opts.dry_run {
-        outcomes.extend(actions.into_iter().map(dry_run_outcome));
+        outcomes.extend(actions.iter().map(Outcome::planned));
         return Ok(Report::new(true, outcomes, errors, manifest_entries, 0));
     }
 
@@ -123,30 +123,4 @@ pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
         manifest_entries,
         writes,
     ))
-}
-
-fn dry_run_outcome(action: Action) -> Outcome {
-    match action {
-        Action::Register(d) => Outcome::for_desired(&d, Status::DryRun, "would register"),
-        Action::Update { desired, .. } => {
-            Outcome::for_desired(&desired, Status::DryRun, "would update")
-        }
-        Action::Unchanged { desired, .. } => Outcome::for_desired(&desired, Status::Unchanged, ""),
-        Action::Deregister(d) => Outcome::for_resource(
-            &d.resource,
-            &d.name,
-            &d.path,
-            Status::DryRun,
-            "would deregister",
-        ),
-        Action::Conflict { desired, holder } => {
-            Outcome::for_desired(&desired, Status::Conflict, holder)
-        }
-        Action::Skip {
-            resource,
-            name,
-            path,
-            reason,
-        } => Outcome::for_resource(&resource, &name, &path, Status::Skipped, reason),
-    }
 }

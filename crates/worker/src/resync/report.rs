@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use registrar_core::desired::{Collection, DesiredEntry};
 use registrar_core::identity::{ResourceKind, ResourceRef};
+use registrar_core::plan::Action;
 use serde::Serialize;
 
 /// The result of one resource in a run.
@@ -109,6 +110,34 @@ impl Outcome {
             auth_type: String::new(),
             status,
             message: message.into(),
+        }
+    }
+
+    /// The row of an action as planned, before it is applied: the dry-run report, and the
+    /// final row of actions that write nothing (conflict, skip, unchanged).
+    pub fn planned(action: &Action) -> Self {
+        match action {
+            Action::Register(d) => Self::for_desired(d, Status::DryRun, "would register"),
+            Action::Update { desired, .. } => {
+                Self::for_desired(desired, Status::DryRun, "would update")
+            }
+            Action::Unchanged { desired, .. } => Self::for_desired(desired, Status::Unchanged, ""),
+            Action::Deregister(d) => Self::for_resource(
+                &d.resource,
+                &d.name,
+                &d.path,
+                Status::DryRun,
+                "would deregister",
+            ),
+            Action::Conflict { desired, holder } => {
+                Self::for_desired(desired, Status::Conflict, holder.clone())
+            }
+            Action::Skip {
+                resource,
+                name,
+                path,
+                reason,
+            } => Self::for_resource(resource, name, path, Status::Skipped, reason.clone()),
         }
     }
 
