@@ -122,6 +122,20 @@ impl ResourceRef {
     }
 }
 
+/// What an event names (design invariant 1): the resource to reconcile, by id only. The ARN may
+/// not be known yet (a DeleteGateway event carries only the identifier).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ResourceKey {
+    pub kind: ResourceKind,
+    /// Empty when the event did not say (moto omits the EventBridge `account`).
+    pub account: String,
+    pub region: String,
+    /// Gateway id, runtime id, or target id.
+    pub id: String,
+    /// The parent gateway id of a target.
+    pub gateway_id: Option<String>,
+}
+
 /// A (kind, account, region) that a scan can list completely.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Scope {
