@@ -5,6 +5,7 @@ use std::future::Future;
 
 use crate::desired::{Collection, DesiredEntry};
 use crate::error::PortError;
+use crate::identity::ResourceKey;
 use crate::observed::{GatewaySnapshot, Lifecycle, RuntimeSnapshot, TargetSnapshot};
 use crate::plan::{CurrentEntry, RecordedResource};
 use crate::tokens::ManifestFields;
@@ -97,6 +98,15 @@ pub trait StateStore: Send + Sync {
         resource: &RecordedResource,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
     fn forget(&self, arn: &str) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// The recorded resource an event key names (events carry ids, not ARNs).
+    fn lookup(
+        &self,
+        key: &ResourceKey,
+    ) -> impl Future<Output = Result<Option<RecordedResource>, PortError>> + Send;
+    fn manifest(
+        &self,
+        arn: &str,
+    ) -> impl Future<Output = Result<Option<ManifestFields>, PortError>> + Send;
     /// Claims `path` for `arn` with a conditional write. `Ok(Some(holder))` when another
     /// resource holds it.
     fn claim_path(

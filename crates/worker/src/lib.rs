@@ -3,5 +3,6 @@
 
 pub mod aws;
 pub mod cli;
+pub mod reconcile;
 pub mod registry;
 pub mod resync;

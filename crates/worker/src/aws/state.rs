@@ -6,6 +6,7 @@
 //! | resource | `res#<arn>` | `res` |
 //! | manifest row | `res#<arn>` | `manifest` |
 //! | path claim | `path#<path>` | `claim` |
+//! | key pointer | `key#<kind>#<region>#<id>` | `ptr` (attribute `arn`) |
 
 use std::collections::HashMap;
 
@@ -16,7 +17,7 @@ use aws_sdk_dynamodb::types::{
 };
 use registrar_core::PortError;
 use registrar_core::desired::Collection;
-use registrar_core::identity::{ResourceKind, ResourceRef};
+use registrar_core::identity::{ResourceKey, ResourceKind, ResourceRef};
 use registrar_core::plan::RecordedResource;
 use registrar_core::ports::StateStore;
 use registrar_core::tokens::{IdpVendor, ManifestFields};
@@ -57,6 +58,10 @@ fn texts(item: &Item, key: &str) -> Vec<String> {
 
 fn resource_pk(arn: &str) -> String {
     format!("res#{arn}")
+}
+
+fn pointer_pk(kind: ResourceKind, region: &str, id: &str) -> String {
+    format!("key#{}#{region}#{id}", kind.as_str())
 }
 
 impl DynamoState {
@@ -127,6 +132,20 @@ impl DynamoState {
         }
     }
 
+    async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, PortError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error(PEER, "GetItem", &e))?;
+        Ok(out.item().cloned())
+    }
+
     async fn delete(&self, pk: String, sk: &str) -> Result<(), PortError> {
         self.client
             .delete_item()
@@ -178,6 +197,18 @@ fn recorded_from(item: &Item) -> Option<RecordedResource> {
     })
 }
 
+fn manifest_from(i: &Item) -> ManifestFields {
+    ManifestFields {
+        path: text(i, "path"),
+        arn: text(i, "arn"),
+        discovery_url: text(i, "discovery_url"),
+        allowed_clients: texts(i, "allowed_clients"),
+        allowed_audience: texts(i, "allowed_audience"),
+        allowed_scopes: texts(i, "allowed_scopes"),
+        idp_vendor: IdpVendor::detect(&text(i, "discovery_url")),
+    }
+}
+
 impl StateStore for DynamoState {
     async fn resources(&self) -> Result<Vec<RecordedResource>, PortError> {
         Ok(self
@@ -212,11 +243,53 @@ impl StateStore for DynamoState {
         put.send()
             .await
             .map_err(|e| classify_sdk_error(PEER, "PutItem", &e))?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(pointer_pk(res.kind, &res.region, &res.id)))
+            .item("sk", s("ptr"))
+            .item("arn", s(&res.arn))
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error(PEER, "PutItem (key pointer)", &e))?;
         Ok(())
     }
 
     async fn forget(&self, arn: &str) -> Result<(), PortError> {
+        if let Some(row) = self
+            .get(resource_pk(arn), "res")
+            .await?
+            .as_ref()
+            .and_then(recorded_from)
+        {
+            let r = &row.resource;
+            self.delete(pointer_pk(r.kind, &r.region, &r.id), "ptr")
+                .await?;
+        }
         self.delete(resource_pk(arn), "res").await
+    }
+
+    async fn lookup(&self, key: &ResourceKey) -> Result<Option<RecordedResource>, PortError> {
+        let Some(ptr) = self
+            .get(pointer_pk(key.kind, &key.region, &key.id), "ptr")
+            .await?
+        else {
+            return Ok(None);
+        };
+        let arn = text(&ptr, "arn");
+        Ok(self
+            .get(resource_pk(&arn), "res")
+            .await?
+            .as_ref()
+            .and_then(recorded_from))
+    }
+
+    async fn manifest(&self, arn: &str) -> Result<Option<ManifestFields>, PortError> {
+        Ok(self
+            .get(resource_pk(arn), "manifest")
+            .await?
+            .as_ref()
+            .map(manifest_from))
     }
 
     async fn claim_path(&self, path: &str, arn: &str) -> Result<Option<String>, PortError> {
@@ -294,15 +367,7 @@ impl StateStore for DynamoState {
             .scan_sk("manifest")
             .await?
             .iter()
-            .map(|i| ManifestFields {
-                path: text(i, "path"),
-                arn: text(i, "arn"),
-                discovery_url: text(i, "discovery_url"),
-                allowed_clients: texts(i, "allowed_clients"),
-                allowed_audience: texts(i, "allowed_audience"),
-                allowed_scopes: texts(i, "allowed_scopes"),
-                idp_vendor: IdpVendor::detect(&text(i, "discovery_url")),
-            })
+            .map(manifest_from)
             .collect())
     }
 }

@@ -30,7 +30,7 @@ pub struct Applier<'a, A, R, S> {
 }
 
 fn fail(outcome: Outcome, e: &PortError) -> Outcome {
-    outcome.with(Status::Failed, format!("{} ({})", e, e.class))
+    outcome.failed(e)
 }
 
 impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {

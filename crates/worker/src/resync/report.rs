@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use registrar_core::ErrorClass;
 use registrar_core::desired::{Collection, DesiredEntry};
 use registrar_core::identity::{ResourceKind, ResourceRef};
 use registrar_core::plan::Action;
@@ -51,6 +52,9 @@ pub struct Outcome {
     pub auth_type: String,
     pub status: Status,
     pub message: String,
+    /// For failed rows: whether retrying can help.
+    #[serde(skip)]
+    pub error_class: Option<ErrorClass>,
 }
 
 fn registration_type(c: Collection) -> &'static str {
@@ -71,6 +75,7 @@ impl Outcome {
             auth_type: d.auth_label.clone(),
             status,
             message: message.into(),
+            error_class: None,
         }
     }
 
@@ -90,6 +95,7 @@ impl Outcome {
             auth_type: String::new(),
             status,
             message: message.into(),
+            error_class: None,
         }
     }
 
@@ -110,6 +116,7 @@ impl Outcome {
             auth_type: String::new(),
             status,
             message: message.into(),
+            error_class: None,
         }
     }
 
@@ -139,6 +146,14 @@ impl Outcome {
                 reason,
             } => Self::for_resource(resource, name, path, Status::Skipped, reason.clone()),
         }
+    }
+
+    /// A failed row carrying the error's class.
+    pub fn failed(mut self, error: &registrar_core::PortError) -> Self {
+        self.status = Status::Failed;
+        self.message = format!("{error} ({})", error.class);
+        self.error_class = Some(error.class);
+        self
     }
 
     pub fn with(mut self, status: Status, message: impl Into<String>) -> Self {

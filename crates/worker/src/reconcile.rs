@@ -1,0 +1,237 @@
+//! Reconcile one resource key (design invariant 1, level-triggered): read AgentCore now, derive
+//! the desired entry, read the registry now, plan with the core planner, apply, record state.
+//! The event that named the key is never consulted, so duplicates, reordering and replays are
+//! harmless.
+
+use std::collections::BTreeMap;
+
+use registrar_core::desired::{
+    DeriveOptions, DesiredEntry, gateway_entry, runtime_entry, target_entry,
+};
+use registrar_core::enable::EnablePolicy;
+use registrar_core::identity::{ResourceKey, ResourceKind};
+use registrar_core::observed::Lifecycle;
+use registrar_core::plan::{Action, DeleteGuard, Observation, PlanContext, RecordedResource, plan};
+use registrar_core::ports::{AgentCore, Registry, StateStore};
+use registrar_core::{ErrorClass, PortError};
+
+use crate::resync::apply::Applier;
+use crate::resync::report::{Outcome, Status};
+
+/// Settings of key reconciles.
+#[derive(Debug, Clone, Copy)]
+pub struct ReconcileOptions {
+    pub derive: DeriveOptions,
+    pub policy: registrar_core::plan::Policy,
+    pub adopt_legacy: bool,
+    pub enable: EnablePolicy,
+    /// Whether `mcpServer` targets are registered.
+    pub mcp_targets: bool,
+}
+
+/// How one key ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyOutcome {
+    /// Converged, or nothing to do; the rows say what was done.
+    Done(Vec<Outcome>),
+    /// The resource is CREATING or UPDATING (or similar): check again later.
+    Waiting(String),
+    /// A step failed; its class says whether retrying can help.
+    Failed(PortError),
+}
+
+/// What AgentCore says about the key right now.
+enum Seen {
+    Ready(Box<DesiredEntry>),
+    /// READY but not registrable (an http gateway URL, a non-MCP target): nothing to register.
+    NothingToRegister(String),
+    InProgress(String),
+    /// The previous configuration may still serve: keep the entry as it is.
+    Degraded(String),
+    /// NotFound, DELETING or FAILED: deregister what we own.
+    Gone,
+}
+
+async fn observe<A: AgentCore>(
+    ac: &A,
+    key: &ResourceKey,
+    opts: ReconcileOptions,
+) -> Result<Seen, PortError> {
+    let lifecycle_seen = |lifecycle: &Lifecycle| match lifecycle {
+        Lifecycle::Ready => None,
+        Lifecycle::InProgress(s) => Some(Seen::InProgress(s.clone())),
+        Lifecycle::Degraded(s) => Some(Seen::Degraded(s.clone())),
+        Lifecycle::Failed(_) | Lifecycle::Deleting => Some(Seen::Gone),
+    };
+    let derived = |d: Result<DesiredEntry, registrar_core::desired::Unregistrable>| match d {
+        Ok(d) => Seen::Ready(Box::new(d)),
+        Err(u) => Seen::NothingToRegister(u.reason),
+    };
+    Ok(match key.kind {
+        ResourceKind::Gateway => match ac.get_gateway(&key.id).await? {
+            None => Seen::Gone,
+            Some(gw) => lifecycle_seen(&gw.lifecycle)
+                .unwrap_or_else(|| derived(gateway_entry(&gw, opts.derive))),
+        },
+        ResourceKind::Runtime => match ac.get_runtime(&key.id).await? {
+            None => Seen::Gone,
+            Some(rt) => lifecycle_seen(&rt.lifecycle)
+                .unwrap_or_else(|| derived(runtime_entry(&rt, opts.derive))),
+        },
+        ResourceKind::Target => {
+            let gateway_id = key.gateway_id.clone().unwrap_or_default();
+            match ac.get_gateway(&gateway_id).await? {
+                None => Seen::Gone,
+                Some(gw) => match ac.get_target(&gw, &key.id).await? {
+                    None => Seen::Gone,
+                    Some(t) => match lifecycle_seen(&t.lifecycle)
+                        .or_else(|| lifecycle_seen(&gw.lifecycle))
+                    {
+                        Some(seen) => seen,
+                        None => match target_entry(&t, opts.derive) {
+                            Some(d) => derived(d),
+                            None => Seen::NothingToRegister("not an MCP server target".into()),
+                        },
+                    },
+                },
+            }
+        }
+    })
+}
+
+/// Reconciles one key. Never panics; every failure comes back classified.
+pub async fn reconcile<A: AgentCore, R: Registry, S: StateStore>(
+    ac: &A,
+    registry: &R,
+    state: &S,
+    key: &ResourceKey,
+    opts: ReconcileOptions,
+) -> KeyOutcome {
+    match try_reconcile(ac, registry, state, key, opts).await {
+        Ok(outcome) => outcome,
+        Err(e) => KeyOutcome::Failed(e),
+    }
+}
+
+async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
+    ac: &A,
+    registry: &R,
+    state: &S,
+    key: &ResourceKey,
+    opts: ReconcileOptions,
+) -> Result<KeyOutcome, PortError> {
+    if key.kind == ResourceKind::Target && !opts.mcp_targets {
+        return Ok(KeyOutcome::Done(Vec::new()));
+    }
+    if !key.region.is_empty() && !ac.region().is_empty() && key.region != ac.region() {
+        return Err(PortError::new(
+            "worker",
+            "reconcile",
+            ErrorClass::Terminal,
+            format!(
+                "event for region {} reached a worker for region {}",
+                key.region,
+                ac.region()
+            ),
+        ));
+    }
+    let recorded = state.lookup(key).await?;
+    let mut obs = Observation::default();
+    match observe(ac, key, opts).await? {
+        Seen::InProgress(status) => return Ok(KeyOutcome::Waiting(status)),
+        Seen::Degraded(status) => {
+            tracing::info!(key = ?key, status, "Resource degraded; its entry is kept as it is.");
+            return Ok(KeyOutcome::Done(Vec::new()));
+        }
+        Seen::NothingToRegister(reason) => {
+            tracing::info!(key = ?key, reason, "Resource is READY but gets no entry.");
+            return Ok(KeyOutcome::Done(Vec::new()));
+        }
+        Seen::Ready(d) => {
+            obs.present.insert(d.resource.arn.clone());
+            obs.desired.push(*d);
+        }
+        Seen::Gone => match &recorded {
+            // AgentCore answered for this very resource: authoritative for it alone.
+            Some(r) => {
+                obs.covered.insert(r.resource.scope());
+            }
+            None => return Ok(KeyOutcome::Done(Vec::new())),
+        },
+    }
+
+    // What the registry holds now at the paths involved (a GET is authoritative).
+    let mut current = Vec::new();
+    let mut wanted: Vec<(registrar_core::desired::Collection, String)> = obs
+        .desired
+        .iter()
+        .map(|d| (d.collection(), d.path.clone()))
+        .collect();
+    if let Some(r) = &recorded {
+        wanted.push((r.collection, r.path.clone()));
+    }
+    wanted.sort();
+    wanted.dedup();
+    for (collection, path) in &wanted {
+        if let Some(entry) = registry.get(*collection, path).await? {
+            current.push(entry);
+        }
+    }
+
+    let ctx = PlanContext {
+        policy: opts.policy,
+        adopt_legacy: opts.adopt_legacy,
+        // One resource AgentCore answered for: the mass-deletion guard is for full rescans.
+        guard: DeleteGuard {
+            force: true,
+            ..DeleteGuard::default()
+        },
+    };
+    let recorded_rows: Vec<RecordedResource> = recorded.iter().cloned().collect();
+    let actions = plan(&obs, &current, &recorded_rows, ctx);
+    let arn = obs
+        .desired
+        .first()
+        .map(|d| d.resource.arn.clone())
+        .or_else(|| recorded.as_ref().map(|r| r.resource.arn.clone()));
+    let mut manifests = BTreeMap::new();
+    if let Some(arn) = &arn
+        && let Some(m) = state.manifest(arn).await?
+    {
+        manifests.insert(arn.clone(), m);
+    }
+    let applier = Applier {
+        agentcore: ac,
+        registry,
+        state,
+        ctx,
+        enable: opts.enable,
+        recorded: recorded
+            .into_iter()
+            .map(|r| (r.resource.arn.clone(), r))
+            .collect(),
+        manifests,
+    };
+    let (first, rest): (Vec<Action>, Vec<Action>) = actions
+        .into_iter()
+        .partition(|a| matches!(a, Action::Deregister(_)));
+    let mut rows = Vec::new();
+    for action in first.into_iter().chain(rest) {
+        rows.push(applier.apply(action).await);
+    }
+    let failed: Vec<&Outcome> = rows.iter().filter(|r| r.status == Status::Failed).collect();
+    if let Some(worst) = failed
+        .iter()
+        .find(|r| r.error_class != Some(ErrorClass::Terminal))
+        .or(failed.first())
+    {
+        let class = worst.error_class.unwrap_or(ErrorClass::Transient);
+        return Err(PortError::new(
+            "reconcile",
+            worst.path.clone(),
+            class,
+            worst.message.clone(),
+        ));
+    }
+    Ok(KeyOutcome::Done(rows))
+}

@@ -1,0 +1,209 @@
+//! One-key reconciles (what the worker runs per event) against moto and the stand-in.
+
+use aws_sdk_bedrockagentcorecontrol::types::{AuthorizerType, GatewayProtocolType};
+use registrar_core::desired::DeriveOptions;
+use registrar_core::enable::EnablePolicy;
+use registrar_core::identity::{ResourceKey, ResourceKind};
+use registrar_core::plan::Policy;
+use registrar_core::ports::StateStore;
+use registrar_tests::env::{ADMIN_TOKEN, TestEnv};
+use registrar_tests::fixtures::{GatewayAuth, create_gateway};
+use registrar_tests::{ACCOUNT, REGION};
+use registrar_worker::aws::agentcore::AgentCoreAws;
+use registrar_worker::reconcile::{KeyOutcome, ReconcileOptions, reconcile};
+use registrar_worker::resync::report::Status;
+use serde_json::json;
+
+fn opts(enable: EnablePolicy) -> ReconcileOptions {
+    ReconcileOptions {
+        derive: DeriveOptions::default(),
+        policy: Policy::Sync,
+        adopt_legacy: true,
+        enable,
+        mcp_targets: false,
+    }
+}
+
+fn gateway_key(id: &str) -> ResourceKey {
+    ResourceKey {
+        kind: ResourceKind::Gateway,
+        account: ACCOUNT.into(),
+        region: REGION.into(),
+        id: id.into(),
+        gateway_id: None,
+    }
+}
+
+fn statuses(outcome: &KeyOutcome) -> Vec<Status> {
+    match outcome {
+        KeyOutcome::Done(rows) => rows.iter().map(|r| r.status).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_creating_gateway_waits_then_registers_and_duplicates_write_nothing() -> anyhow::Result<()>
+{
+    let env = TestEnv::start().await?;
+    env.moto
+        .set_transition(
+            "bedrock-agentcore-control::gateway",
+            json!({"progression": "manual", "times": 2}),
+        )
+        .await?;
+    let id = create_gateway(&env.agentcore, "orders", GatewayAuth::Iam).await?;
+    let (ac, registry, state) = (
+        AgentCoreAws::new(&env.config),
+        env.registry(ADMIN_TOKEN),
+        env.state(),
+    );
+    let key = gateway_key(&id);
+
+    let first = reconcile(&ac, &registry, &state, &key, opts(EnablePolicy::None)).await;
+    assert_eq!(first, KeyOutcome::Waiting("CREATING".into()));
+    assert!(env.standin.writes().is_empty());
+
+    let mut writes_after = Vec::new();
+    for _ in 0..10 {
+        let outcome = reconcile(&ac, &registry, &state, &key, opts(EnablePolicy::None)).await;
+        assert!(matches!(outcome, KeyOutcome::Done(_)), "{outcome:?}");
+        writes_after.push(env.standin.writes().len());
+    }
+    assert_eq!(
+        writes_after, [1; 10],
+        "ten duplicate events, one registry write"
+    );
+    assert!(env.standin.server("/orders").is_some());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_gateway_is_deregistered_and_forgotten() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let id = create_gateway(&env.agentcore, "billing", GatewayAuth::Iam).await?;
+    let (ac, registry, state) = (
+        AgentCoreAws::new(&env.config),
+        env.registry(ADMIN_TOKEN),
+        env.state(),
+    );
+    let key = gateway_key(&id);
+    assert_eq!(
+        statuses(
+            &reconcile(
+                &ac,
+                &registry,
+                &state,
+                &key,
+                opts(EnablePolicy::Authenticated)
+            )
+            .await
+        ),
+        [Status::Registered]
+    );
+    assert_eq!(
+        env.standin.server("/billing").expect("entry")["is_enabled"],
+        json!(true)
+    );
+
+    env.agentcore
+        .delete_gateway()
+        .gateway_identifier(&id)
+        .send()
+        .await?;
+    assert_eq!(
+        statuses(
+            &reconcile(
+                &ac,
+                &registry,
+                &state,
+                &key,
+                opts(EnablePolicy::Authenticated)
+            )
+            .await
+        ),
+        [Status::Deregistered]
+    );
+    assert!(env.standin.server("/billing").is_none());
+    assert_eq!(
+        state.lookup(&key).await?,
+        None,
+        "state row and key pointer are gone"
+    );
+    assert_eq!(
+        statuses(
+            &reconcile(
+                &ac,
+                &registry,
+                &state,
+                &key,
+                opts(EnablePolicy::Authenticated)
+            )
+            .await
+        ),
+        Vec::<Status>::new()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_that_arrives_before_the_create_leaves_nothing_behind() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let id = create_gateway(&env.agentcore, "short-lived", GatewayAuth::Iam).await?;
+    env.agentcore
+        .delete_gateway()
+        .gateway_identifier(&id)
+        .send()
+        .await?;
+    let (ac, registry, state) = (
+        AgentCoreAws::new(&env.config),
+        env.registry(ADMIN_TOKEN),
+        env.state(),
+    );
+    // The DeleteGateway event first, then the CreateGateway event: both name the same key.
+    for _ in 0..2 {
+        let outcome = reconcile(
+            &ac,
+            &registry,
+            &state,
+            &gateway_key(&id),
+            opts(EnablePolicy::Authenticated),
+        )
+        .await;
+        assert_eq!(outcome, KeyOutcome::Done(Vec::new()));
+    }
+    assert!(env.standin.writes().is_empty());
+    assert!(env.standin.db().servers.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_updating_gateway_waits_and_keeps_its_entry() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let id = create_gateway(&env.agentcore, "orders", GatewayAuth::Iam).await?;
+    let (ac, registry, state) = (
+        AgentCoreAws::new(&env.config),
+        env.registry(ADMIN_TOKEN),
+        env.state(),
+    );
+    let key = gateway_key(&id);
+    reconcile(&ac, &registry, &state, &key, opts(EnablePolicy::None)).await;
+    env.agentcore
+        .update_gateway()
+        .gateway_identifier(&id)
+        .name("orders")
+        .description("Orders, now with refunds")
+        .role_arn("arn:aws:iam::123456789012:role/AgentCoreRole")
+        .protocol_type(GatewayProtocolType::Mcp)
+        .authorizer_type(AuthorizerType::AwsIam)
+        .send()
+        .await?;
+    assert_eq!(
+        reconcile(&ac, &registry, &state, &key, opts(EnablePolicy::None)).await,
+        KeyOutcome::Waiting("UPDATING".into())
+    );
+    assert_eq!(
+        env.standin.server("/orders").expect("kept")["description"],
+        json!("AgentCore Gateway: Orders")
+    );
+    Ok(())
+}
