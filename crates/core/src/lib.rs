@@ -4,6 +4,7 @@
 //! Nothing here does I/O. This crate must never depend on the AWS SDK, reqwest or a tokio
 //! runtime (`tests/core_stays_pure.rs` fails if it does).
 
+pub mod backoff;
 pub mod desired;
 pub mod enable;
 pub mod error;

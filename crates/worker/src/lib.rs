@@ -3,6 +3,7 @@
 
 pub mod aws;
 pub mod cli;
+pub mod gate;
 pub mod reconcile;
 pub mod registry;
 pub mod resync;
