@@ -154,6 +154,67 @@ impl TestEnv {
     }
 }
 
+impl TestEnv {
+    /// Starts the real `registrar worker` on `path`'s queue with fast test timings; killed when
+    /// dropped. `extra` flags override the defaults.
+    pub fn spawn_worker(
+        &self,
+        path: &crate::events::EventPath,
+        extra: &[&str],
+    ) -> anyhow::Result<tokio::process::Child> {
+        let mut args = vec![
+            "worker",
+            "--receive-wait",
+            "1",
+            "--visibility-timeout",
+            "10",
+            "--wait-base",
+            "1",
+            "--wait-cap",
+            "2",
+            "--retry-base",
+            "1",
+            "--retry-cap",
+            "2",
+            "--startup-rescan",
+            "false",
+            "--rescan-interval",
+            "0",
+            "--shutdown-grace",
+            "5",
+            "--registry-attempts",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        let child = tokio::process::Command::new(registrar_bin())
+            .args(&args)
+            .envs(self.moto.env())
+            .env("REGISTRY_URL", self.standin.url())
+            .env("REGISTRY_TOKEN_FILE", &self.token_file)
+            .env("REGISTRAR_TABLE", &self.table)
+            .env("REGISTRAR_QUEUE_URL", &path.queue_url)
+            .env("REGISTRAR_DLQ_URL", &path.dlq_url)
+            .env("REGISTRAR_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(child)
+    }
+}
+
+/// Polls `check` every 100 ms until it holds or `limit` passes.
+pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    check()
+}
+
 impl Drop for TestEnv {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -2,6 +2,7 @@
 //! bundle that wires them to the registrar.
 
 pub mod env;
+pub mod events;
 pub mod fixtures;
 pub mod moto;
 pub mod standin;

@@ -157,11 +157,71 @@ pub enum Command {
         #[command(flatten)]
         scope: ScopeArgs,
     },
+    /// Consume AgentCore events from SQS and reconcile each named resource (the deployed job).
+    Worker(Box<WorkerArgs>),
     /// State table operations.
     State {
         #[command(subcommand)]
         command: StateCommand,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    scope: ScopeArgs,
+    /// SQS queue the EventBridge rule fills.
+    #[arg(long, env = "REGISTRAR_QUEUE_URL")]
+    queue_url: String,
+    /// Its dead-letter queue (poison messages are sent there at once, with the reason).
+    #[arg(long, env = "REGISTRAR_DLQ_URL")]
+    dlq_url: Option<String>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "REGISTRAR_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Messages processed at once.
+    #[arg(long, env = "REGISTRAR_CONCURRENCY", default_value_t = 16)]
+    concurrency: usize,
+    /// Seconds a received message stays hidden; renewed by a heartbeat while it is processed.
+    #[arg(long, env = "REGISTRAR_VISIBILITY_TIMEOUT", default_value_t = 60)]
+    visibility_timeout: u64,
+    /// Seconds of the first re-check of a resource still CREATING/UPDATING (then doubling).
+    #[arg(long, env = "REGISTRAR_WAIT_BASE", default_value_t = 10)]
+    wait_base: u64,
+    /// Longest re-check delay, seconds (SQS allows 900 at most).
+    #[arg(long, env = "REGISTRAR_WAIT_CAP", default_value_t = 300)]
+    wait_cap: u64,
+    /// Seconds after which a resource still not READY is given up (dead-lettered).
+    #[arg(long, env = "REGISTRAR_MAX_WAIT", default_value_t = 3600)]
+    max_wait: u64,
+    /// Seconds of the first retry of a transient failure (then doubling, per key).
+    #[arg(long, env = "REGISTRAR_RETRY_BASE", default_value_t = 5)]
+    retry_base: u64,
+    /// Longest retry delay, seconds.
+    #[arg(long, env = "REGISTRAR_RETRY_CAP", default_value_t = 300)]
+    retry_cap: u64,
+    /// Seconds in-flight work may take to finish after SIGTERM before it is released.
+    #[arg(long, env = "REGISTRAR_SHUTDOWN_GRACE", default_value_t = 25)]
+    shutdown_grace: u64,
+    /// Long-poll wait of one receive, seconds (0..=20).
+    #[arg(long, env = "REGISTRAR_RECEIVE_WAIT", default_value_t = 20)]
+    receive_wait: u64,
+    /// Run a full rescan at start-up (/readyz turns ready when it is done).
+    #[arg(long, env = "REGISTRAR_STARTUP_RESCAN", default_value_t = true, action = clap::ArgAction::Set)]
+    startup_rescan: bool,
+    /// Seconds between periodic rescans (jittered by 10%); 0 turns them off.
+    #[arg(long, env = "REGISTRAR_RESCAN_INTERVAL", default_value_t = 3600)]
+    rescan_interval: u64,
+    #[arg(long, env = "REGISTRAR_POLICY", default_value = "sync", value_parser = parse_policy)]
+    policy: Policy,
+    #[arg(long, env = "REGISTRAR_ENABLE_POLICY", default_value = "authenticated", value_parser = parse_enable)]
+    enable_policy: EnablePolicy,
+    #[arg(long, env = "REGISTRAR_ADOPT_LEGACY", default_value_t = true, action = clap::ArgAction::Set)]
+    adopt_legacy: bool,
+    #[arg(long, env = "REGISTRAR_MAX_DELETE_FRACTION", default_value_t = 0.5)]
+    max_delete_fraction: f64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -350,6 +410,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Worker(args) => run_worker(&config, &cli.global.table, *args).await,
         Command::State {
             command: StateCommand::Init,
         } => {
@@ -363,6 +424,104 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn run_worker(
+    config: &aws_config::SdkConfig,
+    table: &str,
+    args: WorkerArgs,
+) -> anyhow::Result<ExitCode> {
+    use registrar_core::backoff::Backoff;
+    use registrar_ingest::event::ParseOptions;
+    use registrar_ingest::sqs::Queue;
+
+    if !(0.0..=1.0).contains(&args.max_delete_fraction) {
+        anyhow::bail!(
+            "--max-delete-fraction must be between 0 and 1, got {}",
+            args.max_delete_fraction
+        );
+    }
+    if !args.queue_url.starts_with("http://") && !args.queue_url.starts_with("https://") {
+        anyhow::bail!(
+            "--queue-url {:?} is not a queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)",
+            args.queue_url
+        );
+    }
+    if args.receive_wait > 20 {
+        anyhow::bail!(
+            "--receive-wait is at most 20 seconds, got {}",
+            args.receive_wait
+        );
+    }
+    let registry = registry_client(&args.registry)?;
+    client_token_check(&args.registry)?;
+    let secs = Duration::from_secs;
+    let scan = args.scope.scan_options();
+    let ctx = PlanContext {
+        policy: args.policy,
+        adopt_legacy: args.adopt_legacy,
+        guard: DeleteGuard {
+            max_fraction: args.max_delete_fraction,
+            force: false,
+        },
+    };
+    let consumer_config = crate::consumer::ConsumerConfig {
+        concurrency: args.concurrency.max(1),
+        visibility: secs(args.visibility_timeout.max(1)),
+        receive_wait: secs(args.receive_wait),
+        wait_backoff: Backoff {
+            base: secs(args.wait_base.max(1)),
+            cap: secs(args.wait_cap.clamp(1, 900)),
+        },
+        max_wait: secs(args.max_wait),
+        retry_backoff: Backoff {
+            base: secs(args.retry_base.max(1)),
+            cap: secs(args.retry_cap.max(1)),
+        },
+        shutdown_grace: secs(args.shutdown_grace),
+        parse: ParseOptions {
+            include_targets: scan.mcp_targets,
+            ..ParseOptions::default()
+        },
+        reconcile: crate::reconcile::ReconcileOptions {
+            derive: scan.derive,
+            policy: args.policy,
+            adopt_legacy: args.adopt_legacy,
+            enable: args.enable_policy,
+            mcp_targets: scan.mcp_targets,
+        },
+    };
+    let queue = Queue::new(
+        aws_sdk_sqs::Client::new(config),
+        args.queue_url.clone(),
+        args.dlq_url.clone(),
+    );
+    let consumer = crate::consumer::Consumer::new(
+        queue,
+        AgentCoreAws::new(config),
+        registry,
+        DynamoState::new(config, table),
+        consumer_config,
+    );
+    let schedule = crate::service::RescanSchedule {
+        at_startup: args.startup_rescan,
+        every: secs(args.rescan_interval),
+        options: ResyncOptions {
+            scan,
+            ctx,
+            enable: args.enable_policy,
+            dry_run: false,
+            registry_concurrency: 4,
+        },
+    };
+    crate::service::run(
+        consumer,
+        schedule,
+        args.listen,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Fails fast, naming the file, when the registry token cannot be read.

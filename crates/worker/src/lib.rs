@@ -3,7 +3,9 @@
 
 pub mod aws;
 pub mod cli;
+pub mod consumer;
 pub mod gate;
 pub mod reconcile;
 pub mod registry;
 pub mod resync;
+pub mod service;

@@ -268,8 +268,13 @@ async fn scan_targets<A: AgentCore>(
     out: &mut Scan,
 ) -> bool {
     let conc = opts.concurrency.max(1);
-    let listings: Vec<_> = stream::iter(gateways)
-        .map(|gw| async move { (gw, ac.list_targets(&gw.id).await) })
+    // Owned items: borrowed ones trip the higher-ranked lifetime check once this future is
+    // spawned (rust-lang/rust#102211).
+    let listings: Vec<_> = stream::iter(gateways.iter().cloned())
+        .map(|gw| async move {
+            let listing = ac.list_targets(&gw.id).await;
+            (gw, listing)
+        })
         .buffer_unordered(conc)
         .collect()
         .await;
@@ -277,7 +282,7 @@ async fn scan_targets<A: AgentCore>(
     let mut wanted = Vec::new();
     for (gw, listing) in listings {
         match listing {
-            Ok(items) => wanted.extend(items.into_iter().map(|t| (gw, t))),
+            Ok(items) => wanted.extend(items.into_iter().map(|t| (gw.clone(), t))),
             Err(e) => {
                 complete = false;
                 out.errors.push(e);
@@ -287,7 +292,7 @@ async fn scan_targets<A: AgentCore>(
     progress.listed.fetch_add(wanted.len(), Ordering::Relaxed);
     let reads: Vec<_> = stream::iter(wanted)
         .map(|(gw, l)| async move {
-            let got = ac.get_target(gw, &l.id).await;
+            let got = ac.get_target(&gw, &l.id).await;
             progress.read.fetch_add(1, Ordering::Relaxed);
             got
         })

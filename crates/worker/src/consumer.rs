@@ -1,0 +1,419 @@
+//! The SQS consumer of `registrar worker`: every received message ends processed-and-deleted,
+//! waiting (a delayed copy), retried (visibility backoff, counted toward the DLQ), or
+//! dead-lettered with its reason (design invariants 5 and 8).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use registrar_core::backoff::Backoff;
+use registrar_core::identity::ResourceKey;
+use registrar_core::ports::{AgentCore, Registry, StateStore};
+use registrar_core::{ErrorClass, PortError};
+use registrar_ingest::event::{ParseOptions, Verdict, parse};
+use registrar_ingest::sqs::{Queue, Received, attr};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::gate::KeyGate;
+use crate::reconcile::{KeyOutcome, ReconcileOptions, reconcile};
+
+/// Settings of the consumer.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumerConfig {
+    /// Messages processed at once.
+    pub concurrency: usize,
+    /// Visibility timeout while a message is held; the heartbeat renews it every third of it.
+    pub visibility: Duration,
+    /// Long-poll wait of one receive (at most 20 s).
+    pub receive_wait: Duration,
+    /// Re-check delays of a resource still CREATING/UPDATING (SQS caps a delay at 15 min).
+    pub wait_backoff: Backoff,
+    /// Give up waiting (dead-letter) after this long.
+    pub max_wait: Duration,
+    /// Per-key backoff of transient failures; it resets when the key succeeds.
+    pub retry_backoff: Backoff,
+    /// On shutdown, in-flight work may finish for this long; then it is released.
+    pub shutdown_grace: Duration,
+    pub parse: ParseOptions,
+    pub reconcile: ReconcileOptions,
+}
+
+/// Counters of the consumer (read by `/metrics`).
+#[derive(Debug, Default)]
+pub struct ConsumerStats {
+    pub received: AtomicU64,
+    pub done: AtomicU64,
+    pub ignored: AtomicU64,
+    pub waiting: AtomicU64,
+    pub retried: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub released: AtomicU64,
+    pub delete_failures: AtomicU64,
+    pub in_flight: AtomicU64,
+    /// Milliseconds from the event's time to when its message was received, last seen.
+    pub last_queue_lag_ms: AtomicU64,
+}
+
+/// How one message ends.
+#[derive(Debug, Clone, PartialEq)]
+enum Ending {
+    Delete,
+    Wait { status: String },
+    Retry { after: Duration, error: PortError },
+    DeadLetter { code: &'static str, reason: String },
+}
+
+/// The consumer: one queue, the three peers, the in-process key gate.
+#[derive(Debug)]
+pub struct Consumer<A, R, S> {
+    pub queue: Queue,
+    pub agentcore: A,
+    pub registry: R,
+    pub state: S,
+    pub config: ConsumerConfig,
+    pub stats: Arc<ConsumerStats>,
+    gate: KeyGate<KeyOutcome>,
+    failures: Mutex<HashMap<ResourceKey, u32>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A jitter in `0.0..1.0` (no crate needed: the std hasher is randomly seeded).
+pub fn jitter() -> f64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now_ms());
+    (h.finish() % 10_000) as f64 / 10_000.0
+}
+
+impl<A, R, S> Consumer<A, R, S>
+where
+    A: AgentCore + 'static,
+    R: Registry + 'static,
+    S: StateStore + 'static,
+{
+    pub fn new(queue: Queue, agentcore: A, registry: R, state: S, config: ConsumerConfig) -> Self {
+        Self {
+            queue,
+            agentcore,
+            registry,
+            state,
+            config,
+            stats: Arc::new(ConsumerStats::default()),
+            gate: KeyGate::default(),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Receives and processes until `shutdown` fires; then stops receiving, lets in-flight
+    /// messages finish within the grace period, and releases the rest (visibility 0).
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let tracker = TaskTracker::new();
+        let release = CancellationToken::new();
+        let (done_tx, done_rx) = mpsc::channel::<Received>(256);
+        let deleter = tokio::spawn(Arc::clone(&self).delete_batches(done_rx));
+
+        while !shutdown.is_cancelled() {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            };
+            let want = 1 + permits.available_permits().min(9);
+            let batch = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = self.queue.receive(want as i32, self.config.receive_wait, self.config.visibility) => r,
+            };
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, class = %e.class, "Receive failed; retrying shortly.");
+                    drop(first);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            let mut first = Some(first);
+            for message in batch {
+                let permit = match first.take() {
+                    Some(p) => p,
+                    None => match Arc::clone(&permits).acquire_owned().await {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                };
+                self.stats.received.fetch_add(1, Ordering::Relaxed);
+                let (me, release, done_tx) = (Arc::clone(&self), release.clone(), done_tx.clone());
+                tracker.spawn(async move {
+                    me.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+                    me.handle(message, &release, &done_tx).await;
+                    me.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    drop(permit);
+                });
+            }
+        }
+
+        tracker.close();
+        if tokio::time::timeout(self.config.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("Shutdown grace period over; releasing in-flight messages.");
+            release.cancel();
+            tracker.wait().await;
+        }
+        drop(done_tx);
+        let _ = deleter.await;
+    }
+
+    /// Deletes finished messages in batches of up to ten; refused entries are logged and
+    /// counted (the message reappears and is reconciled again, which is harmless).
+    async fn delete_batches(self: Arc<Self>, mut rx: mpsc::Receiver<Received>) {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            let linger = tokio::time::sleep(Duration::from_millis(20));
+            tokio::pin!(linger);
+            while batch.len() < 10 {
+                tokio::select! {
+                    m = rx.recv() => match m { Some(m) => batch.push(m), None => break },
+                    _ = &mut linger => break,
+                }
+            }
+            let refs: Vec<&Received> = batch.iter().collect();
+            match self.queue.delete_batch(&refs).await {
+                Ok(failures) => {
+                    for f in failures {
+                        self.stats.delete_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(message_id = %f.message_id, code = %f.code, error = %f.message, "Message could not be deleted; it will be processed again.");
+                    }
+                }
+                Err(e) => {
+                    self.stats
+                        .delete_failures
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    tracing::warn!(error = %e, count = batch.len(), "Batch delete failed; the messages will be processed again.");
+                }
+            }
+        }
+    }
+
+    async fn handle(
+        &self,
+        message: Received,
+        release: &CancellationToken,
+        done: &mpsc::Sender<Received>,
+    ) {
+        let verdict = parse(&message.body, self.config.parse);
+        let (keys, meta) = match verdict {
+            Verdict::Reject(r) => {
+                tracing::warn!(message_id = %message.message_id, reason_code = r.code(), reason = %r, "Unusable message; dead-lettering it.");
+                self.end(
+                    message,
+                    Ending::DeadLetter {
+                        code: r.code(),
+                        reason: r.to_string(),
+                    },
+                    done,
+                )
+                .await;
+                return;
+            }
+            Verdict::Ignore { reason, meta } => {
+                tracing::info!(message_id = %message.message_id, event_name = %meta.event_name, reason, "Event ignored.");
+                self.stats.ignored.fetch_add(1, Ordering::Relaxed);
+                let _ = done.send(message).await;
+                return;
+            }
+            Verdict::Reconcile { keys, meta } => (keys, meta),
+        };
+        if let Some(lag) = meta
+            .event_time
+            .as_deref()
+            .and_then(event_time_ms)
+            .map(|t| now_ms().saturating_sub(t))
+        {
+            self.stats.last_queue_lag_ms.store(lag, Ordering::Relaxed);
+        }
+        let span = tracing::info_span!("message", message_id = %message.message_id, receive_count = message.receive_count,
+            event_id = meta.event_id.as_deref().unwrap_or(""), event_name = %meta.event_name);
+        let heartbeat = CancellationToken::new();
+        let beat = {
+            let (queue, message, token, every) = (
+                self.queue.clone(),
+                message.clone(),
+                heartbeat.clone(),
+                self.config.visibility,
+            );
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tokio::time::sleep(every / 3) => {
+                            if let Err(e) = queue.set_visibility(&message, every).await {
+                                tracing::warn!(error = %e, "Visibility heartbeat failed.");
+                            }
+                        }
+                    }
+                }
+            })
+        };
+        let work = futures::future::join_all(keys.iter().map(|k| self.reconcile_key(k)));
+        let outcomes = tokio::select! {
+            o = work.instrument(span.clone()) => Some(o),
+            _ = release.cancelled() => None,
+        };
+        heartbeat.cancel();
+        let _ = beat.await;
+        let Some(outcomes) = outcomes else {
+            self.stats.released.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = self.queue.set_visibility(&message, Duration::ZERO).await {
+                tracing::warn!(parent: &span, error = %e, "Release failed; the message reappears after its visibility timeout.");
+            }
+            return;
+        };
+        let ending = self.decide(&keys, &outcomes);
+        let _enter = span.enter();
+        self.end(message, ending, done).await;
+    }
+
+    async fn reconcile_key(&self, key: &ResourceKey) -> KeyOutcome {
+        let span = tracing::info_span!("reconcile", kind = key.kind.as_str(), id = %key.id, region = %key.region);
+        let opts = self.config.reconcile;
+        let outcome = self
+            .gate
+            .run(key, || {
+                reconcile(&self.agentcore, &self.registry, &self.state, key, opts)
+            })
+            .instrument(span)
+            .await;
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &outcome {
+            KeyOutcome::Failed(e) if e.class == ErrorClass::Transient => {
+                *failures.entry(key.clone()).or_default() += 1
+            }
+            _ => {
+                failures.remove(key);
+            }
+        }
+        outcome
+    }
+
+    fn decide(&self, keys: &[ResourceKey], outcomes: &[KeyOutcome]) -> Ending {
+        let failed = |class: ErrorClass| {
+            outcomes.iter().find_map(|o| match o {
+                KeyOutcome::Failed(e) if e.class == class => Some(e.clone()),
+                _ => None,
+            })
+        };
+        if let Some(e) = failed(ErrorClass::Terminal).or_else(|| failed(ErrorClass::Conflict)) {
+            return Ending::DeadLetter {
+                code: "terminal",
+                reason: e.to_string(),
+            };
+        }
+        if let Some(error) = failed(ErrorClass::Transient) {
+            let failures = self
+                .failures
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let attempt = keys
+                .iter()
+                .filter_map(|k| failures.get(k))
+                .copied()
+                .max()
+                .unwrap_or(1);
+            return Ending::Retry {
+                after: self.config.retry_backoff.delay(attempt, jitter()),
+                error,
+            };
+        }
+        if let Some(status) = outcomes.iter().find_map(|o| match o {
+            KeyOutcome::Waiting(s) => Some(s.clone()),
+            _ => None,
+        }) {
+            return Ending::Wait { status };
+        }
+        Ending::Delete
+    }
+
+    async fn end(&self, message: Received, ending: Ending, done: &mpsc::Sender<Received>) {
+        let result = match ending {
+            Ending::Delete => {
+                self.stats.done.fetch_add(1, Ordering::Relaxed);
+                let _ = done.send(message).await;
+                return;
+            }
+            Ending::Retry { after, error } => {
+                self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %error, retry_in_s = after.as_secs(), receive_count = message.receive_count, "Reconcile failed; retrying later.");
+                self.queue.set_visibility(&message, after).await
+            }
+            Ending::DeadLetter { code, reason } => {
+                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(reason_code = code, reason, "Message dead-lettered.");
+                self.queue.dead_letter(&message, code, &reason).await
+            }
+            Ending::Wait { status } => {
+                let since = message
+                    .attributes
+                    .get(attr::WAITING_SINCE)
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .or(message.sent_at_ms)
+                    .unwrap_or_else(now_ms);
+                let count: u32 = message
+                    .attributes
+                    .get(attr::WAIT_COUNT)
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0)
+                    + 1;
+                if Duration::from_millis(now_ms().saturating_sub(since)) > self.config.max_wait {
+                    self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    let reason =
+                        format!("gave up waiting: resource still {status} after {count} checks");
+                    tracing::warn!(reason, "Message dead-lettered.");
+                    self.queue
+                        .dead_letter(&message, "gave-up-waiting", &reason)
+                        .await
+                } else {
+                    self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+                    let delay = self.config.wait_backoff.delay(count, jitter());
+                    tracing::info!(
+                        status,
+                        recheck_in_s = delay.as_secs_f64(),
+                        "Resource not ready; re-checking later."
+                    );
+                    let mut attrs = message.attributes.clone();
+                    attrs.insert(attr::WAITING_SINCE.into(), since.to_string());
+                    attrs.insert(attr::WAIT_COUNT.into(), count.to_string());
+                    self.queue.requeue_delayed(&message, delay, &attrs).await
+                }
+            }
+        };
+        if let Err(e) = result {
+            // Nothing is lost: the message reappears after its visibility timeout.
+            tracing::warn!(error = %e, "Ending the message failed; it will be received again.");
+        }
+    }
+}
+
+/// `2026-11-21T10:00:00Z` (seconds precision is enough for lag) -> epoch milliseconds.
+fn event_time_ms(iso: &str) -> Option<u64> {
+    let t =
+        aws_smithy_types::DateTime::from_str(iso, aws_smithy_types::date_time::Format::DateTime)
+            .ok()?;
+    u64::try_from(t.to_millis().ok()?).ok()
+}

@@ -1,0 +1,289 @@
+//! `registrar worker`: the deployed main job. The SQS consumer, a start-up rescan (ready when it
+//! is done) and a periodic jittered rescan, `/healthz` `/readyz` `/metrics`, and a graceful stop
+//! on SIGTERM/SIGINT.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use registrar_core::ports::{AgentCore, Registry, StateStore};
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::{Consumer, ConsumerStats};
+use crate::resync::scan::Progress;
+use crate::resync::{ResyncOptions, resync};
+
+/// Counters of the rescans.
+#[derive(Debug, Default)]
+pub struct RescanStats {
+    pub ready: AtomicBool,
+    pub runs: AtomicU64,
+    pub failures: AtomicU64,
+    /// Writes a rescan had to make: events the queue missed, or drift in the registry.
+    pub drift: AtomicU64,
+    pub deletions_blocked: AtomicU64,
+    pub last_success_unix: AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+struct Telemetry {
+    consumer: Arc<ConsumerStats>,
+    rescans: Arc<RescanStats>,
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(t): State<Telemetry>) -> (StatusCode, &'static str) {
+    if t.rescans.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "start-up rescan not finished\n",
+        )
+    }
+}
+
+async fn metrics(State(t): State<Telemetry>) -> String {
+    let c = &t.consumer;
+    let r = &t.rescans;
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    metric(
+        "registrar_messages_received_total",
+        "counter",
+        "SQS messages received.",
+        &[("", get(&c.received))],
+    );
+    metric(
+        "registrar_messages_total",
+        "counter",
+        "Messages by how they ended.",
+        &[
+            ("{ending=\"done\"}", get(&c.done)),
+            ("{ending=\"ignored\"}", get(&c.ignored)),
+            ("{ending=\"waiting\"}", get(&c.waiting)),
+            ("{ending=\"retried\"}", get(&c.retried)),
+            ("{ending=\"dead_lettered\"}", get(&c.dead_lettered)),
+            ("{ending=\"released\"}", get(&c.released)),
+        ],
+    );
+    metric(
+        "registrar_delete_failures_total",
+        "counter",
+        "Messages SQS refused to delete.",
+        &[("", get(&c.delete_failures))],
+    );
+    metric(
+        "registrar_in_flight",
+        "gauge",
+        "Messages being processed.",
+        &[("", get(&c.in_flight))],
+    );
+    metric(
+        "registrar_queue_lag_seconds",
+        "gauge",
+        "Event time to receive time, last message.",
+        &[("", get(&c.last_queue_lag_ms) / 1000)],
+    );
+    metric(
+        "registrar_rescans_total",
+        "counter",
+        "Full rescans by result.",
+        &[
+            ("{result=\"ok\"}", get(&r.runs)),
+            ("{result=\"failed\"}", get(&r.failures)),
+        ],
+    );
+    metric(
+        "registrar_rescan_drift_total",
+        "counter",
+        "Registry writes full rescans had to make.",
+        &[("", get(&r.drift))],
+    );
+    metric(
+        "registrar_deletions_blocked_total",
+        "counter",
+        "Deregistrations refused by the deletion guard or policy.",
+        &[("", get(&r.deletions_blocked))],
+    );
+    metric(
+        "registrar_last_rescan_success_timestamp_seconds",
+        "gauge",
+        "Unix time of the last successful rescan.",
+        &[("", get(&r.last_success_unix))],
+    );
+    metric(
+        "registrar_ready",
+        "gauge",
+        "1 once the start-up rescan is done.",
+        &[("", u64::from(r.ready.load(Ordering::Relaxed)))],
+    );
+    out
+}
+
+/// Settings of the rescans the worker runs itself.
+#[derive(Debug, Clone, Copy)]
+pub struct RescanSchedule {
+    pub at_startup: bool,
+    /// Zero: no periodic rescan.
+    pub every: Duration,
+    pub options: ResyncOptions,
+}
+
+/// Runs the worker until SIGTERM/SIGINT (or `shutdown`).
+pub async fn run<A, R, S>(
+    consumer: Consumer<A, R, S>,
+    schedule: RescanSchedule,
+    listen: Option<SocketAddr>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()>
+where
+    A: AgentCore + 'static,
+    R: Registry + 'static,
+    S: StateStore + 'static,
+{
+    let consumer = Arc::new(consumer);
+    let rescans = Arc::new(RescanStats::default());
+    let telemetry = Telemetry {
+        consumer: Arc::clone(&consumer.stats),
+        rescans: Arc::clone(&rescans),
+    };
+    if let Some(addr) = listen {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        tracing::info!(addr = %listener.local_addr()?, "Serving /healthz, /readyz and /metrics.");
+        let app = Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .with_state(telemetry);
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+        });
+    }
+
+    {
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("Stop signal received; finishing in-flight work.");
+            stop.cancel();
+        });
+    }
+
+    let rescanner = {
+        let (consumer, rescans, stop) = (
+            Arc::clone(&consumer),
+            Arc::clone(&rescans),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move { rescan_loop(&consumer, &rescans, schedule, stop).await })
+    };
+    Arc::clone(&consumer).run(shutdown.clone()).await;
+    rescanner.abort();
+    tracing::info!("Worker stopped.");
+    Ok(())
+}
+
+async fn rescan_loop<A, R, S>(
+    consumer: &Consumer<A, R, S>,
+    stats: &RescanStats,
+    schedule: RescanSchedule,
+    stop: CancellationToken,
+) where
+    A: AgentCore + 'static,
+    R: Registry + 'static,
+    S: StateStore + 'static,
+{
+    if !schedule.at_startup {
+        stats.ready.store(true, Ordering::Relaxed);
+    }
+    let mut first = schedule.at_startup;
+    loop {
+        if !first {
+            if schedule.every.is_zero() {
+                return;
+            }
+            // ±10% jitter so replicas do not rescan in step.
+            let jitter = 0.9 + 0.2 * crate::consumer::jitter();
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(schedule.every.mul_f64(jitter)) => {}
+            }
+        }
+        first = false;
+        let progress = Progress::default();
+        let result = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = resync(&consumer.agentcore, &consumer.registry, &consumer.state, schedule.options, &progress) => r,
+        };
+        match result {
+            Ok(report) => {
+                let writes = (report.registered + report.updated + report.deregistered) as u64;
+                stats.drift.fetch_add(writes, Ordering::Relaxed);
+                stats.deletions_blocked.fetch_add(
+                    report
+                        .results
+                        .iter()
+                        .filter(|r| {
+                            r.message.starts_with("deletion guard")
+                                || r.message.starts_with("policy")
+                        })
+                        .count() as u64,
+                    Ordering::Relaxed,
+                );
+                stats.runs.fetch_add(1, Ordering::Relaxed);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                stats.last_success_unix.store(now, Ordering::Relaxed);
+                tracing::info!(
+                    registered = report.registered,
+                    updated = report.updated,
+                    deregistered = report.deregistered,
+                    conflicts = report.conflicts,
+                    failed = report.failed,
+                    "Rescan finished."
+                );
+            }
+            Err(e) => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "Rescan failed before any change.");
+            }
+        }
+        stats.ready.store(true, Ordering::Relaxed);
+    }
+}
+
+async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
