@@ -54,7 +54,7 @@ pub struct TestEnv {
     pub agentcore: aws_sdk_bedrockagentcorecontrol::Client,
     pub token_file: PathBuf,
     pub table: String,
-    dir: PathBuf,
+    pub dir: PathBuf,
 }
 
 impl TestEnv {
@@ -156,36 +156,42 @@ impl TestEnv {
 
 impl TestEnv {
     /// Starts the real `registrar worker` on `path`'s queue with fast test timings; killed when
-    /// dropped. `extra` flags override the defaults.
+    /// dropped. `extra` is flag/value pairs that replace the defaults or add to them. Its log
+    /// (JSON lines) goes to a file in the test's directory, printed by [`TestEnv::worker_logs`].
     pub fn spawn_worker(
         &self,
         path: &crate::events::EventPath,
         extra: &[&str],
     ) -> anyhow::Result<tokio::process::Child> {
-        let mut args = vec![
-            "worker",
-            "--receive-wait",
-            "1",
-            "--visibility-timeout",
-            "10",
-            "--wait-base",
-            "1",
-            "--wait-cap",
-            "2",
-            "--retry-base",
-            "1",
-            "--retry-cap",
-            "2",
-            "--startup-rescan",
-            "false",
-            "--rescan-interval",
-            "0",
-            "--shutdown-grace",
-            "5",
-            "--registry-attempts",
-            "2",
-        ];
-        args.extend_from_slice(extra);
+        let mut flags: Vec<(String, String)> = [
+            ("--receive-wait", "1"),
+            ("--visibility-timeout", "10"),
+            ("--wait-base", "1"),
+            ("--wait-cap", "2"),
+            ("--retry-base", "1"),
+            ("--retry-cap", "2"),
+            ("--startup-rescan", "false"),
+            ("--rescan-interval", "0"),
+            ("--shutdown-grace", "5"),
+            ("--registry-attempts", "2"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        for pair in extra.chunks(2) {
+            let (flag, value) = (
+                pair[0].to_owned(),
+                pair.get(1).map(|v| (*v).to_owned()).unwrap_or_default(),
+            );
+            match flags.iter_mut().find(|(k, _)| *k == flag) {
+                Some(slot) => slot.1 = value,
+                None => flags.push((flag, value)),
+            }
+        }
+        let mut args = vec!["worker".to_owned()];
+        args.extend(flags.into_iter().flat_map(|(k, v)| [k, v]));
+        let n = std::fs::read_dir(&self.dir).map(|d| d.count()).unwrap_or(0);
+        let log = std::fs::File::create(self.dir.join(format!("worker-{n}.log")))?;
         let child = tokio::process::Command::new(registrar_bin())
             .args(&args)
             .envs(self.moto.env())
@@ -195,11 +201,27 @@ impl TestEnv {
             .env("REGISTRAR_QUEUE_URL", &path.queue_url)
             .env("REGISTRAR_DLQ_URL", &path.dlq_url)
             .env("REGISTRAR_LOG", "info")
+            .env("REGISTRAR_LOG_FORMAT", "json")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::from(log))
             .kill_on_drop(true)
             .spawn()?;
         Ok(child)
+    }
+
+    /// The logs of the workers this test started.
+    pub fn worker_logs(&self) -> String {
+        let mut out = String::new();
+        if let Ok(dir) = std::fs::read_dir(&self.dir) {
+            for entry in dir
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("worker-"))
+            {
+                out.push_str(&format!("--- {}\n", entry.path().display()));
+                out.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+            }
+        }
+        out
     }
 }
 

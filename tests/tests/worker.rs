@@ -119,3 +119,222 @@ async fn events_register_update_and_deregister_through_the_real_queue() -> anyho
     assert!(status.success(), "{status}");
     Ok(())
 }
+
+fn kill(child: &tokio::process::Child, signal: &str) -> anyhow::Result<()> {
+    let pid = child.id().ok_or_else(|| anyhow::anyhow!("no pid"))?;
+    std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()?;
+    Ok(())
+}
+
+fn registrations(env: &TestEnv) -> Vec<u16> {
+    env.standin
+        .log()
+        .iter()
+        .filter(|l| l.path == "/api/servers/register")
+        .map(|l| l.status)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_workers_register_every_resource_exactly_once() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let path = EventPath::create(&env.config, "shared", 5, 10).await?;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        ids.push(
+            create_gateway(
+                &env.agentcore,
+                &format!("gw-{i:02}"),
+                GatewayAuth::cognito("us-east-1_P", "c"),
+            )
+            .await?,
+        );
+    }
+    let _a = env.spawn_worker(&path, &["--concurrency", "4"])?;
+    let _b = env.spawn_worker(&path, &["--concurrency", "4"])?;
+    // Every resource twice (create + a duplicate), so both workers see the same keys.
+    for id in ids.iter().chain(ids.iter()) {
+        path.put("CreateGateway", json!({}), json!({"gatewayId": id}))
+            .await?;
+    }
+    assert!(
+        eventually(Duration::from_secs(60), || env.standin.db().servers.len()
+            == 12)
+        .await
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let statuses = registrations(&env);
+    assert_eq!(
+        statuses,
+        vec![201; 12],
+        "each registered exactly once, no 409 from a conflicting write"
+    );
+    assert!(path.dead_letters().await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_mid_reconcile_loses_nothing() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let path = EventPath::create(&env.config, "kill9", 5, 6).await?;
+    let id = create_gateway(
+        &env.agentcore,
+        "survivor",
+        GatewayAuth::cognito("us-east-1_P", "c"),
+    )
+    .await?;
+    // The registration hangs, so the worker is killed in the middle of it.
+    env.standin.inject(registrar_tests::standin::Fault {
+        delay: Some(Duration::from_secs(20)),
+        writes_only: true,
+        ..registrar_tests::standin::Fault::status(503, 1)
+    });
+    let mut first = env.spawn_worker(&path, &["--visibility-timeout", "6"])?;
+    path.put("CreateGateway", json!({}), json!({"gatewayId": id}))
+        .await?;
+    assert!(
+        eventually(Duration::from_secs(20), || env
+            .standin
+            .arrived("/api/servers/register")
+            == 1)
+        .await,
+        "hanging\n{}",
+        env.worker_logs()
+    );
+    kill(&first, "-KILL")?;
+    first.wait().await?;
+
+    let _second = env.spawn_worker(&path, &["--visibility-timeout", "6"])?;
+    assert!(
+        eventually(Duration::from_secs(40), || env
+            .standin
+            .server("/survivor")
+            .is_some())
+        .await,
+        "another worker finishes the work after the visibility timeout"
+    );
+    assert!(path.dead_letters().await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_releases_what_it_cannot_finish_so_another_worker_takes_it_at_once()
+-> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    // A long visibility timeout: only a release lets the second worker in quickly.
+    let path = EventPath::create(&env.config, "term", 5, 120).await?;
+    let id = create_gateway(
+        &env.agentcore,
+        "handed-over",
+        GatewayAuth::cognito("us-east-1_P", "c"),
+    )
+    .await?;
+    env.standin.inject(registrar_tests::standin::Fault {
+        delay: Some(Duration::from_secs(30)),
+        writes_only: true,
+        ..registrar_tests::standin::Fault::status(503, 1)
+    });
+    let mut first = env.spawn_worker(
+        &path,
+        &["--visibility-timeout", "120", "--shutdown-grace", "1"],
+    )?;
+    path.put("CreateGateway", json!({}), json!({"gatewayId": id}))
+        .await?;
+    assert!(
+        eventually(Duration::from_secs(20), || env
+            .standin
+            .arrived("/api/servers/register")
+            == 1)
+        .await,
+        "hanging\n{}",
+        env.worker_logs()
+    );
+    kill(&first, "-TERM")?;
+    let status = tokio::time::timeout(Duration::from_secs(10), first.wait()).await??;
+    assert!(status.success(), "exits within the grace period: {status}");
+
+    let _second = env.spawn_worker(&path, &["--visibility-timeout", "120"])?;
+    assert!(
+        eventually(Duration::from_secs(60), || env
+            .standin
+            .server("/handed-over")
+            .is_some())
+        .await,
+        "released (visibility 0) and its lease given up, so it did not wait 120 s"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_503_stretch_is_retried_and_a_registry_that_keeps_failing_dead_letters_after_max_receives()
+-> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let path = EventPath::create(&env.config, "flaky", 4, 10).await?;
+    let ids = [
+        create_gateway(
+            &env.agentcore,
+            "one",
+            GatewayAuth::cognito("us-east-1_P", "c"),
+        )
+        .await?,
+        create_gateway(
+            &env.agentcore,
+            "two",
+            GatewayAuth::cognito("us-east-1_P", "c"),
+        )
+        .await?,
+    ];
+    // Four failed writes: with two attempts per reconcile, each message fails at most twice.
+    env.standin.inject(registrar_tests::standin::Fault {
+        writes_only: true,
+        ..registrar_tests::standin::Fault::status(503, 4)
+    });
+    let _worker = env.spawn_worker(&path, &[])?;
+    for id in &ids {
+        path.put("CreateGateway", json!({}), json!({"gatewayId": id}))
+            .await?;
+    }
+    assert!(
+        eventually(Duration::from_secs(60), || env.standin.db().servers.len()
+            == 2)
+        .await,
+        "converged after recovery"
+    );
+    assert!(
+        path.dead_letters().await?.is_empty(),
+        "retries stayed below maxReceiveCount"
+    );
+
+    // Now the registry fails for good: the message is tried maxReceiveCount (4) times, then SQS
+    // moves it to the DLQ.
+    env.standin.inject(registrar_tests::standin::Fault {
+        writes_only: true,
+        ..registrar_tests::standin::Fault::status(503, 1000)
+    });
+    let doomed = create_gateway(
+        &env.agentcore,
+        "doomed",
+        GatewayAuth::cognito("us-east-1_P", "c"),
+    )
+    .await?;
+    env.standin.clear_log();
+    path.put("CreateGateway", json!({}), json!({"gatewayId": doomed}))
+        .await?;
+    let mut dead = Vec::new();
+    for _ in 0..60 {
+        dead = path.dead_letters().await?;
+        if !dead.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(dead.len(), 1, "dead-lettered by the redrive policy");
+    assert_eq!(
+        registrations(&env),
+        vec![503; 8],
+        "4 receives x 2 attempts, not fewer"
+    );
+    Ok(())
+}

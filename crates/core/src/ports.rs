@@ -2,6 +2,7 @@
 //! may implement them with fakes.
 
 use std::future::Future;
+use std::time::Duration;
 
 use crate::desired::{Collection, DesiredEntry};
 use crate::error::PortError;
@@ -126,4 +127,18 @@ pub trait StateStore: Send + Sync {
     ) -> impl Future<Output = Result<(), PortError>> + Send;
     fn delete_manifest(&self, arn: &str) -> impl Future<Output = Result<(), PortError>> + Send;
     fn manifests(&self) -> impl Future<Output = Result<Vec<ManifestFields>, PortError>> + Send;
+    /// Takes (or renews) the lease `name` for `owner` until `ttl` from now. `Ok(false)` when
+    /// another owner holds an unexpired lease.
+    fn acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
+    /// Gives the lease up if `owner` holds it.
+    fn release_lease(
+        &self,
+        name: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
 }

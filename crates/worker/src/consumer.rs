@@ -77,6 +77,8 @@ pub struct Consumer<A, R, S> {
     pub state: S,
     pub config: ConsumerConfig,
     pub stats: Arc<ConsumerStats>,
+    /// This worker's name in leases.
+    pub owner: String,
     gate: KeyGate<KeyOutcome>,
     failures: Mutex<HashMap<ResourceKey, u32>>,
 }
@@ -109,6 +111,11 @@ where
             state,
             config,
             stats: Arc::new(ConsumerStats::default()),
+            owner: format!(
+                "worker-{}-{:04}",
+                std::process::id(),
+                (jitter() * 10_000.0) as u32
+            ),
             gate: KeyGate::default(),
             failures: Mutex::new(HashMap::new()),
         }
@@ -277,6 +284,17 @@ where
         let _ = beat.await;
         let Some(outcomes) = outcomes else {
             self.stats.released.fetch_add(1, Ordering::Relaxed);
+            // The cancelled reconciles never reached their own release: give the leases up so
+            // the next worker need not wait for them to expire.
+            for key in &keys {
+                if let Err(e) = self
+                    .state
+                    .release_lease(&lease_name(key), &self.owner)
+                    .await
+                {
+                    tracing::warn!(parent: &span, error = %e, "Lease release failed; it expires on its own.");
+                }
+            }
             if let Err(e) = self.queue.set_visibility(&message, Duration::ZERO).await {
                 tracing::warn!(parent: &span, error = %e, "Release failed; the message reappears after its visibility timeout.");
             }
@@ -289,12 +307,9 @@ where
 
     async fn reconcile_key(&self, key: &ResourceKey) -> KeyOutcome {
         let span = tracing::info_span!("reconcile", kind = key.kind.as_str(), id = %key.id, region = %key.region);
-        let opts = self.config.reconcile;
         let outcome = self
             .gate
-            .run(key, || {
-                reconcile(&self.agentcore, &self.registry, &self.state, key, opts)
-            })
+            .run(key, || self.leased_reconcile(key))
             .instrument(span)
             .await;
         let mut failures = self
@@ -308,6 +323,46 @@ where
             _ => {
                 failures.remove(key);
             }
+        }
+        outcome
+    }
+
+    /// Reconciles under the key's DynamoDB lease (one reconcile per key across replicas). The
+    /// lease lasts one visibility timeout and is renewed while the reconcile runs, so a worker
+    /// that dies loses it no later than its message reappears.
+    async fn leased_reconcile(&self, key: &ResourceKey) -> KeyOutcome {
+        let name = lease_name(key);
+        let ttl = self.config.visibility;
+        let mut acquired = false;
+        for attempt in 1..=5u32 {
+            match self.state.acquire_lease(&name, &self.owner, ttl).await {
+                Ok(true) => {
+                    acquired = true;
+                    break;
+                }
+                Ok(false) => tokio::time::sleep(Duration::from_millis(200) * attempt).await,
+                Err(e) => return KeyOutcome::Failed(e),
+            }
+        }
+        if !acquired {
+            // Another worker is on it: check again shortly, without burning the receive count.
+            return KeyOutcome::Waiting("lease held by another worker".into());
+        }
+        let renew = async {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                if let Err(e) = self.state.acquire_lease(&name, &self.owner, ttl).await {
+                    tracing::warn!(error = %e, "Lease renewal failed.");
+                }
+            }
+        };
+        let opts = self.config.reconcile;
+        let outcome = tokio::select! {
+            o = reconcile(&self.agentcore, &self.registry, &self.state, key, opts) => o,
+            () = renew => unreachable!("the renewal loop never ends"),
+        };
+        if let Err(e) = self.state.release_lease(&name, &self.owner).await {
+            tracing::warn!(error = %e, "Lease release failed; it expires on its own.");
         }
         outcome
     }
@@ -408,6 +463,11 @@ where
             tracing::warn!(error = %e, "Ending the message failed; it will be received again.");
         }
     }
+}
+
+/// The DynamoDB lease of one resource key.
+fn lease_name(key: &ResourceKey) -> String {
+    format!("key#{}#{}#{}", key.kind.as_str(), key.region, key.id)
 }
 
 /// `2026-11-21T10:00:00Z` (seconds precision is enough for lag) -> epoch milliseconds.

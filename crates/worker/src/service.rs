@@ -136,6 +136,9 @@ async fn metrics(State(t): State<Telemetry>) -> String {
     out
 }
 
+const RESCAN_LEASE: &str = "rescan";
+const RESCAN_LEASE_TTL: Duration = Duration::from_secs(300);
+
 /// Settings of the rescans the worker runs itself.
 #[derive(Debug, Clone, Copy)]
 pub struct RescanSchedule {
@@ -229,11 +232,44 @@ async fn rescan_loop<A, R, S>(
             }
         }
         first = false;
+        // One replica rescans at a time: the others are ready at once and skip this round.
+        match consumer
+            .state
+            .acquire_lease(RESCAN_LEASE, &consumer.owner, RESCAN_LEASE_TTL)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!("Another replica holds the rescan lease; skipping this rescan.");
+                stats.ready.store(true, Ordering::Relaxed);
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Rescan lease unavailable; skipping this rescan.");
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                stats.ready.store(true, Ordering::Relaxed);
+                continue;
+            }
+        }
         let progress = Progress::default();
+        let renew = async {
+            loop {
+                tokio::time::sleep(RESCAN_LEASE_TTL / 3).await;
+                let _ = consumer
+                    .state
+                    .acquire_lease(RESCAN_LEASE, &consumer.owner, RESCAN_LEASE_TTL)
+                    .await;
+            }
+        };
         let result = tokio::select! {
             _ = stop.cancelled() => return,
             r = resync(&consumer.agentcore, &consumer.registry, &consumer.state, schedule.options, &progress) => r,
+            () = renew => unreachable!("the renewal loop never ends"),
         };
+        let _ = consumer
+            .state
+            .release_lease(RESCAN_LEASE, &consumer.owner)
+            .await;
         match result {
             Ok(report) => {
                 let writes = (report.registered + report.updated + report.deregistered) as u64;

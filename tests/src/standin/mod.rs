@@ -109,7 +109,10 @@ pub struct Db {
     pub agents: BTreeMap<String, Value>,
     pub users: BTreeMap<String, User>,
     pub faults: VecDeque<Fault>,
+    /// Every API request answered, with its status.
     pub log: Vec<Logged>,
+    /// Every API request as it arrives (before any injected delay): `(method, path)`.
+    pub arrivals: Vec<(String, String)>,
     next_id: u64,
 }
 
@@ -178,6 +181,11 @@ impl Standin {
         self.db().log.clear();
     }
 
+    /// Requests that have arrived at `path` (answered or not).
+    pub fn arrived(&self, path: &str) -> usize {
+        self.db().arrivals.iter().filter(|(_, p)| p == path).count()
+    }
+
     /// Writes (non-GET API requests) answered so far.
     pub fn writes(&self) -> Vec<Logged> {
         self.log().into_iter().filter(Logged::is_write).collect()
@@ -242,6 +250,7 @@ async fn gate(State(db): State<Shared>, mut req: Request, next: Next) -> Respons
     let is_write = method != "GET";
     let fault = {
         let mut d = lock(&db);
+        d.arrivals.push((method.clone(), path.clone()));
         match d.faults.front_mut() {
             Some(f) if !f.writes_only || is_write => {
                 f.count = f.count.saturating_sub(1);

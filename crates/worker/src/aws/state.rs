@@ -7,6 +7,7 @@
 //! | manifest row | `res#<arn>` | `manifest` |
 //! | path claim | `path#<path>` | `claim` |
 //! | key pointer | `key#<kind>#<region>#<id>` | `ptr` (attribute `arn`) |
+//! | lease | `lease#<name>` | `lease` (attributes `owner`, `expires_at` epoch ms, `ttl` epoch s for DynamoDB TTL) |
 
 use std::collections::HashMap;
 
@@ -209,7 +210,76 @@ fn manifest_from(i: &Item) -> ManifestFields {
     }
 }
 
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 impl StateStore for DynamoState {
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, PortError> {
+        let now = epoch_ms();
+        let expires = now + ttl.as_millis() as u64;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("lease#{name}")))
+            .item("sk", s("lease"))
+            .item("owner", s(owner))
+            .item("expires_at", AttributeValue::N(expires.to_string()))
+            .item(
+                "ttl",
+                AttributeValue::N((expires / 1000 + 3600).to_string()),
+            )
+            .condition_expression("attribute_not_exists(pk) OR expires_at < :now OR #owner = :me")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .expression_attribute_values(":me", s(owner))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(classify_sdk_error(PEER, "PutItem (lease)", &e)),
+        }
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), PortError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("lease#{name}")))
+            .key("sk", s("lease"))
+            .condition_expression("#owner = :me")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":me", s(owner))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(classify_sdk_error(PEER, "DeleteItem (lease)", &e)),
+        }
+    }
+
     async fn resources(&self) -> Result<Vec<RecordedResource>, PortError> {
         Ok(self
             .scan_sk("res")
