@@ -338,3 +338,132 @@ async fn a_registry_503_stretch_is_retried_and_a_registry_that_keeps_failing_dea
     );
     Ok(())
 }
+
+async fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
+    let r = reqwest::get(url).await?;
+    Ok((r.status().as_u16(), r.text().await?))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_startup_rescan_repairs_missed_events_and_metrics_and_readiness_report_it()
+-> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let path = EventPath::create(&env.config, "observed", 5, 10).await?;
+    // Created while no worker ran and its event was lost: only the rescan can find it.
+    create_gateway(
+        &env.agentcore,
+        "missed",
+        GatewayAuth::cognito("us-east-1_P", "c"),
+    )
+    .await?;
+    let port = registrar_tests::moto::free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let _worker = env.spawn_worker(&path, &["--startup-rescan", "true", "--listen", &listen])?;
+    let base = format!("http://{listen}");
+
+    let mut ready = false;
+    for _ in 0..100 {
+        if let Ok((code, _)) = http_get(&format!("{base}/readyz")).await {
+            assert!(code == 200 || code == 503, "{code}");
+            if code == 200 {
+                ready = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        ready,
+        "ready once the start-up rescan is done\n{}",
+        env.worker_logs()
+    );
+    assert!(
+        env.standin.server("/missed").is_some(),
+        "the rescan registered what no event announced"
+    );
+    assert_eq!(http_get(&format!("{base}/healthz")).await?.0, 200);
+
+    // An event, then the metrics show it, with the rescan's drift.
+    let id = create_gateway(
+        &env.agentcore,
+        "announced",
+        GatewayAuth::cognito("us-east-1_P", "c"),
+    )
+    .await?;
+    path.put("CreateGateway", json!({}), json!({"gatewayId": id}))
+        .await?;
+    assert!(
+        eventually(Duration::from_secs(20), || env
+            .standin
+            .server("/announced")
+            .is_some())
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, metrics) = http_get(&format!("{base}/metrics")).await?;
+    for line in [
+        "registrar_rescan_drift_total 1",
+        "registrar_rescans_total{result=\"ok\"} 1",
+        "registrar_reconciles_total{result=\"done\"} 1",
+        "registrar_messages_total{ending=\"done\"} 1",
+        "registrar_ready 1",
+        "registrar_reconcile_duration_seconds_count 1",
+        "registrar_in_flight 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in\n{metrics}"
+        );
+    }
+    assert!(metrics.contains("registrar_queue_lag_seconds"));
+    // JSON logs carry the message and reconcile spans.
+    let logs = env.worker_logs();
+    assert!(
+        logs.lines().any(|l| l.contains("\"Reconciled.\"")
+            && l.contains("\"message_id\"")
+            && l.contains("\"event_name\":\"CreateGateway\"")),
+        "{logs}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resource_that_never_gets_ready_is_given_up_to_the_dlq_after_max_wait()
+-> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let path = EventPath::create(&env.config, "stuck", 5, 10).await?;
+    env.moto
+        .set_transition(
+            "bedrock-agentcore-control::gateway",
+            json!({"progression": "manual", "times": 10_000}),
+        )
+        .await?;
+    let id = create_gateway(&env.agentcore, "stuck", GatewayAuth::Iam).await?;
+    let _worker = env.spawn_worker(&path, &["--max-wait", "3"])?;
+    path.put("CreateGateway", json!({}), json!({"gatewayId": id}))
+        .await?;
+    let mut dead = Vec::new();
+    for _ in 0..60 {
+        dead = path.dead_letters().await?;
+        if !dead.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(dead.len(), 1, "{}", env.worker_logs());
+    assert_eq!(
+        dead[0]
+            .attributes
+            .get("registrar-reason-code")
+            .map(String::as_str),
+        Some("gave-up-waiting")
+    );
+    assert!(
+        dead[0]
+            .attributes
+            .get("registrar-reason")
+            .is_some_and(|r| r.contains("CREATING"))
+    );
+    assert!(env.standin.server("/stuck").is_none());
+    Ok(())
+}

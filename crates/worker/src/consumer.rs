@@ -57,6 +57,44 @@ pub struct ConsumerStats {
     pub in_flight: AtomicU64,
     /// Milliseconds from the event's time to when its message was received, last seen.
     pub last_queue_lag_ms: AtomicU64,
+    /// Key reconciles by result: done, waiting, failed.
+    pub reconciles: [AtomicU64; 3],
+    /// Failed reconciles by error class: transient, terminal, conflict.
+    pub errors: [AtomicU64; 3],
+    /// Reconcile durations: counts per bucket of [`DURATION_BUCKETS`] (cumulative when read),
+    /// their sum in milliseconds, and their count.
+    pub duration_buckets: [AtomicU64; DURATION_BUCKETS.len()],
+    pub duration_sum_ms: AtomicU64,
+    pub duration_count: AtomicU64,
+}
+
+/// Upper bounds (seconds) of the reconcile duration histogram.
+pub const DURATION_BUCKETS: [f64; 9] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+impl ConsumerStats {
+    fn observe(&self, outcome: &KeyOutcome, took: Duration) {
+        let (result, class) = match outcome {
+            KeyOutcome::Done(_) => (0, None),
+            KeyOutcome::Waiting(_) => (1, None),
+            KeyOutcome::Failed(e) => (2, Some(e.class)),
+        };
+        self.reconciles[result].fetch_add(1, Ordering::Relaxed);
+        if let Some(class) = class {
+            let i = match class {
+                ErrorClass::Transient => 0,
+                ErrorClass::Terminal => 1,
+                ErrorClass::Conflict => 2,
+            };
+            self.errors[i].fetch_add(1, Ordering::Relaxed);
+        }
+        let secs = took.as_secs_f64();
+        if let Some(i) = DURATION_BUCKETS.iter().position(|b| secs <= *b) {
+            self.duration_buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.duration_sum_ms
+            .fetch_add(took.as_millis() as u64, Ordering::Relaxed);
+        self.duration_count.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// How one message ends.
@@ -307,11 +345,26 @@ where
 
     async fn reconcile_key(&self, key: &ResourceKey) -> KeyOutcome {
         let span = tracing::info_span!("reconcile", kind = key.kind.as_str(), id = %key.id, region = %key.region);
+        let started = tokio::time::Instant::now();
         let outcome = self
             .gate
             .run(key, || self.leased_reconcile(key))
-            .instrument(span)
+            .instrument(span.clone())
             .await;
+        self.stats.observe(&outcome, started.elapsed());
+        match &outcome {
+            KeyOutcome::Done(rows) => {
+                for row in rows {
+                    tracing::info!(parent: &span, path = %row.path, status = row.status.as_str(), message = %row.message, "Reconciled.");
+                }
+            }
+            KeyOutcome::Waiting(status) => {
+                tracing::info!(parent: &span, status, "Waiting for the resource.")
+            }
+            KeyOutcome::Failed(e) => {
+                tracing::warn!(parent: &span, error = %e, class = %e.class, "Reconcile failed.")
+            }
+        }
         let mut failures = self
             .failures
             .lock()

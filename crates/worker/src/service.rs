@@ -83,6 +83,26 @@ async fn metrics(State(t): State<Telemetry>) -> String {
         ],
     );
     metric(
+        "registrar_reconciles_total",
+        "counter",
+        "Key reconciles by result.",
+        &[
+            ("{result=\"done\"}", get(&c.reconciles[0])),
+            ("{result=\"waiting\"}", get(&c.reconciles[1])),
+            ("{result=\"failed\"}", get(&c.reconciles[2])),
+        ],
+    );
+    metric(
+        "registrar_reconcile_errors_total",
+        "counter",
+        "Failed key reconciles by error class.",
+        &[
+            ("{class=\"transient\"}", get(&c.errors[0])),
+            ("{class=\"terminal\"}", get(&c.errors[1])),
+            ("{class=\"conflict\"}", get(&c.errors[2])),
+        ],
+    );
+    metric(
         "registrar_delete_failures_total",
         "counter",
         "Messages SQS refused to delete.",
@@ -133,6 +153,32 @@ async fn metrics(State(t): State<Telemetry>) -> String {
         "1 once the start-up rescan is done.",
         &[("", u64::from(r.ready.load(Ordering::Relaxed)))],
     );
+    let _ = writeln!(
+        out,
+        "# HELP registrar_reconcile_duration_seconds Key reconcile durations.\n# TYPE registrar_reconcile_duration_seconds histogram"
+    );
+    let mut cumulative = 0;
+    for (bound, bucket) in crate::consumer::DURATION_BUCKETS
+        .iter()
+        .zip(&c.duration_buckets)
+    {
+        cumulative += get(bucket);
+        let _ = writeln!(
+            out,
+            "registrar_reconcile_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+        );
+    }
+    let count = get(&c.duration_count);
+    let _ = writeln!(
+        out,
+        "registrar_reconcile_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+    );
+    let _ = writeln!(
+        out,
+        "registrar_reconcile_duration_seconds_sum {:.3}",
+        get(&c.duration_sum_ms) as f64 / 1000.0
+    );
+    let _ = writeln!(out, "registrar_reconcile_duration_seconds_count {count}");
     out
 }
 
