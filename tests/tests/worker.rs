@@ -467,3 +467,80 @@ async fn a_resource_that_never_gets_ready_is_given_up_to_the_dlq_after_max_wait(
     assert!(env.standin.server("/stuck").is_none());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_event_rewrites_a_changed_entry_and_a_delete_before_its_create_leaves_nothing()
+-> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let path = EventPath::create(&env.config, "order", 5, 10).await?;
+    let id = create_gateway(
+        &env.agentcore,
+        "orders",
+        GatewayAuth::cognito("us-east-1_P", "c"),
+    )
+    .await?;
+    let _worker = env.spawn_worker(&path, &[])?;
+    path.put("CreateGateway", json!({}), json!({"gatewayId": id}))
+        .await?;
+    assert!(
+        eventually(Duration::from_secs(20), || env
+            .standin
+            .server("/orders")
+            .is_some())
+        .await
+    );
+
+    // The entry no longer matches what AgentCore holds (moto keeps an updated gateway UPDATING
+    // for good, so the difference is made on the registry side): the update event rewrites it.
+    {
+        let mut db = env.standin.db();
+        let entry = db.servers.get_mut("/orders").expect("entry");
+        entry["description"] = json!("stale");
+        entry["metadata"]["fingerprint"] = json!("stale");
+    }
+    path.put(
+        "UpdateGateway",
+        json!({"gatewayIdentifier": id}),
+        json!(null),
+    )
+    .await?;
+    assert!(
+        eventually(Duration::from_secs(20), || env
+            .standin
+            .server("/orders")
+            .is_some_and(|e| e["description"] != json!("stale")))
+        .await,
+        "updated"
+    );
+
+    // A gateway created and deleted before its events are processed; the delete arrives first.
+    let gone = create_gateway(&env.agentcore, "fleeting", GatewayAuth::Iam).await?;
+    env.agentcore
+        .delete_gateway()
+        .gateway_identifier(&gone)
+        .send()
+        .await?;
+    path.put(
+        "DeleteGateway",
+        json!({"gatewayIdentifier": gone}),
+        json!(null),
+    )
+    .await?;
+    path.put("CreateGateway", json!({}), json!({"gatewayId": gone}))
+        .await?;
+    let mut drained = false;
+    for _ in 0..100 {
+        if path.depth().await? == 0 {
+            drained = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(drained, "both events processed");
+    assert!(
+        env.standin.server("/fleeting").is_none(),
+        "nothing left behind"
+    );
+    assert!(path.dead_letters().await?.is_empty());
+    Ok(())
+}
