@@ -477,3 +477,42 @@ async fn mcp_server_targets_are_registered_only_when_asked_and_deregistered_when
     assert!(env.standin.server("/sre-gateway-docs-search").is_none());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rescan_yields_the_registry_to_event_work_in_flight() -> anyhow::Result<()> {
+    use registrar_worker::resync::scan::Progress;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let env = TestEnv::start().await?;
+    create_gateway(
+        &env.agentcore,
+        "patient",
+        GatewayAuth::cognito("us-east-1_P", "c"),
+    )
+    .await?;
+    let events_in_flight = Arc::new(AtomicU64::new(1));
+    let progress = Progress {
+        yield_to: Some(Arc::clone(&events_in_flight)),
+        ..Progress::default()
+    };
+    let (ac, registry, state) = (
+        registrar_worker::aws::agentcore::AgentCoreAws::new(&env.config),
+        env.registry(registrar_tests::env::ADMIN_TOKEN),
+        env.state(),
+    );
+    let rescan = registrar_worker::resync::resync(&ac, &registry, &state, options(), &progress);
+    let events = async {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        let writes_while_busy = env.standin.writes().len();
+        events_in_flight.store(0, Ordering::Relaxed);
+        writes_while_busy
+    };
+    let (report, writes_while_busy) = tokio::join!(rescan, events);
+    assert_eq!(
+        writes_while_busy, 0,
+        "no rescan write while event work was in flight"
+    );
+    assert_eq!(report?.registered, 1, "then the rescan went ahead");
+    Ok(())
+}

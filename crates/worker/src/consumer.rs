@@ -54,7 +54,8 @@ pub struct ConsumerStats {
     pub dead_lettered: AtomicU64,
     pub released: AtomicU64,
     pub delete_failures: AtomicU64,
-    pub in_flight: AtomicU64,
+    /// Shared with rescans, which yield the registry to event work (see [`crate::resync::scan::Progress`]).
+    pub in_flight: Arc<AtomicU64>,
     /// Milliseconds from the event's time to when its message was received, last seen.
     pub last_queue_lag_ms: AtomicU64,
     /// Key reconciles by result: done, waiting, failed.

@@ -297,7 +297,11 @@ async fn rescan_loop<A, R, S>(
                 continue;
             }
         }
-        let progress = Progress::default();
+        // Lower priority than event work: the rescan waits while messages are in flight.
+        let progress = Progress {
+            yield_to: Some(Arc::clone(&consumer.stats.in_flight)),
+            ..Progress::default()
+        };
         let renew = async {
             loop {
                 tokio::time::sleep(RESCAN_LEASE_TTL / 3).await;

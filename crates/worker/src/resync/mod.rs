@@ -107,6 +107,9 @@ pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
     for batch in [first, rest] {
         let done: Vec<Outcome> = stream::iter(batch)
             .map(|a| async {
+                if a.writes() {
+                    progress.yield_to_events().await;
+                }
                 let o = applier.apply(a).await;
                 progress.applied.fetch_add(1, Ordering::Relaxed);
                 o

@@ -51,6 +51,23 @@ pub struct Progress {
     pub listed: AtomicUsize,
     pub read: AtomicUsize,
     pub applied: AtomicUsize,
+    /// Work of higher priority in flight (the worker's messages): each registry write of the
+    /// run waits while it is non-zero, up to [`YIELD_LIMIT`], so events go first.
+    pub yield_to: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+}
+
+/// The longest one write of a rescan waits for event work.
+pub const YIELD_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Progress {
+    /// Waits while higher-priority work is in flight (at most [`YIELD_LIMIT`]).
+    pub async fn yield_to_events(&self) {
+        let Some(busy) = &self.yield_to else { return };
+        let started = tokio::time::Instant::now();
+        while busy.load(Ordering::Relaxed) > 0 && started.elapsed() < YIELD_LIMIT {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
 }
 
 impl Scan {
