@@ -104,9 +104,24 @@ impl EventPath {
             "readOnly": false, "eventType": "AwsApiCall", "managementEvent": true,
             "recipientAccountId": crate::ACCOUNT, "requestParameters": request, "responseElements": response,
         });
+        self.put_event(
+            "aws.bedrock-agentcore",
+            "AWS API Call via CloudTrail",
+            &detail,
+        )
+        .await
+    }
+
+    /// Puts any event through EventBridge (the rule decides whether it reaches the queue).
+    pub async fn put_event(
+        &self,
+        source: &str,
+        detail_type: &str,
+        detail: &Value,
+    ) -> anyhow::Result<()> {
         let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
-            .source("aws.bedrock-agentcore")
-            .detail_type("AWS API Call via CloudTrail")
+            .source(source)
+            .detail_type(detail_type)
             .detail(detail.to_string())
             .build();
         let out = self.events.put_events().entries(entry).send().await?;
@@ -125,18 +140,29 @@ impl EventPath {
         Ok(())
     }
 
+    /// The main queue, for the queue operations under test.
+    pub fn queue(&self) -> Queue {
+        Queue::new(
+            self.sqs.clone(),
+            self.queue_url.clone(),
+            Some(self.dlq_url.clone()),
+        )
+    }
+
     /// Everything in the DLQ now (received with a long visibility so a second call sees none).
     pub async fn dead_letters(&self) -> anyhow::Result<Vec<Received>> {
-        let dlq = Queue::new(self.sqs.clone(), self.dlq_url.clone(), None);
-        let mut all = Vec::new();
+        drain(&Queue::new(self.sqs.clone(), self.dlq_url.clone(), None)).await
+    }
+
+    /// Polls the DLQ until something arrives or `limit` passes.
+    pub async fn wait_for_dead_letters(&self, limit: Duration) -> anyhow::Result<Vec<Received>> {
+        let started = std::time::Instant::now();
         loop {
-            let batch = dlq
-                .receive(10, Duration::from_millis(500), Duration::from_secs(300))
-                .await?;
-            if batch.is_empty() {
-                return Ok(all);
+            let dead = self.dead_letters().await?;
+            if !dead.is_empty() || started.elapsed() > limit {
+                return Ok(dead);
             }
-            all.extend(batch);
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 
@@ -155,6 +181,20 @@ impl EventPath {
             .attributes()
             .map(|a| a.values().filter_map(|v| v.parse::<u64>().ok()).sum())
             .unwrap_or(0))
+    }
+}
+
+/// Receives until the queue answers empty (a long visibility keeps received messages away).
+pub async fn drain(queue: &Queue) -> anyhow::Result<Vec<Received>> {
+    let mut all = Vec::new();
+    loop {
+        let batch = queue
+            .receive(10, Duration::from_millis(500), Duration::from_secs(300))
+            .await?;
+        if batch.is_empty() {
+            return Ok(all);
+        }
+        all.extend(batch);
     }
 }
 

@@ -4,104 +4,31 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use aws_sdk_sqs::types::QueueAttributeName;
 use registrar_ingest::event::{ParseOptions, Verdict, parse};
-use registrar_ingest::sqs::{Queue, attr};
+use registrar_ingest::sqs::attr;
+use registrar_tests::events::{EventPath, drain};
 use registrar_tests::moto::{Moto, workspace_root};
 use serde_json::Value;
 
-const FIXTURES: &str = "crates/ingest/tests/fixtures";
-
 fn fixture(name: &str) -> Value {
-    let path = workspace_root().join(FIXTURES).join(format!("{name}.json"));
+    let path = workspace_root()
+        .join("crates/ingest/tests/fixtures")
+        .join(format!("{name}.json"));
     serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("json")
 }
 
-async fn queue_pair(
-    sqs: &aws_sdk_sqs::Client,
-    name: &str,
-    max_receives: u32,
-) -> anyhow::Result<(String, String, String)> {
-    let dlq = sqs
-        .create_queue()
-        .queue_name(format!("{name}-dlq"))
-        .send()
-        .await?;
-    let dlq_url = dlq.queue_url().unwrap_or_default().to_owned();
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await?
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .unwrap_or_default();
-    let redrive =
-        format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receives}"}}"#);
-    let q = sqs
-        .create_queue()
-        .queue_name(name)
-        .attributes(QueueAttributeName::RedrivePolicy, redrive)
-        .attributes(QueueAttributeName::VisibilityTimeout, "30")
-        .send()
-        .await?;
-    let url = q.queue_url().unwrap_or_default().to_owned();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await?
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .unwrap_or_default();
-    Ok((url, arn, dlq_url))
-}
-
-async fn drain(queue: &Queue) -> anyhow::Result<Vec<registrar_ingest::sqs::Received>> {
-    let mut all = Vec::new();
-    loop {
-        let batch = queue
-            .receive(10, Duration::from_secs(1), Duration::from_secs(60))
-            .await?;
-        if batch.is_empty() {
-            return Ok(all);
-        }
-        all.extend(batch);
-    }
+fn event_id(event: &Value) -> String {
+    event["detail"]["eventID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_shipped_pattern_lets_through_exactly_the_mutating_agentcore_calls()
 -> anyhow::Result<()> {
     let moto = Moto::start().await?;
-    let config = moto.sdk_config().await;
-    let sqs = aws_sdk_sqs::Client::new(&config);
-    let events = aws_sdk_eventbridge::Client::new(&config);
-    let (url, arn, _) = queue_pair(&sqs, "agentcore-events", 5).await?;
-
-    let pattern = std::fs::read_to_string(
-        workspace_root().join("infra/eventbridge/agentcore-api-calls.pattern.json"),
-    )?;
-    events
-        .put_rule()
-        .name("agentcore-api-calls")
-        .event_pattern(pattern)
-        .send()
-        .await?;
-    events
-        .put_targets()
-        .rule("agentcore-api-calls")
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("queue")
-                .arn(arn)
-                .build()?,
-        )
-        .send()
-        .await?;
-
+    let path = EventPath::create(&moto.sdk_config().await, "agentcore-events", 5, 30).await?;
     let should_match = [
         "create_gateway",
         "update_gateway",
@@ -128,36 +55,20 @@ async fn the_shipped_pattern_lets_through_exactly_the_mutating_agentcore_calls()
     ];
     for name in should_match.iter().chain(should_not.iter()) {
         let e = fixture(name);
-        let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
-            .source(e["source"].as_str().unwrap_or_default())
-            .detail_type(e["detail-type"].as_str().unwrap_or_default())
-            .detail(e["detail"].to_string())
-            .build();
-        let out = events.put_events().entries(entry).send().await?;
-        assert_eq!(out.failed_entry_count(), 0, "{name}");
+        path.put_event(
+            e["source"].as_str().unwrap_or_default(),
+            e["detail-type"].as_str().unwrap_or_default(),
+            &e["detail"],
+        )
+        .await?;
     }
 
-    let queue = Queue::new(sqs.clone(), url, None);
-    let delivered = drain(&queue).await?;
+    let delivered = drain(&path.queue()).await?;
     let got: BTreeSet<String> = delivered
         .iter()
-        .map(|m| {
-            let body: Value = serde_json::from_str(&m.body).expect("delivered JSON");
-            body["detail"]["eventID"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
+        .map(|m| event_id(&serde_json::from_str::<Value>(&m.body).expect("delivered JSON")))
         .collect();
-    let want: BTreeSet<String> = should_match
-        .iter()
-        .map(|n| {
-            fixture(n)["detail"]["eventID"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect();
+    let want: BTreeSet<String> = should_match.iter().map(|n| event_id(&fixture(n))).collect();
     assert_eq!(
         got, want,
         "matched exactly the mutating calls, no errors, no reads, nothing else"
@@ -190,17 +101,11 @@ async fn the_shipped_pattern_lets_through_exactly_the_mutating_agentcore_calls()
 async fn a_delayed_copy_does_not_burn_the_receive_count_and_poison_goes_to_the_dlq_with_its_reason()
 -> anyhow::Result<()> {
     let moto = Moto::start().await?;
-    let sqs = aws_sdk_sqs::Client::new(&moto.sdk_config().await);
-    let (url, _, dlq_url) = queue_pair(&sqs, "work", 2).await?;
-    let queue = Queue::new(sqs.clone(), url.clone(), Some(dlq_url.clone()));
-    let dlq = Queue::new(sqs.clone(), dlq_url, None);
+    let path = EventPath::create(&moto.sdk_config().await, "work", 2, 30).await?;
+    let queue = path.queue();
     let long = Duration::from_secs(60);
 
-    sqs.send_message()
-        .queue_url(&url)
-        .message_body("waiting-resource")
-        .send()
-        .await?;
+    path.send_raw("waiting-resource").await?;
     let first = queue
         .receive(1, Duration::from_secs(2), Duration::ZERO)
         .await?;
@@ -229,7 +134,7 @@ async fn a_delayed_copy_does_not_burn_the_receive_count_and_poison_goes_to_the_d
     queue
         .dead_letter(copy, "malformed", "body is not a JSON object")
         .await?;
-    let dead = drain(&dlq).await?;
+    let dead = path.dead_letters().await?;
     assert_eq!(dead.len(), 1);
     assert_eq!(
         dead[0]
@@ -251,16 +156,10 @@ async fn a_delayed_copy_does_not_burn_the_receive_count_and_poison_goes_to_the_d
 async fn batch_delete_reports_failed_entries_and_redrive_moves_after_max_receives()
 -> anyhow::Result<()> {
     let moto = Moto::start().await?;
-    let sqs = aws_sdk_sqs::Client::new(&moto.sdk_config().await);
-    let (url, _, dlq_url) = queue_pair(&sqs, "redrive", 2).await?;
-    let queue = Queue::new(sqs.clone(), url.clone(), Some(dlq_url.clone()));
-
+    let path = EventPath::create(&moto.sdk_config().await, "redrive", 2, 30).await?;
+    let queue = path.queue();
     for body in ["a", "b"] {
-        sqs.send_message()
-            .queue_url(&url)
-            .message_body(body)
-            .send()
-            .await?;
+        path.send_raw(body).await?;
     }
     let got = drain(&queue).await?;
     assert_eq!(got.len(), 2);
@@ -271,25 +170,20 @@ async fn batch_delete_reports_failed_entries_and_redrive_moves_after_max_receive
     assert_eq!(failures[0].message_id, got[1].message_id);
 
     // "b" keeps failing: released twice, then SQS moves it to the DLQ on the next receive.
-    for expected_count in 1..=2 {
-        let m = if expected_count == 1 {
-            got[1].clone()
-        } else {
-            let r = queue
-                .receive(1, Duration::from_secs(2), Duration::from_secs(60))
-                .await?;
-            r.first().cloned().expect("redelivered")
-        };
-        assert_eq!(m.receive_count, expected_count);
-        queue.set_visibility(&m, Duration::ZERO).await?;
-    }
+    queue.set_visibility(&got[1], Duration::ZERO).await?;
+    let again = queue
+        .receive(1, Duration::from_secs(2), Duration::from_secs(60))
+        .await?;
+    let again = again.first().cloned().expect("redelivered");
+    assert_eq!(again.receive_count, 2);
+    queue.set_visibility(&again, Duration::ZERO).await?;
     assert!(
         queue
             .receive(1, Duration::from_secs(1), Duration::from_secs(60))
             .await?
             .is_empty()
     );
-    let dead = drain(&Queue::new(sqs.clone(), dlq_url, None)).await?;
+    let dead = path.dead_letters().await?;
     assert_eq!(
         dead.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
         ["b"],

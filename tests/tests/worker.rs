@@ -332,14 +332,7 @@ async fn a_registry_503_stretch_is_retried_and_a_registry_that_keeps_failing_dea
     env.standin.clear_log();
     path.put("CreateGateway", json!({}), json!({"gatewayId": doomed}))
         .await?;
-    let mut dead = Vec::new();
-    for _ in 0..60 {
-        dead = path.dead_letters().await?;
-        if !dead.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let dead = path.wait_for_dead_letters(Duration::from_secs(30)).await?;
     assert_eq!(dead.len(), 1, "dead-lettered by the redrive policy");
     assert_eq!(
         registrations(&env),
@@ -452,14 +445,7 @@ async fn a_resource_that_never_gets_ready_is_given_up_to_the_dlq_after_max_wait(
     let _worker = env.spawn_worker(&path, &["--max-wait", "3"])?;
     path.put("CreateGateway", json!({}), json!({"gatewayId": id}))
         .await?;
-    let mut dead = Vec::new();
-    for _ in 0..60 {
-        dead = path.dead_letters().await?;
-        if !dead.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let dead = path.wait_for_dead_letters(Duration::from_secs(30)).await?;
     assert_eq!(dead.len(), 1, "{}", env.worker_logs());
     assert_eq!(
         dead[0]

@@ -147,6 +147,38 @@ impl DynamoState {
         Ok(out.item().cloned())
     }
 
+    /// Deletes the item if its `attribute` is `holder`; an item held by someone else (or gone)
+    /// is left alone.
+    async fn delete_if_held(
+        &self,
+        pk: String,
+        sk: &str,
+        attribute: &str,
+        holder: &str,
+    ) -> Result<(), PortError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .condition_expression("#held_by = :me")
+            .expression_attribute_names("#held_by", attribute)
+            .expression_attribute_values(":me", s(holder))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(classify_sdk_error(PEER, &format!("DeleteItem ({sk})"), &e)),
+        }
+    }
+
     async fn delete(&self, pk: String, sk: &str) -> Result<(), PortError> {
         self.client
             .delete_item()
@@ -257,27 +289,8 @@ impl StateStore for DynamoState {
     }
 
     async fn release_lease(&self, name: &str, owner: &str) -> Result<(), PortError> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("lease#{name}")))
-            .key("sk", s("lease"))
-            .condition_expression("#owner = :me")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":me", s(owner))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(classify_sdk_error(PEER, "DeleteItem (lease)", &e)),
-        }
+        self.delete_if_held(format!("lease#{name}"), "lease", "owner", owner)
+            .await
     }
 
     async fn resources(&self) -> Result<Vec<RecordedResource>, PortError> {
@@ -387,26 +400,8 @@ impl StateStore for DynamoState {
     }
 
     async fn release_path(&self, path: &str, arn: &str) -> Result<(), PortError> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("path#{path}")))
-            .key("sk", s("claim"))
-            .condition_expression("holder = :me")
-            .expression_attribute_values(":me", s(arn))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(classify_sdk_error(PEER, "DeleteItem (path claim)", &e)),
-        }
+        self.delete_if_held(format!("path#{path}"), "claim", "holder", arn)
+            .await
     }
 
     async fn put_manifest(&self, row: &ManifestFields) -> Result<(), PortError> {
