@@ -183,3 +183,69 @@ async fn list_discovers_without_touching_the_registry_and_state_init_is_idempote
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_manifest_exports_in_the_python_refreshers_format() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    seed_faq(&env.agentcore).await?;
+    assert!(env.cli(&["resync"]).await?.status.success());
+    let out_file = env.dir.join("token_refresh_manifest.json");
+    let out = env
+        .cli(&[
+            "manifest",
+            "export",
+            "--out",
+            out_file.to_str().unwrap_or_default(),
+        ])
+        .await?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out_file)?)?;
+    let entries = manifest
+        .as_array()
+        .expect("a JSON array, as the Python refresher reads it");
+    let mut paths: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e["server_path"].as_str())
+        .collect();
+    paths.sort_unstable();
+    let mut want: Vec<&str> = FAQ_GATEWAYS.iter().map(|(_, p)| *p).collect();
+    want.sort_unstable();
+    assert_eq!(paths, want, "one entry per CUSTOM_JWT gateway");
+    let geo = entries
+        .iter()
+        .find(|e| e["server_path"] == json!("/geo-mcp"))
+        .expect("geo-mcp");
+    let keys: Vec<&str> = geo
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        keys,
+        [
+            "allowed_audience",
+            "allowed_clients",
+            "discovery_url",
+            "gateway_arn",
+            "idp_vendor",
+            "server_path"
+        ]
+    );
+    assert_eq!(geo["idp_vendor"], json!("cognito"));
+    assert_eq!(
+        geo["allowed_clients"],
+        json!(["client1abcdefghijklmnopqrstu"])
+    );
+    assert!(
+        geo["discovery_url"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/us-east-1_Pool1/.well-known/openid-configuration"))
+    );
+    assert!(geo["gateway_arn"].as_str().is_some_and(|a| {
+        a.starts_with("arn:aws:bedrock-agentcore:us-east-1:123456789012:gateway/")
+    }));
+    Ok(())
+}

@@ -54,9 +54,66 @@ pub struct ManifestFields {
     pub idp_vendor: IdpVendor,
 }
 
+/// One entry of the Python refresher's `token_refresh_manifest.json` (`registry-contract.md`
+/// §1.8), so the existing refresher can still read what this service records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PythonManifestEntry {
+    pub server_path: String,
+    /// The Python tool's name for the resource ARN (a runtime's ARN for runtime rows).
+    pub gateway_arn: String,
+    pub discovery_url: String,
+    pub allowed_clients: Vec<String>,
+    pub allowed_audience: Vec<String>,
+    pub idp_vendor: IdpVendor,
+}
+
+impl From<&ManifestFields> for PythonManifestEntry {
+    fn from(m: &ManifestFields) -> Self {
+        Self {
+            server_path: m.path.clone(),
+            gateway_arn: m.arn.clone(),
+            discovery_url: m.discovery_url.clone(),
+            allowed_clients: m.allowed_clients.clone(),
+            allowed_audience: m.allowed_audience.clone(),
+            idp_vendor: m.idp_vendor,
+        }
+    }
+}
+
+/// The Python manifest for `rows`, sorted by path (stable output for diffs).
+pub fn python_manifest(rows: &[ManifestFields]) -> Vec<PythonManifestEntry> {
+    let mut entries: Vec<PythonManifestEntry> =
+        rows.iter().map(PythonManifestEntry::from).collect();
+    entries.sort_by(|a, b| a.server_path.cmp(&b.server_path));
+    entries
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_python_manifest_has_the_refreshers_keys_sorted_by_path() {
+        let row = |path: &str| ManifestFields {
+            path: path.into(),
+            arn: format!("arn:aws:bedrock-agentcore:us-east-1:1:gateway{path}"),
+            discovery_url:
+                "https://cognito-idp.us-east-1.amazonaws.com/p/.well-known/openid-configuration"
+                    .into(),
+            allowed_clients: vec!["c1".into()],
+            allowed_audience: vec![],
+            allowed_scopes: vec!["s".into()],
+            idp_vendor: IdpVendor::Cognito,
+        };
+        let json = serde_json::to_value(python_manifest(&[row("/b"), row("/a")])).expect("json");
+        assert_eq!(
+            json[0],
+            serde_json::json!({"server_path": "/a", "gateway_arn": "arn:aws:bedrock-agentcore:us-east-1:1:gateway/a",
+                "discovery_url": "https://cognito-idp.us-east-1.amazonaws.com/p/.well-known/openid-configuration",
+                "allowed_clients": ["c1"], "allowed_audience": [], "idp_vendor": "cognito"})
+        );
+        assert_eq!(json[1]["server_path"], "/b");
+    }
 
     #[test]
     fn vendors_are_detected_in_the_python_order() {

@@ -159,6 +159,11 @@ pub enum Command {
     },
     /// Consume AgentCore events from SQS and reconcile each named resource (the deployed job).
     Worker(Box<WorkerArgs>),
+    /// The token-refresh manifest.
+    Manifest {
+        #[command(subcommand)]
+        command: ManifestCommand,
+    },
     /// State table operations.
     State {
         #[command(subcommand)]
@@ -222,6 +227,17 @@ pub struct WorkerArgs {
     adopt_legacy: bool,
     #[arg(long, env = "REGISTRAR_MAX_DELETE_FRACTION", default_value_t = 0.5)]
     max_delete_fraction: f64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ManifestCommand {
+    /// Write the Python tool's `token_refresh_manifest.json` (server entries only: the registry
+    /// has no credential API for agents), so its refresher can still read it.
+    Export {
+        /// Write here (atomically) instead of stdout.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -411,6 +427,37 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Worker(args) => run_worker(&config, &cli.global.table, *args).await,
+        Command::Manifest {
+            command: ManifestCommand::Export { out },
+        } => {
+            use registrar_core::ports::StateStore;
+            let state = DynamoState::new(&config, &cli.global.table);
+            let (rows, resources) = futures::try_join!(state.manifests(), state.resources())?;
+            let servers: std::collections::BTreeSet<String> = resources
+                .iter()
+                .filter(|r| r.collection == registrar_core::desired::Collection::Server)
+                .map(|r| r.resource.arn.clone())
+                .collect();
+            let rows: Vec<_> = rows
+                .into_iter()
+                .filter(|m| servers.contains(&m.arn))
+                .collect();
+            let text =
+                serde_json::to_string_pretty(&registrar_core::tokens::python_manifest(&rows))?
+                    + "\n";
+            match out {
+                Some(path) => {
+                    let tmp = path.with_extension("tmp");
+                    std::fs::write(&tmp, &text)
+                        .map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
+                    std::fs::rename(&tmp, &path)
+                        .map_err(|e| anyhow::anyhow!("renaming to {}: {e}", path.display()))?;
+                    eprintln!("wrote {} entries to {}", rows.len(), path.display());
+                }
+                None => print!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::State {
             command: StateCommand::Init,
         } => {
