@@ -516,3 +516,37 @@ async fn a_rescan_yields_the_registry_to_event_work_in_flight() -> anyhow::Resul
     assert_eq!(report?.registered, 1, "then the rescan went ahead");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_anyone_can_invoke_is_tagged_warned_about_and_never_enabled() -> anyhow::Result<()>
+{
+    let env = TestEnv::start().await?;
+    create_gateway(&env.agentcore, "wide-open", GatewayAuth::None).await?;
+    create_gateway(&env.agentcore, "guarded", GatewayAuth::Iam).await?;
+    let out = env.cli(&["resync"]).await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(
+            "WARNING: gateway /wide-open has no inbound authorization (authorizerType NONE)"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("gateway /guarded has no inbound"));
+    let open = env.standin.server("/wide-open").expect("registered");
+    assert_eq!(
+        open["tags"],
+        json!(["agentcore", "gateway", "auto-registered", "unauthenticated"])
+    );
+    assert_eq!(open["auth_scheme"], json!("none"));
+    assert_eq!(
+        open["is_enabled"],
+        json!(false),
+        "the authenticated enable policy never enables it"
+    );
+    assert_eq!(
+        env.standin.server("/guarded").expect("registered")["is_enabled"],
+        json!(true)
+    );
+    Ok(())
+}

@@ -412,6 +412,7 @@ async fn the_startup_rescan_repairs_missed_events_and_metrics_and_readiness_repo
         "registrar_ready 1",
         "registrar_reconcile_duration_seconds_count 1",
         "registrar_in_flight 0",
+        "registrar_unauthenticated_gateways 0",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),

@@ -228,6 +228,17 @@ fn description(aws: Option<&str>, fallback: impl FnOnce() -> String) -> String {
     }
 }
 
+/// The tag on entries of gateways anyone can invoke (`authorizerType` NONE).
+pub const UNAUTHENTICATED_TAG: &str = "unauthenticated";
+
+fn gateway_tags(inbound: InboundAuth) -> Vec<String> {
+    let mut t = tags(&["agentcore", "gateway", "auto-registered"]);
+    if inbound == InboundAuth::Open {
+        t.push(UNAUTHENTICATED_TAG.into());
+    }
+    t
+}
+
 fn tags(words: &[&str]) -> Vec<String> {
     words.iter().map(|w| (*w).to_owned()).collect()
 }
@@ -326,7 +337,7 @@ pub fn gateway_entry(
         auth_provider: AUTH_PROVIDER.into(),
         auth_scheme: scheme.into(),
         supported_transports: "streamable-http".into(),
-        tags: tags(&["agentcore", "gateway", "auto-registered"]),
+        tags: gateway_tags(inbound),
         visibility: opts.visibility.as_str().into(),
         metadata,
     };

@@ -97,6 +97,31 @@ fn auth_types_map_to_registry_schemes() {
 }
 
 #[test]
+fn a_gateway_anyone_can_invoke_is_tagged_unauthenticated() {
+    let open = gateway_entry(
+        &gateway("open", AuthorizerType::None),
+        DeriveOptions::default(),
+    )
+    .expect("ok");
+    let EntryBody::Server(s) = &open.body else {
+        panic!()
+    };
+    assert_eq!(
+        s.tags,
+        ["agentcore", "gateway", "auto-registered", "unauthenticated"]
+    );
+    let iam = gateway_entry(
+        &gateway("iam", AuthorizerType::AwsIam),
+        DeriveOptions::default(),
+    )
+    .expect("ok");
+    let EntryBody::Server(s) = &iam.body else {
+        panic!()
+    };
+    assert!(!s.tags.iter().any(|t| t == UNAUTHENTICATED_TAG));
+}
+
+#[test]
 fn non_https_gateway_url_is_unregistrable() {
     let mut gw = gateway("plain", AuthorizerType::AwsIam);
     gw.url = Some("http://plain.example.com/mcp".into());

@@ -148,6 +148,9 @@ async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
             return Ok(KeyOutcome::Done(Vec::new()));
         }
         Seen::Ready(d) => {
+            if d.inbound_auth == registrar_core::desired::InboundAuth::Open {
+                tracing::warn!(path = %d.path, "Gateway has no inbound authorization (authorizerType NONE): anyone who can reach it can invoke its tools.");
+            }
             obs.present.insert(d.resource.arn.clone());
             obs.desired.push(*d);
         }

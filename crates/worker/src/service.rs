@@ -29,6 +29,8 @@ pub struct RescanStats {
     pub drift: AtomicU64,
     pub deletions_blocked: AtomicU64,
     pub last_success_unix: AtomicU64,
+    /// Gateways with no inbound authorization, as the last rescan saw them.
+    pub unauthenticated: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +148,12 @@ async fn metrics(State(t): State<Telemetry>) -> String {
         "gauge",
         "Unix time of the last successful rescan.",
         &[("", get(&r.last_success_unix))],
+    );
+    metric(
+        "registrar_unauthenticated_gateways",
+        "gauge",
+        "Gateways with no inbound authorization (authorizerType NONE), as the last rescan saw them.",
+        &[("", get(&r.unauthenticated))],
     );
     metric(
         "registrar_ready",
@@ -335,6 +343,9 @@ async fn rescan_loop<A, R, S>(
                         .count() as u64,
                     Ordering::Relaxed,
                 );
+                stats
+                    .unauthenticated
+                    .store(report.unauthenticated.len() as u64, Ordering::Relaxed);
                 stats.runs.fetch_add(1, Ordering::Relaxed);
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)

@@ -46,6 +46,22 @@ pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
     let (recorded, manifests) = futures::try_join!(state.resources(), state.manifests())?;
 
     let actions = plan(&scanned.observation, &current, &recorded, opts.ctx);
+    let unauthenticated: Vec<String> = scanned
+        .observation
+        .desired
+        .iter()
+        .filter(|d| {
+            d.inbound_auth == registrar_core::desired::InboundAuth::Open
+                && d.resource.kind == registrar_core::identity::ResourceKind::Gateway
+        })
+        .map(|d| d.path.clone())
+        .collect();
+    for path in &unauthenticated {
+        tracing::warn!(
+            path,
+            "Gateway has no inbound authorization (authorizerType NONE): anyone who can reach it can invoke its tools."
+        );
+    }
     let manifest_entries = scanned
         .observation
         .desired
@@ -83,7 +99,9 @@ pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
 
     if opts.dry_run {
         outcomes.extend(actions.iter().map(Outcome::planned));
-        return Ok(Report::new(true, outcomes, errors, manifest_entries, 0));
+        let mut report = Report::new(true, outcomes, errors, manifest_entries, 0);
+        report.unauthenticated = unauthenticated;
+        return Ok(report);
     }
 
     let writes = actions.iter().filter(|a| a.writes()).count();
@@ -119,11 +137,7 @@ pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
             .await;
         outcomes.extend(done);
     }
-    Ok(Report::new(
-        false,
-        outcomes,
-        errors,
-        manifest_entries,
-        writes,
-    ))
+    let mut report = Report::new(false, outcomes, errors, manifest_entries, writes);
+    report.unauthenticated = unauthenticated;
+    Ok(report)
 }

@@ -179,6 +179,9 @@ pub struct Report {
     pub manifest_entries: usize,
     pub planned_writes: usize,
     pub total: usize,
+    /// Paths of gateways with no inbound authorization (anyone who can reach them can invoke
+    /// their tools).
+    pub unauthenticated: Vec<String>,
     /// Errors that were not about one resource (a list that failed, ...).
     pub errors: Vec<String>,
     pub results: Vec<Outcome>,
@@ -219,6 +222,7 @@ impl Report {
             manifest_entries,
             planned_writes,
             total: results.len(),
+            unauthenticated: Vec::new(),
             errors,
             results,
         }
@@ -295,6 +299,12 @@ impl Report {
                     r.message
                 );
             }
+        }
+        for path in &self.unauthenticated {
+            let _ = writeln!(
+                out,
+                "WARNING: gateway {path} has no inbound authorization (authorizerType NONE): anyone who can reach it can invoke its tools"
+            );
         }
         for e in &self.errors {
             let _ = writeln!(out, "ERROR: {e}");
