@@ -14,6 +14,7 @@ pub mod naming;
 pub mod observed;
 pub mod plan;
 pub mod ports;
+pub mod refresh;
 pub mod tokens;
 
 pub use error::{ErrorClass, PortError};
