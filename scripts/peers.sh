@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The local peers the tests and the demo run against, all on 127.0.0.1, all project-local.
 #
-#   scripts/peers.sh install   create .venv-moto with moto[server]==5.2.5 (idempotent)
+#   scripts/peers.sh install   create .venv-moto with moto[server]==5.2.5 and .peers/idp with
+#                              oidc-provider (npm) for tests/idp/idp.mjs (idempotent)
 #   scripts/peers.sh start     start moto on a free port; PID and URL go to .peers/
 #   scripts/peers.sh env       print the AWS_* exports that point a shell at the started moto
 #   scripts/peers.sh stop      stop what `start` started, by PID
@@ -14,6 +15,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.venv-moto"
 state="$root/.peers"
 MOTO_VERSION="5.2.5"
+OIDC_PROVIDER_VERSION="9.13.3"
 
 install() {
   if [ -x "$venv/bin/moto_server" ] && "$venv/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
@@ -22,6 +24,17 @@ install() {
   echo "peers: installing moto[server]==$MOTO_VERSION into $venv" >&2
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+}
+
+install_idp() {
+  local dir="$root/.peers/idp"
+  if [ -f "$dir/node_modules/oidc-provider/package.json" ] && [ -f "$dir/node_modules/jose/package.json" ]; then
+    return 0
+  fi
+  echo "peers: installing oidc-provider@$OIDC_PROVIDER_VERSION into $dir" >&2
+  mkdir -p "$dir"
+  [ -f "$dir/package.json" ] || echo '{"name":"registrar-test-idp","private":true,"type":"module"}' >"$dir/package.json"
+  (cd "$dir" && npm install --silent --no-audit --no-fund "oidc-provider@$OIDC_PROVIDER_VERSION" "jose@6" >/dev/null)
 }
 
 free_port() {
@@ -68,7 +81,7 @@ stop() {
 }
 
 case "${1:-}" in
-  install) install ;;
+  install) install; install_idp ;;
   start) start ;;
   env) env_exports ;;
   stop) stop ;;

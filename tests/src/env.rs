@@ -140,6 +140,15 @@ impl TestEnv {
 
     /// Runs the real `registrar` binary against these peers.
     pub async fn cli(&self, args: &[&str]) -> anyhow::Result<Output> {
+        self.cli_with_env(args, &[]).await
+    }
+
+    /// [`TestEnv::cli`] with extra environment variables (client secrets, ...).
+    pub async fn cli_with_env(
+        &self,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Output> {
         let bin = registrar_bin();
         let mut cmd = tokio::process::Command::new(&bin);
         cmd.args(args)
@@ -147,6 +156,7 @@ impl TestEnv {
             .env("REGISTRY_URL", self.standin.url())
             .env("REGISTRY_TOKEN_FILE", &self.token_file)
             .env("REGISTRAR_TABLE", &self.table)
+            .envs(extra.iter().copied())
             .kill_on_drop(true);
         cmd.output()
             .await

@@ -4,6 +4,7 @@
 pub mod env;
 pub mod events;
 pub mod fixtures;
+pub mod idp;
 pub mod moto;
 pub mod standin;
 

@@ -127,6 +127,18 @@ pub trait StateStore: Send + Sync {
     ) -> impl Future<Output = Result<(), PortError>> + Send;
     fn delete_manifest(&self, arn: &str) -> impl Future<Output = Result<(), PortError>> + Send;
     fn manifests(&self) -> impl Future<Output = Result<Vec<ManifestFields>, PortError>> + Send;
+    /// Records the token state of a resource (its own item: manifest rewrites keep it).
+    fn record_token(
+        &self,
+        arn: &str,
+        token: &crate::refresh::TokenState,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Every recorded token state, by ARN.
+    fn tokens(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(String, crate::refresh::TokenState)>, PortError>> + Send;
+    /// Notes that the entry's enabled state has now been set (invariant 6: once).
+    fn mark_enabled(&self, arn: &str) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Takes (or renews) the lease `name` for `owner` until `ttl` from now. `Ok(false)` when
     /// another owner holds an unexpired lease.
     fn acquire_lease(

@@ -7,6 +7,24 @@ use std::time::Duration;
 use crate::backoff::Backoff;
 use crate::tokens::IdpVendor;
 
+/// What the state store keeps about one resource's egress token: times and results, never the
+/// token itself (design invariant 7).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct TokenState {
+    /// When the token in the registry expires (Unix seconds).
+    pub expires_at: Option<u64>,
+    /// When it is due for refresh (Unix seconds).
+    pub next_refresh_at: u64,
+    /// `ok`, or the last error (no secrets).
+    pub last_result: String,
+    /// Consecutive failed refreshes.
+    pub failures: u32,
+    /// The client the token was issued to.
+    pub client_id: Option<String>,
+    /// When the last successful refresh happened (Unix seconds).
+    pub refreshed_at: Option<u64>,
+}
+
 /// When tokens are refreshed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RefreshPolicy {

@@ -159,6 +159,11 @@ pub enum Command {
     },
     /// Consume AgentCore events from SQS and reconcile each named resource (the deployed job).
     Worker(Box<WorkerArgs>),
+    /// Egress tokens of CUSTOM_JWT entries.
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
     /// The token-refresh manifest.
     Manifest {
         #[command(subcommand)]
@@ -227,6 +232,39 @@ pub struct WorkerArgs {
     adopt_legacy: bool,
     #[arg(long, env = "REGISTRAR_MAX_DELETE_FRACTION", default_value_t = 0.5)]
     max_delete_fraction: f64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Path, vendor, client, expiry, next refresh and last result of every token.
+    Status {
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Refresh the tokens that are due (or all of them with --force, or one with --path).
+    Refresh {
+        #[command(flatten)]
+        registry: RegistryArgs,
+        /// Only this registry path.
+        #[arg(long)]
+        path: Option<String>,
+        /// Refresh even tokens that are not due yet.
+        #[arg(long)]
+        force: bool,
+        /// Secrets Manager name of a client secret; `{name}` is the client id or the vendor
+        /// variable (ENTRA_CLIENT_SECRET, ...).
+        #[arg(
+            long,
+            env = "REGISTRAR_SECRET_NAME_PATTERN",
+            default_value = "agentcore-registrar/{name}"
+        )]
+        secret_name_pattern: String,
+        #[arg(long, env = "REGISTRAR_ENABLE_POLICY", default_value = "authenticated", value_parser = parse_enable)]
+        enable_policy: EnablePolicy,
+        /// Allow plain-http IdPs beyond loopback.
+        #[arg(long, env = "REGISTRAR_ALLOW_INSECURE_IDP")]
+        allow_insecure_idp: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -427,6 +465,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Worker(args) => run_worker(&config, &cli.global.table, *args).await,
+        Command::Tokens { command } => run_tokens(&config, &cli.global.table, command).await,
         Command::Manifest {
             command: ManifestCommand::Export { out },
         } => {
@@ -569,6 +608,172 @@ async fn run_worker(
     )
     .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Manifest rows of server entries, with their resource records and token states.
+type TokenRows = Vec<(
+    registrar_core::tokens::ManifestFields,
+    Option<registrar_core::plan::RecordedResource>,
+    Option<registrar_core::refresh::TokenState>,
+)>;
+
+async fn token_rows(state: &DynamoState) -> anyhow::Result<TokenRows> {
+    use registrar_core::ports::StateStore;
+    let (manifests, resources, tokens) =
+        futures::try_join!(state.manifests(), state.resources(), state.tokens())?;
+    let resources: std::collections::BTreeMap<String, _> = resources
+        .into_iter()
+        .map(|r| (r.resource.arn.clone(), r))
+        .collect();
+    let mut tokens: std::collections::BTreeMap<String, _> = tokens.into_iter().collect();
+    let mut rows: TokenRows = manifests
+        .into_iter()
+        .filter(|m| {
+            resources
+                .get(&m.arn)
+                .is_none_or(|r| r.collection == registrar_core::desired::Collection::Server)
+        })
+        .map(|m| {
+            let resource = resources.get(&m.arn).cloned();
+            let token = tokens.remove(&m.arn);
+            (m, resource, token)
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+    Ok(rows)
+}
+
+fn in_words(seconds: i64) -> String {
+    match seconds {
+        s if s < 0 => format!("{}s ago", -s),
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s => format!("{}h", s / 3600),
+    }
+}
+
+async fn run_tokens(
+    config: &aws_config::SdkConfig,
+    table: &str,
+    command: TokensCommand,
+) -> anyhow::Result<ExitCode> {
+    let state = DynamoState::new(config, table);
+    let now = crate::tokens::now() as i64;
+    match command {
+        TokensCommand::Status { output } => {
+            let rows = token_rows(&state).await?;
+            match output {
+                Output::Json => {
+                    let json: Vec<serde_json::Value> = rows
+                        .iter()
+                        .map(|(m, _, t)| {
+                            serde_json::json!({"path": m.path, "arn": m.arn, "idp_vendor": m.idp_vendor.as_str(),
+                                "allowed_clients": m.allowed_clients, "token": t})
+                        })
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&json)?);
+                }
+                Output::Text => {
+                    println!(
+                        "{:<30} {:<9} {:<26} {:<11} {:<12} Last result",
+                        "Path", "Vendor", "Client", "Expires in", "Next refresh"
+                    );
+                    for (m, _, t) in &rows {
+                        let client = t
+                            .as_ref()
+                            .and_then(|t| t.client_id.clone())
+                            .or_else(|| m.allowed_clients.first().cloned())
+                            .unwrap_or_default();
+                        let expires = t
+                            .as_ref()
+                            .and_then(|t| t.expires_at)
+                            .map_or("-".into(), |e| in_words(e as i64 - now));
+                        let next = t
+                            .as_ref()
+                            .map_or("due".into(), |t| in_words(t.next_refresh_at as i64 - now));
+                        let last = t
+                            .as_ref()
+                            .map_or("never refreshed".into(), |t| t.last_result.clone());
+                        println!(
+                            "{:<30} {:<9} {:<26} {:<11} {:<12} {last}",
+                            m.path,
+                            m.idp_vendor.as_str(),
+                            client,
+                            expires,
+                            next
+                        );
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TokensCommand::Refresh {
+            registry,
+            path,
+            force,
+            secret_name_pattern,
+            enable_policy,
+            allow_insecure_idp,
+        } => {
+            let client = registry_client(&registry)?;
+            client_token_check(&registry)?;
+            let oidc = crate::tokens::oidc::Oidc::new(
+                Duration::from_secs(15),
+                Duration::from_secs(3600),
+                allow_insecure_idp,
+            )?;
+            let secrets =
+                crate::tokens::secrets::SecretResolver::from_process_env(secret_name_pattern);
+            let refresher = crate::tokens::Refresher {
+                registry: &client,
+                state: &state,
+                oidc: &oidc,
+                secrets: &secrets,
+                enable: enable_policy,
+                policy: registrar_core::refresh::RefreshPolicy::default(),
+            };
+            let rows = token_rows(&state).await?;
+            let selected: Vec<_> = rows
+                .iter()
+                .filter(|(m, _, _)| path.as_ref().is_none_or(|p| &m.path == p))
+                .filter(|(_, _, t)| {
+                    force
+                        || path.is_some()
+                        || t.as_ref().is_none_or(|t| t.next_refresh_at as i64 <= now)
+                })
+                .collect();
+            if let Some(p) = &path
+                && selected.is_empty()
+            {
+                anyhow::bail!("no token-manifest row for path {p}");
+            }
+            let mut failed = 0;
+            for (m, resource, token) in selected {
+                let done = refresher
+                    .refresh(m, token.as_ref(), resource.as_ref())
+                    .await;
+                match &done.error {
+                    None => println!(
+                        "{:<30} refreshed, expires in {}{}",
+                        done.path,
+                        in_words(
+                            done.state.expires_at.unwrap_or(0) as i64 - crate::tokens::now() as i64
+                        ),
+                        if done.enabled_now { ", enabled" } else { "" }
+                    ),
+                    Some(e) => {
+                        failed += 1;
+                        println!("{:<30} FAILED: {e}", done.path);
+                    }
+                }
+            }
+            Ok(if failed > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
 }
 
 /// Fails fast, naming the file, when the registry token cannot be read.

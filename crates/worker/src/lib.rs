@@ -9,3 +9,4 @@ pub mod reconcile;
 pub mod registry;
 pub mod resync;
 pub mod service;
+pub mod tokens;

@@ -249,7 +249,82 @@ fn epoch_ms() -> u64 {
         .unwrap_or(0)
 }
 
+fn number(item: &Item, key: &str) -> Option<u64> {
+    item.get(key)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse().ok())
+}
+
 impl StateStore for DynamoState {
+    async fn record_token(
+        &self,
+        arn: &str,
+        t: &registrar_core::refresh::TokenState,
+    ) -> Result<(), PortError> {
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(resource_pk(arn)))
+            .item("sk", s("token"))
+            .item("arn", s(arn))
+            .item(
+                "next_refresh_at",
+                AttributeValue::N(t.next_refresh_at.to_string()),
+            )
+            .item("last_result", s(&t.last_result))
+            .item("failures", AttributeValue::N(t.failures.to_string()));
+        if let Some(e) = t.expires_at {
+            put = put.item("expires_at", AttributeValue::N(e.to_string()));
+        }
+        if let Some(c) = &t.client_id {
+            put = put.item("client_id", s(c));
+        }
+        if let Some(r) = t.refreshed_at {
+            put = put.item("refreshed_at", AttributeValue::N(r.to_string()));
+        }
+        put.send()
+            .await
+            .map_err(|e| classify_sdk_error(PEER, "PutItem (token)", &e))?;
+        Ok(())
+    }
+
+    async fn tokens(
+        &self,
+    ) -> Result<Vec<(String, registrar_core::refresh::TokenState)>, PortError> {
+        Ok(self
+            .scan_sk("token")
+            .await?
+            .iter()
+            .map(|i| {
+                let state = registrar_core::refresh::TokenState {
+                    expires_at: number(i, "expires_at"),
+                    next_refresh_at: number(i, "next_refresh_at").unwrap_or(0),
+                    last_result: text(i, "last_result"),
+                    failures: number(i, "failures").unwrap_or(0) as u32,
+                    client_id: Some(text(i, "client_id")).filter(|c| !c.is_empty()),
+                    refreshed_at: number(i, "refreshed_at"),
+                };
+                (text(i, "arn"), state)
+            })
+            .collect())
+    }
+
+    async fn mark_enabled(&self, arn: &str) -> Result<(), PortError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(resource_pk(arn)))
+            .key("sk", s("res"))
+            .update_expression("SET enabled_set = :t")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error(PEER, "UpdateItem (enabled)", &e))?;
+        Ok(())
+    }
+
     async fn acquire_lease(
         &self,
         name: &str,
@@ -424,6 +499,7 @@ impl StateStore for DynamoState {
     }
 
     async fn delete_manifest(&self, arn: &str) -> Result<(), PortError> {
+        self.delete(resource_pk(arn), "token").await?;
         self.delete(resource_pk(arn), "manifest").await
     }
 

@@ -1,0 +1,250 @@
+//! Egress tokens from a real OpenID provider (`oidc-provider`) into the registry stand-in.
+
+use std::time::Duration;
+
+use axum::routing::get;
+use registrar_tests::env::TestEnv;
+use registrar_tests::fixtures::{GatewayAuth, create_gateway};
+use registrar_tests::idp::Idp;
+use serde_json::{Value, json};
+
+fn claims(jwt: &str) -> Value {
+    let payload = jwt.split('.').nth(1).expect("a JWT");
+    let mut bytes = Vec::new();
+    let (mut buf, mut bits) = (0u32, 0u32);
+    for c in payload.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            _ => 63,
+        };
+        buf = (buf << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            bytes.push((buf >> bits) as u8);
+            buf &= (1 << bits) - 1;
+        }
+    }
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+fn jwt_auth(idp: &Idp, client: &str) -> GatewayAuth {
+    GatewayAuth::Jwt {
+        discovery_url: idp.discovery_url(),
+        clients: vec![client.to_owned()],
+    }
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_custom_jwt_gateway_gets_a_valid_token_and_is_enabled_once_it_has_one()
+-> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let idp = Idp::start("gw-client", "s3cret-value", Duration::from_secs(300)).await?;
+    create_gateway(&env.agentcore, "secured", jwt_auth(&idp, "gw-client")).await?;
+    assert!(env.cli(&["resync"]).await?.status.success());
+    assert_eq!(
+        env.standin.server("/secured").expect("entry")["is_enabled"],
+        json!(false),
+        "no token yet"
+    );
+
+    let secret = [("OAUTH_CLIENT_SECRET_gw-client", "s3cret-value")];
+    let out = env
+        .cli_with_env(&["tokens", "refresh", "--log", "debug"], &secret)
+        .await?;
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    let entry = env.standin.server("/secured").expect("entry");
+    let token = entry["auth_credential"]
+        .as_str()
+        .expect("a credential was delivered");
+    let c = claims(token);
+    assert_eq!(c["client_id"], json!("gw-client"));
+    assert_eq!(c["aud"], json!("urn:test:gateway"));
+    assert_eq!(c["iss"], json!(idp.issuer));
+    assert!(
+        c["exp"]
+            .as_u64()
+            .is_some_and(|e| e > registrar_worker::tokens::now())
+    );
+    assert_eq!(
+        entry["is_enabled"],
+        json!(true),
+        "enabled once its token is in place"
+    );
+    assert!(
+        !all.contains("s3cret-value") && !all.contains(token),
+        "no secret or token in any output:\n{all}"
+    );
+
+    let status = env.cli(&["tokens", "status"]).await?;
+    let status = String::from_utf8_lossy(&status.stdout).to_string();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("/secured"))
+        .expect("status row");
+    assert!(
+        line.contains("unknown") && line.contains("gw-client") && line.ends_with("ok"),
+        "{status}"
+    );
+
+    // Not due yet: nothing is fetched or written.
+    let patches = env.standin.arrived("/api/servers/secured/auth-credential");
+    assert!(
+        env.cli_with_env(&["tokens", "refresh"], &secret)
+            .await?
+            .status
+            .success()
+    );
+    assert_eq!(
+        env.standin.arrived("/api/servers/secured/auth-credential"),
+        patches
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refresh_failures_are_per_resource_clear_and_leave_others_alone() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let mut idp = Idp::start(
+        "good-client",
+        "right-secret-value",
+        Duration::from_secs(300),
+    )
+    .await?;
+    create_gateway(&env.agentcore, "good", jwt_auth(&idp, "good-client")).await?;
+    create_gateway(&env.agentcore, "wrong-secret", jwt_auth(&idp, "bad-client")).await?;
+    create_gateway(&env.agentcore, "no-secret", jwt_auth(&idp, "lonely-client")).await?;
+    // An IdP whose discovery document lacks token_endpoint.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let broken = format!("http://{}", listener.local_addr()?);
+    let issuer = broken.clone();
+    let app =
+        axum::Router::new().route(
+            "/.well-known/openid-configuration",
+            get(move || {
+                let issuer = issuer.clone();
+                async move {
+                    axum::Json(json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")}))
+                }
+            }),
+        );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    create_gateway(
+        &env.agentcore,
+        "no-endpoint",
+        GatewayAuth::Jwt {
+            discovery_url: format!("{broken}/.well-known/openid-configuration"),
+            clients: vec!["good-client".into()],
+        },
+    )
+    .await?;
+    assert!(env.cli(&["resync"]).await?.status.success());
+
+    let secrets = [
+        ("OAUTH_CLIENT_SECRET_good-client", "right-secret-value"),
+        ("OAUTH_CLIENT_SECRET_bad-client", "not-the-secret"),
+    ];
+    let out = env.cli_with_env(&["tokens", "refresh"], &secrets).await?;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    let line = |path: &str| {
+        all.lines()
+            .find(|l| l.starts_with(path))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(line("/good ").contains("refreshed"), "{all}");
+    assert!(
+        line("/wrong-secret").contains("refused client bad-client: invalid_client"),
+        "{all}"
+    );
+    assert!(
+        line("/no-secret").contains(
+            "no client secret for lonely-client; tried env OAUTH_CLIENT_SECRET_lonely-client"
+        ),
+        "{all}"
+    );
+    assert!(
+        line("/no-endpoint").contains("has no token_endpoint"),
+        "{all}"
+    );
+    assert!(env.standin.server("/good").expect("entry")["auth_credential"].is_string());
+    assert!(
+        !all.contains("not-the-secret") && !all.contains("right-secret-value"),
+        "no secret in output:\n{all}"
+    );
+
+    // The failures are recorded, to be retried before their tokens could expire.
+    let status = env.cli(&["tokens", "status"]).await?;
+    let status = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("/wrong-secret") && l.contains("invalid_client")),
+        "{status}"
+    );
+
+    // The IdP goes down: a transient error for that resource.
+    idp.stop().await;
+    let out = env
+        .cli_with_env(&["tokens", "refresh", "--path", "/good"], &secrets)
+        .await?;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(all.contains("(transient)"), "{all}");
+    server.abort();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_the_gateway_removes_its_manifest_row_and_token_state() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let idp = Idp::start("c", "s", Duration::from_secs(300)).await?;
+    let doomed = create_gateway(&env.agentcore, "doomed", jwt_auth(&idp, "c")).await?;
+    create_gateway(&env.agentcore, "kept", jwt_auth(&idp, "c")).await?;
+    assert!(env.cli(&["resync"]).await?.status.success());
+    assert!(
+        env.cli_with_env(&["tokens", "refresh"], &[("OAUTH_CLIENT_SECRET_c", "s")])
+            .await?
+            .status
+            .success()
+    );
+
+    env.agentcore
+        .delete_gateway()
+        .gateway_identifier(&doomed)
+        .send()
+        .await?;
+    assert!(env.cli(&["resync"]).await?.status.success());
+    let status = String::from_utf8_lossy(&env.cli(&["tokens", "status"]).await?.stdout).to_string();
+    assert!(!status.contains("/doomed"), "{status}");
+    assert!(status.contains("/kept"), "{status}");
+    let patches = env.standin.arrived("/api/servers/doomed/auth-credential");
+    assert!(
+        env.cli_with_env(
+            &["tokens", "refresh", "--force"],
+            &[("OAUTH_CLIENT_SECRET_c", "s")]
+        )
+        .await?
+        .status
+        .success()
+    );
+    assert_eq!(
+        env.standin.arrived("/api/servers/doomed/auth-credential"),
+        patches,
+        "its refreshes stopped"
+    );
+    Ok(())
+}
