@@ -173,6 +173,16 @@ impl TestEnv {
         path: &crate::events::EventPath,
         extra: &[&str],
     ) -> anyhow::Result<tokio::process::Child> {
+        self.spawn_worker_with_env(path, extra, &[])
+    }
+
+    /// [`TestEnv::spawn_worker`] with extra environment variables (client secrets, ...).
+    pub fn spawn_worker_with_env(
+        &self,
+        path: &crate::events::EventPath,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<tokio::process::Child> {
         let mut flags: Vec<(String, String)> = [
             ("--receive-wait", "1"),
             ("--visibility-timeout", "10"),
@@ -212,6 +222,7 @@ impl TestEnv {
             .env("REGISTRAR_DLQ_URL", &path.dlq_url)
             .env("REGISTRAR_LOG", "info")
             .env("REGISTRAR_LOG_FORMAT", "json")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::from(log))
             .kill_on_drop(true)

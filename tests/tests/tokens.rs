@@ -248,3 +248,74 @@ async fn deleting_the_gateway_removes_its_manifest_row_and_token_state() -> anyh
     );
     Ok(())
 }
+
+/// Samples the registry's credential for `path` every 250 ms for `window`: fails if it is ever
+/// expired once a first token arrived; returns how many tokens were delivered.
+async fn watch_credential(env: &TestEnv, path: &str, window: Duration) -> anyhow::Result<usize> {
+    let patch_path = format!("/api/servers{path}/auth-credential");
+    let start = std::time::Instant::now();
+    while start.elapsed() < window {
+        if let Some(token) = env
+            .standin
+            .server(path)
+            .and_then(|e| e["auth_credential"].as_str().map(str::to_owned))
+        {
+            let exp = claims(&token)["exp"].as_u64().unwrap_or(0);
+            let now = registrar_worker::tokens::now();
+            anyhow::ensure!(
+                exp > now,
+                "the registry held an expired token (exp {exp}, now {now})\n{}",
+                env.worker_logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(env.standin.arrived(&patch_path))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_worker_keeps_a_20s_token_fresh_with_about_one_request_per_lifetime()
+-> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let idp = Idp::start("fast-client", "fast-secret", Duration::from_secs(20)).await?;
+    create_gateway(&env.agentcore, "fresh", jwt_auth(&idp, "fast-client")).await?;
+    assert!(env.cli(&["resync"]).await?.status.success());
+    let path = registrar_tests::events::EventPath::create(&env.config, "tokens", 5, 10).await?;
+    let _worker = env.spawn_worker_with_env(
+        &path,
+        &["--token-check-interval", "1"],
+        &[("OAUTH_CLIENT_SECRET_fast-client", "fast-secret")],
+    )?;
+    let delivered = watch_credential(&env, "/fresh", Duration::from_secs(120)).await?;
+    // 120 s of 20 s tokens refreshed at about 80%: about 8 fetches (6 lifetimes + the first).
+    assert!(
+        (6..=9).contains(&delivered),
+        "{delivered} tokens in 120 s\n{}",
+        env.worker_logs()
+    );
+    assert!(
+        !env.worker_logs().contains("fast-secret"),
+        "no secret in any log line"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_workers_refresh_each_token_once_per_cycle_not_twice() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let idp = Idp::start("shared-client", "shared-secret", Duration::from_secs(20)).await?;
+    create_gateway(&env.agentcore, "shared", jwt_auth(&idp, "shared-client")).await?;
+    assert!(env.cli(&["resync"]).await?.status.success());
+    let path = registrar_tests::events::EventPath::create(&env.config, "tokens2", 5, 10).await?;
+    let secret = [("OAUTH_CLIENT_SECRET_shared-client", "shared-secret")];
+    let _a = env.spawn_worker_with_env(&path, &["--token-check-interval", "1"], &secret)?;
+    let _b = env.spawn_worker_with_env(&path, &["--token-check-interval", "1"], &secret)?;
+    let delivered = watch_credential(&env, "/shared", Duration::from_secs(60)).await?;
+    // One refresher per cycle: about 4 in 60 s (both refreshing would give about 8).
+    assert!(
+        (3..=5).contains(&delivered),
+        "{delivered} tokens in 60 s\n{}",
+        env.worker_logs()
+    );
+    Ok(())
+}

@@ -137,6 +137,17 @@ pub trait StateStore: Send + Sync {
     fn tokens(
         &self,
     ) -> impl Future<Output = Result<Vec<(String, crate::refresh::TokenState)>, PortError>> + Send;
+    /// Claims the refresh of `arn`'s token for `owner` until `until` (Unix seconds), if it is
+    /// still due as `seen_next_refresh` says and no other worker holds an unexpired claim:
+    /// exactly one worker refreshes a given token. Recording the refreshed state ends the claim.
+    fn claim_refresh(
+        &self,
+        arn: &str,
+        seen_next_refresh: Option<u64>,
+        owner: &str,
+        now: u64,
+        until: u64,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
     /// Notes that the entry's enabled state has now been set (invariant 6: once).
     fn mark_enabled(&self, arn: &str) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Takes (or renews) the lease `name` for `owner` until `ttl` from now. `Ok(false)` when

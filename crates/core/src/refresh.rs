@@ -69,18 +69,14 @@ pub fn lifetime(
 }
 
 /// When to refresh a token issued at `issued` that lives `lifetime` seconds: about
-/// `fraction` of the way, minus jitter, and never later than `safety_margin` before expiry
-/// (for very short tokens: half-way).
+/// `fraction` of the way, minus jitter, and never later than the safety margin before expiry.
+/// The margin is at most a tenth of the lifetime, so short tokens are still fetched about once
+/// per lifetime rather than twice.
 pub fn next_refresh(issued: u64, lifetime: u64, jitter: f64, policy: &RefreshPolicy) -> u64 {
     let life = lifetime as f64;
     let target = life * (policy.fraction - policy.jitter_fraction * jitter.clamp(0.0, 1.0));
-    let latest = life - policy.safety_margin.as_secs() as f64;
-    let at = if latest > 0.0 {
-        target.min(latest)
-    } else {
-        life / 2.0
-    };
-    issued + at.max(1.0) as u64
+    let margin = (policy.safety_margin.as_secs() as f64).min(life / 10.0);
+    issued + target.min(life - margin).max(1.0) as u64
 }
 
 /// When to retry after `attempt` failed refreshes: the backoff, but while the current token is
@@ -297,10 +293,17 @@ mod tests {
             1000 + 2700,
             "jitter takes up to 5% off"
         );
-        // 120 s tokens: 80% is 96 s, but 60 s before expiry is 60 s.
-        assert_eq!(next_refresh(1000, 120, 0.0, &P), 1060);
-        // 20 s tokens (shorter than the margin): half-way.
-        assert_eq!(next_refresh(1000, 20, 0.0, &P), 1010);
+        // 300 s tokens: 80% is 240 s, the 60 s margin allows it.
+        assert_eq!(next_refresh(1000, 300, 0.0, &P), 1240);
+        // 20 s tokens: the margin shrinks to 2 s, so about one fetch per lifetime (at 16 s).
+        assert_eq!(next_refresh(1000, 20, 0.0, &P), 1016);
+        // Were the fraction near 1, the margin still holds.
+        let late = RefreshPolicy {
+            fraction: 0.99,
+            jitter_fraction: 0.0,
+            ..P
+        };
+        assert_eq!(next_refresh(1000, 3600, 0.0, &late), 1000 + 3540);
         for lifetime in [1, 2, 20, 61, 300, 86_400] {
             for jitter in [0.0, 0.5, 1.0] {
                 let at = next_refresh(0, lifetime, jitter, &P);

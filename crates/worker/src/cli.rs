@@ -232,6 +232,20 @@ pub struct WorkerArgs {
     adopt_legacy: bool,
     #[arg(long, env = "REGISTRAR_MAX_DELETE_FRACTION", default_value_t = 0.5)]
     max_delete_fraction: f64,
+    /// Refresh the egress tokens of CUSTOM_JWT entries.
+    #[arg(long, env = "REGISTRAR_TOKEN_REFRESH", default_value_t = true, action = clap::ArgAction::Set)]
+    token_refresh: bool,
+    /// Longest pause between looks for tokens due, seconds.
+    #[arg(long, env = "REGISTRAR_TOKEN_CHECK_INTERVAL", default_value_t = 15)]
+    token_check_interval: u64,
+    #[arg(
+        long,
+        env = "REGISTRAR_SECRET_NAME_PATTERN",
+        default_value = "agentcore-registrar/{name}"
+    )]
+    secret_name_pattern: String,
+    #[arg(long, env = "REGISTRAR_ALLOW_INSECURE_IDP")]
+    allow_insecure_idp: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -600,47 +614,32 @@ async fn run_worker(
             registry_concurrency: 4,
         },
     };
+    let tokens = if args.token_refresh {
+        Some(crate::service::TokenSettings {
+            oidc: crate::tokens::oidc::Oidc::new(secs(15), secs(3600), args.allow_insecure_idp)?,
+            secrets: crate::tokens::secrets::SecretResolver::from_process_env(
+                args.secret_name_pattern.clone(),
+            ),
+            enable: args.enable_policy,
+            policy: registrar_core::refresh::RefreshPolicy::default(),
+            schedule: crate::tokens::schedule::TokenSchedule {
+                check_every: secs(args.token_check_interval.max(1)),
+                claim_for: secs(60),
+                concurrency: 4,
+            },
+        })
+    } else {
+        None
+    };
     crate::service::run(
         consumer,
         schedule,
         args.listen,
+        tokens,
         tokio_util::sync::CancellationToken::new(),
     )
     .await?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Manifest rows of server entries, with their resource records and token states.
-type TokenRows = Vec<(
-    registrar_core::tokens::ManifestFields,
-    Option<registrar_core::plan::RecordedResource>,
-    Option<registrar_core::refresh::TokenState>,
-)>;
-
-async fn token_rows(state: &DynamoState) -> anyhow::Result<TokenRows> {
-    use registrar_core::ports::StateStore;
-    let (manifests, resources, tokens) =
-        futures::try_join!(state.manifests(), state.resources(), state.tokens())?;
-    let resources: std::collections::BTreeMap<String, _> = resources
-        .into_iter()
-        .map(|r| (r.resource.arn.clone(), r))
-        .collect();
-    let mut tokens: std::collections::BTreeMap<String, _> = tokens.into_iter().collect();
-    let mut rows: TokenRows = manifests
-        .into_iter()
-        .filter(|m| {
-            resources
-                .get(&m.arn)
-                .is_none_or(|r| r.collection == registrar_core::desired::Collection::Server)
-        })
-        .map(|m| {
-            let resource = resources.get(&m.arn).cloned();
-            let token = tokens.remove(&m.arn);
-            (m, resource, token)
-        })
-        .collect();
-    rows.sort_by(|a, b| a.0.path.cmp(&b.0.path));
-    Ok(rows)
 }
 
 fn in_words(seconds: i64) -> String {
@@ -661,7 +660,7 @@ async fn run_tokens(
     let now = crate::tokens::now() as i64;
     match command {
         TokensCommand::Status { output } => {
-            let rows = token_rows(&state).await?;
+            let rows = crate::tokens::token_rows(&state).await?;
             match output {
                 Output::Json => {
                     let json: Vec<serde_json::Value> = rows
@@ -732,7 +731,7 @@ async fn run_tokens(
                 enable: enable_policy,
                 policy: registrar_core::refresh::RefreshPolicy::default(),
             };
-            let rows = token_rows(&state).await?;
+            let rows = crate::tokens::token_rows(&state).await?;
             let selected: Vec<_> = rows
                 .iter()
                 .filter(|(m, _, _)| path.as_ref().is_none_or(|p| &m.path == p))

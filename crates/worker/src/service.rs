@@ -37,6 +37,17 @@ pub struct RescanStats {
 struct Telemetry {
     consumer: Arc<ConsumerStats>,
     rescans: Arc<RescanStats>,
+    tokens: Arc<crate::tokens::schedule::TokenStats>,
+}
+
+/// The worker's token refresh (off when `None`).
+#[derive(Debug)]
+pub struct TokenSettings {
+    pub oidc: crate::tokens::oidc::Oidc,
+    pub secrets: crate::tokens::secrets::SecretResolver,
+    pub enable: registrar_core::enable::EnablePolicy,
+    pub policy: registrar_core::refresh::RefreshPolicy,
+    pub schedule: crate::tokens::schedule::TokenSchedule,
 }
 
 async fn healthz() -> &'static str {
@@ -57,6 +68,7 @@ async fn readyz(State(t): State<Telemetry>) -> (StatusCode, &'static str) {
 async fn metrics(State(t): State<Telemetry>) -> String {
     let c = &t.consumer;
     let r = &t.rescans;
+    let k = &t.tokens;
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -150,6 +162,21 @@ async fn metrics(State(t): State<Telemetry>) -> String {
         &[("", get(&r.last_success_unix))],
     );
     metric(
+        "registrar_token_refreshes_total",
+        "counter",
+        "Egress token refreshes by result.",
+        &[
+            ("{result=\"ok\"}", get(&k.refreshed)),
+            ("{result=\"failed\"}", get(&k.failed)),
+        ],
+    );
+    metric(
+        "registrar_tokens_expiring_unrefreshed",
+        "gauge",
+        "Tokens expiring within a minute whose last refresh failed.",
+        &[("", get(&k.expiring_unrefreshed))],
+    );
+    metric(
         "registrar_unauthenticated_gateways",
         "gauge",
         "Gateways with no inbound authorization (authorizerType NONE), as the last rescan saw them.",
@@ -207,6 +234,7 @@ pub async fn run<A, R, S>(
     consumer: Consumer<A, R, S>,
     schedule: RescanSchedule,
     listen: Option<SocketAddr>,
+    tokens: Option<TokenSettings>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()>
 where
@@ -216,9 +244,11 @@ where
 {
     let consumer = Arc::new(consumer);
     let rescans = Arc::new(RescanStats::default());
+    let token_stats = Arc::new(crate::tokens::schedule::TokenStats::default());
     let telemetry = Telemetry {
         consumer: Arc::clone(&consumer.stats),
         rescans: Arc::clone(&rescans),
+        tokens: Arc::clone(&token_stats),
     };
     if let Some(addr) = listen {
         let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -253,8 +283,36 @@ where
         );
         tokio::spawn(async move { rescan_loop(&consumer, &rescans, schedule, stop).await })
     };
+    let token_loop = tokens.map(|settings| {
+        let (consumer, stats, stop) = (
+            Arc::clone(&consumer),
+            Arc::clone(&token_stats),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            let refresher = crate::tokens::Refresher {
+                registry: &consumer.registry,
+                state: &consumer.state,
+                oidc: &settings.oidc,
+                secrets: &settings.secrets,
+                enable: settings.enable,
+                policy: settings.policy,
+            };
+            crate::tokens::schedule::run(
+                &refresher,
+                &consumer.owner,
+                settings.schedule,
+                &stats,
+                &stop,
+            )
+            .await;
+        })
+    });
     Arc::clone(&consumer).run(shutdown.clone()).await;
     rescanner.abort();
+    if let Some(t) = token_loop {
+        t.abort();
+    }
     tracing::info!("Worker stopped.");
     Ok(())
 }

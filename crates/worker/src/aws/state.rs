@@ -310,6 +310,48 @@ impl StateStore for DynamoState {
             .collect())
     }
 
+    async fn claim_refresh(
+        &self,
+        arn: &str,
+        seen: Option<u64>,
+        owner: &str,
+        now: u64,
+        until: u64,
+    ) -> Result<bool, PortError> {
+        let due = match seen {
+            Some(_) => "next_refresh_at = :seen",
+            None => "attribute_not_exists(next_refresh_at)",
+        };
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(resource_pk(arn)))
+            .key("sk", s("token"))
+            .update_expression("SET claim_owner = :me, claim_until = :until, arn = :arn")
+            .condition_expression(format!(
+                "({due}) AND (attribute_not_exists(claim_until) OR claim_until < :now)"
+            ))
+            .expression_attribute_values(":me", s(owner))
+            .expression_attribute_values(":until", AttributeValue::N(until.to_string()))
+            .expression_attribute_values(":arn", s(arn))
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()));
+        if let Some(seen) = seen {
+            update =
+                update.expression_attribute_values(":seen", AttributeValue::N(seen.to_string()));
+        }
+        match update.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(classify_sdk_error(PEER, "UpdateItem (refresh claim)", &e)),
+        }
+    }
+
     async fn mark_enabled(&self, arn: &str) -> Result<(), PortError> {
         self.client
             .update_item()

@@ -3,6 +3,7 @@
 //! token, and the token state (expiry, next refresh, last result) in DynamoDB.
 
 pub mod oidc;
+pub mod schedule;
 pub mod secrets;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,6 +20,36 @@ use registrar_core::tokens::ManifestFields;
 
 use self::oidc::Oidc;
 use self::secrets::SecretResolver;
+
+/// Manifest rows of server entries (the registry has no credential API for agents), with their
+/// resource records and token states, sorted by path.
+pub type TokenRows = Vec<(ManifestFields, Option<RecordedResource>, Option<TokenState>)>;
+
+/// Reads [`TokenRows`] from the state store.
+pub async fn token_rows<S: StateStore>(state: &S) -> Result<TokenRows, PortError> {
+    let (manifests, resources, tokens) =
+        futures::try_join!(state.manifests(), state.resources(), state.tokens())?;
+    let resources: std::collections::BTreeMap<String, RecordedResource> = resources
+        .into_iter()
+        .map(|r| (r.resource.arn.clone(), r))
+        .collect();
+    let mut tokens: std::collections::BTreeMap<String, TokenState> = tokens.into_iter().collect();
+    let mut rows: TokenRows = manifests
+        .into_iter()
+        .filter(|m| {
+            resources
+                .get(&m.arn)
+                .is_none_or(|r| r.collection == Collection::Server)
+        })
+        .map(|m| {
+            let resource = resources.get(&m.arn).cloned();
+            let token = tokens.remove(&m.arn);
+            (m, resource, token)
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+    Ok(rows)
+}
 
 /// Unix seconds now.
 pub fn now() -> u64 {

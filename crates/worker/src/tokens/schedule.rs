@@ -1,0 +1,121 @@
+//! The worker's token loop: refresh each token when it is due (about 80% of its lifetime),
+//! exactly once across replicas (a conditional claim in DynamoDB), retry failures well before
+//! expiry, and warn about tokens about to expire unrefreshed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::{StreamExt, stream};
+use registrar_core::ports::{Registry, StateStore};
+use registrar_core::refresh::expiring_unrefreshed;
+use tokio_util::sync::CancellationToken;
+
+use super::{Refresher, now, token_rows};
+
+/// Counters of the token loop (read by `/metrics`).
+#[derive(Debug, Default)]
+pub struct TokenStats {
+    pub refreshed: AtomicU64,
+    pub failed: AtomicU64,
+    /// Tokens that expire within a minute and whose last refresh failed.
+    pub expiring_unrefreshed: AtomicU64,
+}
+
+/// How often the loop looks, at most, and how long a claim lasts.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenSchedule {
+    pub check_every: Duration,
+    pub claim_for: Duration,
+    pub concurrency: usize,
+}
+
+/// Runs until `stop`.
+pub async fn run<R: Registry, S: StateStore>(
+    refresher: &Refresher<'_, R, S>,
+    owner: &str,
+    schedule: TokenSchedule,
+    stats: &Arc<TokenStats>,
+    stop: &CancellationToken,
+) {
+    loop {
+        let wake = match tick(refresher, owner, schedule, stats).await {
+            Ok(next_due) => {
+                let until_due = Duration::from_secs(next_due.saturating_sub(now()));
+                until_due.clamp(Duration::from_millis(500), schedule.check_every)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Token rows could not be read; trying again.");
+                schedule.check_every
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wake) => {}
+        }
+    }
+}
+
+/// One pass: refreshes what is due and claimable; returns when the next token falls due.
+async fn tick<R: Registry, S: StateStore>(
+    refresher: &Refresher<'_, R, S>,
+    owner: &str,
+    schedule: TokenSchedule,
+    stats: &TokenStats,
+) -> Result<u64, registrar_core::PortError> {
+    let rows = token_rows(refresher.state).await?;
+    let at = now();
+    let mut next_due = at + schedule.check_every.as_secs();
+    let mut expiring = 0;
+    let mut due = Vec::new();
+    for (manifest, resource, token) in rows {
+        if let Some(t) = &token
+            && let Some(exp) = t.expires_at
+            && t.last_result != "ok"
+            && expiring_unrefreshed(at, exp, 60)
+        {
+            expiring += 1;
+            tracing::warn!(path = %manifest.path, expires_at = exp, last_result = %t.last_result, "Token is about to expire unrefreshed.");
+        }
+        let due_at = token.as_ref().map_or(0, |t| t.next_refresh_at);
+        if due_at <= at {
+            due.push((manifest, resource, token));
+        } else {
+            next_due = next_due.min(due_at);
+        }
+    }
+    stats
+        .expiring_unrefreshed
+        .store(expiring, Ordering::Relaxed);
+    let claim_until = at + schedule.claim_for.as_secs();
+    let done: Vec<Option<u64>> = stream::iter(due)
+        .map(|(manifest, resource, token)| async move {
+            let seen = token.as_ref().map(|t| t.next_refresh_at);
+            match refresher
+                .state
+                .claim_refresh(&manifest.arn, seen, owner, at, claim_until)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return None, // another worker has it
+                Err(e) => {
+                    tracing::warn!(path = %manifest.path, error = %e, "Refresh claim failed.");
+                    return None;
+                }
+            }
+            let result = refresher
+                .refresh(&manifest, token.as_ref(), resource.as_ref())
+                .await;
+            let counter = if result.error.is_none() {
+                &stats.refreshed
+            } else {
+                &stats.failed
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            Some(result.state.next_refresh_at)
+        })
+        .buffer_unordered(schedule.concurrency.max(1))
+        .collect()
+        .await;
+    Ok(done.into_iter().flatten().fold(next_due, u64::min))
+}
