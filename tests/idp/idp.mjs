@@ -1,7 +1,9 @@
 // A certified OpenID provider (panva/oidc-provider) on 127.0.0.1 for the token tests: one
 // client_credentials client, RS256 JWT access tokens with `aud`, `scope` and `client_id`.
 //
-// Env: PORT (0 = pick one), CLIENT_ID, CLIENT_SECRET, AUDIENCE, SCOPE, TOKEN_TTL (seconds).
+// Env: PORT (0 = pick one), CLIENT_ID, CLIENT_SECRET, AUDIENCE, SCOPE, TOKEN_TTL (seconds),
+// ISSUER_PATH (mount under a path, e.g. `/cognito-idp.us-east-1.amazonaws.com/us-east-1_Pool`,
+// so that a discovery URL looks like a Cognito pool's).
 // Prints `IdP ready at <issuer>` once listening; stops on SIGTERM.
 import Provider from 'oidc-provider';
 import { generateKeyPair, exportJWK } from 'jose';
@@ -14,7 +16,8 @@ const TTL = Number(env.TOKEN_TTL || 300);
 
 const server = http.createServer();
 await new Promise((resolve) => server.listen(Number(env.PORT || 0), '127.0.0.1', resolve));
-const ISSUER = `http://127.0.0.1:${server.address().port}`;
+const PREFIX = (env.ISSUER_PATH || '').replace(/\/$/, '');
+const ISSUER = `http://127.0.0.1:${server.address().port}${PREFIX}`;
 
 const { privateKey } = await generateKeyPair('RS256', { extractable: true });
 const jwk = { ...(await exportJWK(privateKey)), kid: 'test-key-1', alg: 'RS256', use: 'sig' };
@@ -41,6 +44,16 @@ const provider = new Provider(ISSUER, {
     },
   },
 });
-server.on('request', provider.callback());
+const handle = provider.callback();
+server.on('request', (req, res) => {
+  if (PREFIX && !req.url.startsWith(PREFIX)) {
+    res.statusCode = 404;
+    res.end();
+    return;
+  }
+  req.originalUrl = req.url;
+  req.url = req.url.slice(PREFIX.length) || '/';
+  handle(req, res);
+});
 console.log(`IdP ready at ${ISSUER}`);
 process.on('SIGTERM', () => server.close(() => process.exit(0)));

@@ -25,6 +25,17 @@ impl Idp {
         client_secret: &str,
         ttl: Duration,
     ) -> anyhow::Result<Self> {
+        Self::start_under("", client_id, client_secret, ttl).await
+    }
+
+    /// [`Idp::start`] with the issuer under `issuer_path` (e.g. a Cognito pool's path, so the
+    /// discovery URL reads as Cognito's).
+    pub async fn start_under(
+        issuer_path: &str,
+        client_id: &str,
+        client_secret: &str,
+        ttl: Duration,
+    ) -> anyhow::Result<Self> {
         let dir = workspace_root().join(".peers/idp");
         if !dir.join("node_modules/oidc-provider").exists() {
             bail!(
@@ -40,6 +51,7 @@ impl Idp {
         let mut child = Command::new("node")
             .arg(dir.join("idp.mjs"))
             .env("PORT", "0")
+            .env("ISSUER_PATH", issuer_path)
             .env("CLIENT_ID", client_id)
             .env("CLIENT_SECRET", client_secret)
             .env("TOKEN_TTL", ttl.as_secs().to_string())

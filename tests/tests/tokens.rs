@@ -319,3 +319,85 @@ async fn two_workers_refresh_each_token_once_per_cycle_not_twice() -> anyhow::Re
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_come_from_the_environment_secrets_manager_and_cognito_in_turn()
+-> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    // Environment.
+    let env_idp = Idp::start("env-client", "env-secret", Duration::from_secs(300)).await?;
+    create_gateway(&env.agentcore, "from-env", jwt_auth(&env_idp, "env-client")).await?;
+    // Secrets Manager (moto), by the default name pattern, as JSON.
+    let sm_idp = Idp::start("sm-client", "sm-secret", Duration::from_secs(300)).await?;
+    aws_sdk_secretsmanager::Client::new(&env.config)
+        .create_secret()
+        .name("agentcore-registrar/sm-client")
+        .secret_string(r#"{"client_secret":"sm-secret"}"#)
+        .send()
+        .await?;
+    create_gateway(&env.agentcore, "from-sm", jwt_auth(&sm_idp, "sm-client")).await?;
+    // Cognito (moto): the app client's generated secret, found through DescribeUserPoolClient of
+    // the pool named in the discovery URL.
+    let cognito = aws_sdk_cognitoidentityprovider::Client::new(&env.config);
+    let pool = cognito
+        .create_user_pool()
+        .pool_name("gateways")
+        .send()
+        .await?;
+    let pool_id = pool
+        .user_pool()
+        .and_then(|p| p.id())
+        .unwrap_or_default()
+        .to_owned();
+    let app = cognito
+        .create_user_pool_client()
+        .user_pool_id(&pool_id)
+        .client_name("gw")
+        .generate_secret(true)
+        .send()
+        .await?;
+    let app = app.user_pool_client().expect("client");
+    let (client_id, client_secret) = (
+        app.client_id().unwrap_or_default(),
+        app.client_secret().unwrap_or_default(),
+    );
+    let cognito_idp = Idp::start_under(
+        &format!("/cognito-idp.us-east-1.amazonaws.com/{pool_id}"),
+        client_id,
+        client_secret,
+        Duration::from_secs(300),
+    )
+    .await?;
+    create_gateway(
+        &env.agentcore,
+        "from-cognito",
+        jwt_auth(&cognito_idp, client_id),
+    )
+    .await?;
+    assert!(env.cli(&["resync"]).await?.status.success());
+
+    let out = env
+        .cli_with_env(
+            &["tokens", "refresh"],
+            &[("OAUTH_CLIENT_SECRET_env-client", "env-secret")],
+        )
+        .await?;
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    for (path, client) in [
+        ("/from-env", "env-client"),
+        ("/from-sm", "sm-client"),
+        ("/from-cognito", client_id),
+    ] {
+        let token = env
+            .standin
+            .server(path)
+            .and_then(|e| e["auth_credential"].as_str().map(str::to_owned));
+        let token = token.unwrap_or_else(|| panic!("{path} has a token\n{all}"));
+        assert_eq!(claims(&token)["client_id"], json!(client), "{path}");
+    }
+    for secret in ["env-secret", "sm-secret", client_secret] {
+        assert!(!all.contains(secret), "no secret in output");
+    }
+    Ok(())
+}

@@ -619,6 +619,7 @@ async fn run_worker(
             oidc: crate::tokens::oidc::Oidc::new(secs(15), secs(3600), args.allow_insecure_idp)?,
             secrets: crate::tokens::secrets::SecretResolver::from_process_env(
                 args.secret_name_pattern.clone(),
+                config.clone(),
             ),
             enable: args.enable_policy,
             policy: registrar_core::refresh::RefreshPolicy::default(),
@@ -721,8 +722,10 @@ async fn run_tokens(
                 Duration::from_secs(3600),
                 allow_insecure_idp,
             )?;
-            let secrets =
-                crate::tokens::secrets::SecretResolver::from_process_env(secret_name_pattern);
+            let secrets = crate::tokens::secrets::SecretResolver::from_process_env(
+                secret_name_pattern,
+                config.clone(),
+            );
             let refresher = crate::tokens::Refresher {
                 registry: &client,
                 state: &state,

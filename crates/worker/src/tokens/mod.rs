@@ -148,12 +148,14 @@ impl<R: Registry, S: StateStore> Refresher<'_, R, S> {
             match self
                 .secrets
                 .resolve(client_id, row.idp_vendor, &row.discovery_url)
+                .await
             {
                 Ok((secret, source)) => {
                     found = Some((client_id.clone(), secret, source));
                     break;
                 }
-                Err(e) => missing.push(e.to_string()),
+                Err(secrets::SecretError::Missing(e)) => missing.push(e.to_string()),
+                Err(secrets::SecretError::Lookup(e)) => return Err(e),
             }
         }
         let Some((client_id, secret, source)) = found else {
