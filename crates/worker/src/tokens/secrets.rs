@@ -94,11 +94,14 @@ impl SecretResolver {
             let found = match &source {
                 SecretSource::Env(name) => (self.env)(name),
                 SecretSource::SecretsManager(name) => match &self.aws {
-                    Some(aws) => self.from_secrets_manager(aws, name).await?,
+                    Some(aws) => self.look_in_secrets_manager(aws, name).await?,
                     None => None,
                 },
                 SecretSource::Cognito { region, pool_id } => match &self.aws {
-                    Some(aws) => self.from_cognito(aws, region, pool_id, client_id).await?,
+                    Some(aws) => {
+                        self.look_in_cognito(aws, region, pool_id, client_id)
+                            .await?
+                    }
                     None => None,
                 },
             };
@@ -114,7 +117,7 @@ impl SecretResolver {
         .into())
     }
 
-    async fn from_secrets_manager(
+    async fn look_in_secrets_manager(
         &self,
         aws: &SdkConfig,
         name: &str,
@@ -136,7 +139,7 @@ impl SecretResolver {
         }
     }
 
-    async fn from_cognito(
+    async fn look_in_cognito(
         &self,
         aws: &SdkConfig,
         region: &str,
