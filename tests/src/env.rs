@@ -112,7 +112,7 @@ impl TestEnv {
         };
         RegistryClient::new(
             self.standin.url(),
-            TokenFile::new(file),
+            registrar_worker::registry::token::TokenSource::File(TokenFile::new(file)),
             Duration::from_secs(5),
             retry,
         )

@@ -401,3 +401,58 @@ async fn secrets_come_from_the_environment_secrets_manager_and_cognito_in_turn()
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_running_worker_renews_its_registry_token_by_client_credentials()
+-> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    // The registry accepts JWTs from this IdP; they live 4 s.
+    let idp = Idp::start(
+        "registrar-ingress",
+        "ingress-secret",
+        Duration::from_secs(4),
+    )
+    .await?;
+    env.standin.trust_issuer(&idp.issuer, "registrar");
+    let path = registrar_tests::events::EventPath::create(&env.config, "ingress", 5, 10).await?;
+    let discovery = idp.discovery_url();
+    let _worker = env.spawn_worker_with_env(
+        &path,
+        &[
+            "--token-file",
+            "/nonexistent/token.json",
+            "--registry-token-discovery-url",
+            &discovery,
+            "--registry-client-id",
+            "registrar-ingress",
+            "--token-refresh",
+            "false",
+        ],
+        &[("REGISTRY_CLIENT_SECRET", "ingress-secret")],
+    )?;
+    for (i, name) in ["first", "second", "third"].iter().enumerate() {
+        if i > 0 {
+            // Longer than a token lives: the next call needs a renewed token.
+            tokio::time::sleep(Duration::from_secs(6)).await;
+        }
+        let id = create_gateway(&env.agentcore, name, GatewayAuth::Iam).await?;
+        path.put("CreateGateway", json!({}), json!({"gatewayId": id}))
+            .await?;
+        let entry = format!("/{name}");
+        assert!(
+            registrar_tests::env::eventually(Duration::from_secs(20), || env
+                .standin
+                .server(&entry)
+                .is_some())
+            .await,
+            "{entry} registered with a renewed registry token\n{}",
+            env.worker_logs()
+        );
+    }
+    assert!(
+        !env.standin.log().iter().any(|l| l.status == 401),
+        "never presented an expired token"
+    );
+    assert!(!env.worker_logs().contains("ingress-secret"));
+    Ok(())
+}

@@ -15,7 +15,7 @@ use registrar_core::plan::{DeleteGuard, PlanContext, Policy};
 use crate::aws::agentcore::AgentCoreAws;
 use crate::aws::load_config;
 use crate::aws::state::DynamoState;
-use crate::registry::token::TokenFile;
+use crate::registry::token::{ClientCredentialsToken, TokenFile, TokenSource};
 use crate::registry::{RegistryClient, RetryPolicy, check_registry_url};
 use crate::resync::report::{Outcome, Report, Status};
 use crate::resync::scan::{Progress, ScanOptions, scan};
@@ -84,6 +84,28 @@ pub struct RegistryArgs {
     /// Attempts per registry request (transient failures only).
     #[arg(long, env = "REGISTRAR_REGISTRY_ATTEMPTS", default_value_t = 4)]
     pub registry_attempts: usize,
+    /// Obtain the registry token by client_credentials from this IdP (its OIDC discovery URL)
+    /// instead of reading --token-file; it is renewed before it expires.
+    #[arg(long, env = "REGISTRY_TOKEN_DISCOVERY_URL")]
+    pub registry_token_discovery_url: Option<String>,
+    /// The registry client's id at that IdP.
+    #[arg(
+        long,
+        env = "REGISTRY_CLIENT_ID",
+        requires = "registry_token_discovery_url"
+    )]
+    pub registry_client_id: Option<String>,
+    /// Its secret (prefer the environment variable).
+    #[arg(
+        long,
+        env = "REGISTRY_CLIENT_SECRET",
+        hide_env_values = true,
+        requires = "registry_token_discovery_url"
+    )]
+    pub registry_client_secret: Option<String>,
+    /// Scope to ask for (space-separated), if the IdP needs one.
+    #[arg(long, env = "REGISTRY_TOKEN_SCOPE")]
+    pub registry_token_scope: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -249,6 +271,10 @@ pub struct WorkerArgs {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing would only obscure the flags"
+)]
 pub enum TokensCommand {
     /// Path, vendor, client, expiry, next refresh and last result of every token.
     Status {
@@ -359,9 +385,36 @@ fn registry_client(args: &RegistryArgs) -> anyhow::Result<RegistryClient> {
         attempts: args.registry_attempts.max(1),
         ..RetryPolicy::default()
     };
+    let token = match &args.registry_token_discovery_url {
+        None => TokenSource::File(TokenFile::new(&args.token_file)),
+        Some(url) => {
+            let (Some(client_id), Some(secret)) =
+                (&args.registry_client_id, &args.registry_client_secret)
+            else {
+                anyhow::bail!(
+                    "--registry-token-discovery-url needs --registry-client-id and REGISTRY_CLIENT_SECRET"
+                );
+            };
+            let oidc = crate::tokens::oidc::Oidc::new(
+                Duration::from_secs(15),
+                Duration::from_secs(3600),
+                args.allow_insecure_registry,
+            )?;
+            TokenSource::ClientCredentials(Box::new(ClientCredentialsToken::new(
+                oidc,
+                url.clone(),
+                client_id.clone(),
+                crate::tokens::oidc::Secret(secret.clone()),
+                registrar_core::refresh::TokenRequest {
+                    scope: args.registry_token_scope.clone(),
+                    audience: None,
+                },
+            )))
+        }
+    };
     Ok(RegistryClient::new(
         base,
-        TokenFile::new(&args.token_file),
+        token,
         Duration::from_secs(args.registry_timeout),
         retry,
     )?)
@@ -780,6 +833,8 @@ async fn run_tokens(
 
 /// Fails fast, naming the file, when the registry token cannot be read.
 fn client_token_check(args: &RegistryArgs) -> anyhow::Result<()> {
-    TokenFile::new(&args.token_file).token()?;
+    if args.registry_token_discovery_url.is_none() {
+        TokenFile::new(&args.token_file).token()?;
+    }
     Ok(())
 }

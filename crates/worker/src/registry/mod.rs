@@ -13,7 +13,7 @@ use registrar_core::{ErrorClass, PortError};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Map, Value};
 
-use self::token::TokenFile;
+use self::token::TokenSource;
 
 const PEER: &str = "registry";
 /// The registry's largest page (`limit` above it is a 422).
@@ -93,7 +93,7 @@ struct Failure {
 pub struct RegistryClient {
     http: reqwest::Client,
     base: String,
-    token: TokenFile,
+    token: TokenSource,
     retry: RetryPolicy,
 }
 
@@ -101,7 +101,7 @@ impl RegistryClient {
     /// `base` must have passed [`check_registry_url`].
     pub fn new(
         base: String,
-        token: TokenFile,
+        token: TokenSource,
         timeout: Duration,
         retry: RetryPolicy,
     ) -> Result<Self, PortError> {
@@ -127,8 +127,8 @@ impl RegistryClient {
         ok: &[StatusCode],
     ) -> Result<Response, Failure> {
         let attempt = || async {
-            let token = self.token.token().map_err(|e| Failure {
-                error: PortError::new(PEER, operation, ErrorClass::Terminal, e.to_string()),
+            let token = self.token.get().await.map_err(|error| Failure {
+                error,
                 retry_after: None,
             })?;
             let response = build(&self.http)
@@ -146,6 +146,12 @@ impl RegistryClient {
                 })?;
             if ok.contains(&response.status()) {
                 Ok(response)
+            } else if response.status() == StatusCode::UNAUTHORIZED && self.token.invalidate().await
+            {
+                // A renewable token was refused (revoked, or expired early): fetch a new one.
+                let mut f = failure(operation, response).await;
+                f.error.class = ErrorClass::Transient;
+                Err(f)
             } else {
                 Err(failure(operation, response).await)
             }

@@ -65,6 +65,104 @@ impl TokenFile {
     }
 }
 
+/// The registry's ingress token obtained by client_credentials from the registry's IdP, and
+/// renewed at about 80% of its lifetime (or at once after a 401), so a long-running worker never
+/// stops on an expired registry token.
+#[derive(Debug)]
+pub struct ClientCredentialsToken {
+    pub oidc: crate::tokens::oidc::Oidc,
+    pub discovery_url: String,
+    pub client_id: String,
+    pub secret: crate::tokens::oidc::Secret,
+    pub request: registrar_core::refresh::TokenRequest,
+    cached: tokio::sync::Mutex<Option<(crate::tokens::oidc::Secret, u64)>>,
+}
+
+impl ClientCredentialsToken {
+    pub fn new(
+        oidc: crate::tokens::oidc::Oidc,
+        discovery_url: String,
+        client_id: String,
+        secret: crate::tokens::oidc::Secret,
+        request: registrar_core::refresh::TokenRequest,
+    ) -> Self {
+        Self {
+            oidc,
+            discovery_url,
+            client_id,
+            secret,
+            request,
+            cached: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn token(&self) -> Result<String, registrar_core::PortError> {
+        use registrar_core::refresh::{RefreshPolicy, jwt_exp, lifetime, next_refresh};
+        let mut cached = self.cached.lock().await;
+        let now = crate::tokens::now();
+        if let Some((token, renew_at)) = cached.as_ref()
+            && now < *renew_at
+        {
+            return Ok(token.0.clone());
+        }
+        let discovery = self.oidc.discover(&self.discovery_url).await?;
+        let issued = self
+            .oidc
+            .client_credentials(&discovery, &self.client_id, &self.secret, &self.request)
+            .await?;
+        let policy = RefreshPolicy::default();
+        let life = lifetime(
+            issued.expires_in,
+            jwt_exp(&issued.access_token.0),
+            now,
+            &policy,
+        );
+        let token = issued.access_token.0.clone();
+        *cached = Some((issued.access_token, next_refresh(now, life, 0.0, &policy)));
+        tracing::info!(
+            expires_in_s = life,
+            "Registry token obtained by client_credentials."
+        );
+        Ok(token)
+    }
+}
+
+/// Where the registry ingress token comes from.
+#[derive(Debug)]
+pub enum TokenSource {
+    File(TokenFile),
+    ClientCredentials(Box<ClientCredentialsToken>),
+}
+
+impl TokenSource {
+    /// The current token.
+    pub async fn get(&self) -> Result<String, registrar_core::PortError> {
+        match self {
+            Self::File(f) => f.token().map_err(|e| {
+                registrar_core::PortError::new(
+                    "registry",
+                    "token",
+                    registrar_core::ErrorClass::Terminal,
+                    e.to_string(),
+                )
+            }),
+            Self::ClientCredentials(c) => c.token().await,
+        }
+    }
+
+    /// After a 401: drop a renewable token so the next call fetches a new one. Returns whether
+    /// retrying can help.
+    pub async fn invalidate(&self) -> bool {
+        match self {
+            Self::File(_) => false,
+            Self::ClientCredentials(c) => {
+                *c.cached.lock().await = None;
+                true
+            }
+        }
+    }
+}
+
 fn parse_token(text: &str) -> Option<String> {
     let text = text.trim();
     let Ok(json) = serde_json::from_str::<Value>(text) else {
