@@ -147,6 +147,11 @@ async fn faq_resources_register_at_the_faq_paths_with_the_contract_fields() -> a
     // The same run through the library reports the same state: nothing left to do.
     let report = env.resync(options()).await?;
     assert_eq!(report.unchanged, 13, "{}", report.to_text());
+    assert_eq!(
+        state.manifests().await?.len(),
+        5,
+        "a resync never loses a manifest row"
+    );
     Ok(())
 }
 

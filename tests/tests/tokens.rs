@@ -456,3 +456,56 @@ async fn a_long_running_worker_renews_its_registry_token_by_client_credentials()
     assert!(!env.worker_logs().contains("ingress-secret"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_about_to_expire_unrefreshed_raises_a_warning_and_a_metric() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let mut idp = Idp::start("fading-client", "fading-secret", Duration::from_secs(30)).await?;
+    create_gateway(&env.agentcore, "fading", jwt_auth(&idp, "fading-client")).await?;
+    assert!(env.cli(&["resync"]).await?.status.success());
+    let secret = [("OAUTH_CLIENT_SECRET_fading-client", "fading-secret")];
+    assert!(
+        env.cli_with_env(&["tokens", "refresh"], &secret)
+            .await?
+            .status
+            .success()
+    );
+    // The IdP goes away for good: the next refreshes fail while the token runs out.
+    idp.stop().await;
+    let path = registrar_tests::events::EventPath::create(&env.config, "fading", 5, 10).await?;
+    let port = registrar_tests::moto::free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let _worker = env.spawn_worker_with_env(
+        &path,
+        &["--token-check-interval", "1", "--listen", &listen],
+        &secret,
+    )?;
+    let mut seen = String::new();
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Ok(r) = reqwest::get(format!("http://{listen}/metrics")).await {
+            seen = r.text().await.unwrap_or_default();
+            if seen
+                .lines()
+                .any(|l| l == "registrar_tokens_expiring_unrefreshed 1")
+            {
+                break;
+            }
+        }
+    }
+    assert!(
+        seen.lines()
+            .any(|l| l == "registrar_tokens_expiring_unrefreshed 1"),
+        "{seen}\n{}",
+        env.worker_logs()
+    );
+    assert!(seen.lines().any(
+        |l| l.starts_with("registrar_token_refreshes_total{result=\"failed\"}")
+            && !l.ends_with(" 0")
+    ));
+    assert!(
+        env.worker_logs()
+            .contains("Token is about to expire unrefreshed.")
+    );
+    Ok(())
+}
