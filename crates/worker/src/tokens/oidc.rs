@@ -236,3 +236,77 @@ impl Oidc {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A discovery endpoint counting its hits; `issuer_suffix` makes the issuer (mis)match.
+    async fn serve(
+        issuer_suffix: &'static str,
+        token_endpoint: bool,
+    ) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (issuer, counter) = (format!("{base}{issuer_suffix}"), Arc::clone(&hits));
+        let app = axum::Router::new().route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut doc = serde_json::json!({"issuer": issuer, "token_endpoint_auth_methods_supported": ["client_secret_post"]});
+                if token_endpoint {
+                    doc["token_endpoint"] = serde_json::json!(format!("{issuer}/token"));
+                }
+                async move { axum::Json(doc) }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (base, hits)
+    }
+
+    #[tokio::test]
+    async fn discovery_is_fetched_once_and_cached() {
+        let (base, hits) = serve("", true).await;
+        let oidc =
+            Oidc::new(Duration::from_secs(5), Duration::from_secs(3600), false).expect("client");
+        let url = format!("{base}/.well-known/openid-configuration");
+        let first = oidc.discover(&url).await.expect("discovered");
+        let second = oidc.discover(&url).await.expect("cached");
+        assert_eq!(first, second);
+        assert_eq!(first.token_endpoint, format!("{base}/token"));
+        assert_eq!(first.auth_methods, ["client_secret_post"]);
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_issuer_that_does_not_match_the_url_or_a_missing_token_endpoint_is_refused() {
+        let oidc =
+            Oidc::new(Duration::from_secs(5), Duration::from_secs(3600), false).expect("client");
+        let (base, _) = serve("/someone-else", true).await;
+        let err = oidc
+            .discover(&format!("{base}/.well-known/openid-configuration"))
+            .await
+            .expect_err("mismatch");
+        assert!(
+            err.message.contains("does not match the discovery URL"),
+            "{err}"
+        );
+        assert_eq!(err.class, ErrorClass::Terminal);
+        let (base, _) = serve("", false).await;
+        let err = oidc
+            .discover(&format!("{base}/.well-known/openid-configuration"))
+            .await
+            .expect_err("no endpoint");
+        assert!(err.message.contains("has no token_endpoint"), "{err}");
+        let err = oidc
+            .discover("http://idp.example.com/.well-known/openid-configuration")
+            .await
+            .expect_err("insecure");
+        assert!(err.message.contains("plain http"), "{err}");
+    }
+}
