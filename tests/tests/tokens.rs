@@ -9,26 +9,7 @@ use registrar_tests::idp::Idp;
 use serde_json::{Value, json};
 
 fn claims(jwt: &str) -> Value {
-    let payload = jwt.split('.').nth(1).expect("a JWT");
-    let mut bytes = Vec::new();
-    let (mut buf, mut bits) = (0u32, 0u32);
-    for c in payload.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            _ => 63,
-        };
-        buf = (buf << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            bytes.push((buf >> bits) as u8);
-            buf &= (1 << bits) - 1;
-        }
-    }
-    serde_json::from_slice(&bytes).expect("JSON claims")
+    registrar_core::refresh::jwt_claims(jwt).expect("a JWT with JSON claims")
 }
 
 fn jwt_auth(idp: &Idp, client: &str) -> GatewayAuth {

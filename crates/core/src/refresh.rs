@@ -111,12 +111,15 @@ pub fn expiring_unrefreshed(now: u64, expires_at: u64, window: u64) -> bool {
     expires_at <= now + window
 }
 
+/// The claims of a JWT, read without verifying it (to schedule refreshes, never to trust).
+pub fn jwt_claims(token: &str) -> Option<serde_json::Value> {
+    let payload = token.split('.').nth(1)?;
+    serde_json::from_slice(&base64url_decode(payload)?).ok()
+}
+
 /// The `exp` claim of a JWT, read without verifying it (only to schedule the refresh).
 pub fn jwt_exp(token: &str) -> Option<u64> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64url_decode(payload)?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    claims.get("exp")?.as_u64()
+    jwt_claims(token)?.get("exp")?.as_u64()
 }
 
 fn base64url_decode(input: &str) -> Option<Vec<u8>> {

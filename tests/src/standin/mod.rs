@@ -329,27 +329,7 @@ async fn gate(State(db): State<Shared>, mut req: Request, next: Next) -> Respons
 
 /// The user of an unexpired JWT from a trusted issuer.
 fn jwt_user(token: &str, trusted: &BTreeMap<String, User>) -> Option<User> {
-    let payload = token.split('.').nth(1)?;
-    let mut bytes = Vec::new();
-    let (mut buf, mut bits) = (0u32, 0u32);
-    for c in payload.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        };
-        buf = (buf << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            bytes.push((buf >> bits) as u8);
-            buf &= (1 << bits) - 1;
-        }
-    }
-    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    let claims = registrar_core::refresh::jwt_claims(token)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .ok()?
