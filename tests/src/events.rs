@@ -166,22 +166,35 @@ impl EventPath {
         }
     }
 
+    /// The dead-letter queue, for the DLQ tools under test.
+    pub fn dlq(&self) -> Queue {
+        Queue::new(self.sqs.clone(), self.dlq_url.clone(), None)
+    }
+
+    /// Messages in the DLQ, visible, held or delayed.
+    pub async fn dlq_total(&self) -> anyhow::Result<u64> {
+        total(&self.sqs, &self.dlq_url).await
+    }
+
     /// Approximate number of messages visible or in flight in the main queue.
     pub async fn depth(&self) -> anyhow::Result<u64> {
-        let out = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&self.queue_url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
-            .send()
-            .await?;
-        Ok(out
-            .attributes()
-            .map(|a| a.values().filter_map(|v| v.parse::<u64>().ok()).sum())
-            .unwrap_or(0))
+        total(&self.sqs, &self.queue_url).await
     }
+}
+
+async fn total(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<u64> {
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await?;
+    Ok(out
+        .attributes()
+        .map(|a| a.values().filter_map(|v| v.parse::<u64>().ok()).sum())
+        .unwrap_or(0))
 }
 
 /// Receives until the queue answers empty (a long visibility keeps received messages away).

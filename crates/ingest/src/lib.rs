@@ -3,6 +3,7 @@
 //! error classification shared by every AWS adapter. The consumer loop and DLQ replay arrive with
 //! the rest of issue "2 of 5".
 
+pub mod dlq;
 pub mod event;
 pub mod sdk_error;
 pub mod sqs;

@@ -197,6 +197,91 @@ impl Queue {
         Ok(failures)
     }
 
+    /// The queue's ARN.
+    pub async fn arn(&self) -> Result<String, PortError> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error(PEER, "GetQueueAttributes", &e))?;
+        out.attributes()
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                    .cloned()
+            })
+            .ok_or_else(|| {
+                PortError::new(
+                    PEER,
+                    "GetQueueAttributes",
+                    ErrorClass::Terminal,
+                    format!("{} has no QueueArn", self.url),
+                )
+            })
+    }
+
+    /// Approximate number of messages waiting (visible) in the queue.
+    pub async fn depth(&self) -> Result<u64, PortError> {
+        let name = aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages;
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(name.clone())
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error(PEER, "GetQueueAttributes", &e))?;
+        Ok(out
+            .attributes()
+            .and_then(|a| a.get(&name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Sends a message with string attributes.
+    pub async fn send(
+        &self,
+        body: &str,
+        attributes: &HashMap<String, String>,
+    ) -> Result<(), PortError> {
+        let mut send = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body);
+        for (k, v) in attributes {
+            send = send.message_attributes(k, string_attr(v)?);
+        }
+        send.send()
+            .await
+            .map_err(|e| classify_sdk_error(PEER, "SendMessage", &e))?;
+        Ok(())
+    }
+
+    /// SQS's own redrive of this queue (a DLQ) back to `destination_arn`: StartMessageMoveTask.
+    pub async fn start_move_task(
+        &self,
+        destination_arn: &str,
+        per_second: Option<i32>,
+    ) -> Result<String, PortError> {
+        let source = self.arn().await?;
+        let mut req = self
+            .client
+            .start_message_move_task()
+            .source_arn(source)
+            .destination_arn(destination_arn);
+        if let Some(rate) = per_second {
+            req = req.max_number_of_messages_per_second(rate);
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error(PEER, "StartMessageMoveTask", &e))?;
+        Ok(out.task_handle().unwrap_or_default().to_owned())
+    }
+
     /// Deletes one message.
     pub async fn delete(&self, message: &Received) -> Result<(), PortError> {
         self.client

@@ -181,6 +181,11 @@ pub enum Command {
     },
     /// Consume AgentCore events from SQS and reconcile each named resource (the deployed job).
     Worker(Box<WorkerArgs>),
+    /// The dead-letter queue: inspect it, or move messages back to the queue.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Egress tokens of CUSTOM_JWT entries.
     Tokens {
         #[command(subcommand)]
@@ -268,6 +273,48 @@ pub struct WorkerArgs {
     secret_name_pattern: String,
     #[arg(long, env = "REGISTRAR_ALLOW_INSECURE_IDP")]
     allow_insecure_idp: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Count, oldest age, breakdown by event name and by failure reason, and a sample.
+    Inspect {
+        #[arg(long, env = "REGISTRAR_DLQ_URL")]
+        dlq_url: String,
+        /// Messages read for the breakdown (they are made visible again afterwards).
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// Messages shown in the sample.
+        #[arg(long, default_value_t = 10)]
+        sample: usize,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Move messages back to the source queue (SQS's move task when nothing is filtered; else
+    /// one by one: send, then delete).
+    Replay {
+        #[arg(long, env = "REGISTRAR_QUEUE_URL")]
+        queue_url: String,
+        #[arg(long, env = "REGISTRAR_DLQ_URL")]
+        dlq_url: String,
+        /// Show what would move; move nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Move at most this many.
+        #[arg(long)]
+        max: Option<usize>,
+        /// At most this many messages per second.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Only messages of this CloudTrail event name (`unparseable` for poison).
+        #[arg(long)]
+        filter_event: Option<String>,
+        /// Only messages naming this resource id.
+        #[arg(long)]
+        filter_resource: Option<String>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -533,6 +580,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Worker(args) => run_worker(&config, &cli.global.table, *args).await,
         Command::Tokens { command } => run_tokens(&config, &cli.global.table, command).await,
+        Command::Dlq { command } => run_dlq(&config, command).await,
         Command::Manifest {
             command: ManifestCommand::Export { out },
         } => {
@@ -827,6 +875,118 @@ async fn run_tokens(
             } else {
                 ExitCode::SUCCESS
             })
+        }
+    }
+}
+
+fn queue(
+    config: &aws_config::SdkConfig,
+    url: &str,
+) -> anyhow::Result<registrar_ingest::sqs::Queue> {
+    if !url.starts_with("http://") && !url.starts_with("https://") {
+        anyhow::bail!(
+            "{url:?} is not a queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)"
+        );
+    }
+    Ok(registrar_ingest::sqs::Queue::new(
+        aws_sdk_sqs::Client::new(config),
+        url.to_owned(),
+        None,
+    ))
+}
+
+async fn run_dlq(config: &aws_config::SdkConfig, command: DlqCommand) -> anyhow::Result<ExitCode> {
+    use registrar_ingest::dlq;
+    let counts = |m: &std::collections::BTreeMap<String, u64>| {
+        m.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let row = |d: &dlq::DeadLetter| {
+        format!(
+            "  {:<38} {:<28} {:<24} {:<18} age {:>6}s  replays {}",
+            d.message_id,
+            d.event_name,
+            d.resource.as_deref().unwrap_or("-"),
+            d.reason_code,
+            d.age_seconds.unwrap_or(0),
+            d.replay_count
+        )
+    };
+    match command {
+        DlqCommand::Inspect {
+            dlq_url,
+            limit,
+            sample,
+            output,
+        } => {
+            let report = dlq::inspect(&queue(config, &dlq_url)?, limit, sample).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Output::Text => {
+                    println!("Dead-letter queue {dlq_url}");
+                    println!(
+                        "Messages: {} (read {}), oldest: {}",
+                        report.count,
+                        report.read,
+                        report
+                            .oldest_age_seconds
+                            .map_or("-".into(), |a| format!("{a}s"))
+                    );
+                    println!("By event:  {}", counts(&report.by_event));
+                    println!("By reason: {}", counts(&report.by_reason));
+                    println!("Sample:");
+                    for d in &report.sample {
+                        println!("{}", row(d));
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DlqCommand::Replay {
+            queue_url,
+            dlq_url,
+            dry_run,
+            max,
+            rate,
+            filter_event,
+            filter_resource,
+            output,
+        } => {
+            let opts = dlq::ReplayOptions {
+                dry_run,
+                max,
+                rate,
+                filter_event,
+                filter_resource,
+            };
+            let done = dlq::replay(
+                &queue(config, &dlq_url)?,
+                &queue(config, &queue_url)?,
+                &opts,
+            )
+            .await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&done)?),
+                Output::Text => {
+                    let verb = if done.dry_run { "would move" } else { "moved" };
+                    match &done.task_handle {
+                        Some(h) => println!("Started SQS message move task {h} (all messages)."),
+                        None => println!(
+                            "{} {} message(s) ({} mode); {} left in the DLQ",
+                            verb,
+                            done.moved.len(),
+                            done.mode,
+                            done.left
+                        ),
+                    }
+                    for d in &done.moved {
+                        println!("{}", row(d));
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

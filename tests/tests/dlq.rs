@@ -1,0 +1,263 @@
+//! `registrar dlq inspect` and `registrar dlq replay` against moto (the portable path: moto has
+//! no StartMessageMoveTask), and the native path against an in-process SQS fake.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use registrar_ingest::dlq::{ReplayOptions, replay};
+use registrar_ingest::sqs::{Queue, attr};
+use registrar_tests::env::TestEnv;
+use registrar_tests::events::{EventPath, drain};
+use serde_json::{Value, json};
+
+fn event(name: &str, id: &str) -> String {
+    json!({"version": "0", "detail-type": "AWS API Call via CloudTrail", "source": "aws.bedrock-agentcore",
+           "region": "us-east-1", "time": "2026-11-21T10:00:00Z",
+           "detail": {"eventSource": "bedrock-agentcore.amazonaws.com", "eventName": name, "awsRegion": "us-east-1",
+                      "eventID": format!("evt-{name}-{id}"), "requestParameters": {"gatewayIdentifier": id},
+                      "responseElements": {"gatewayId": id}}})
+    .to_string()
+}
+
+/// Three poison messages the worker dead-lettered, three events SQS redrove.
+async fn fill(path: &EventPath) -> anyhow::Result<()> {
+    let dlq = path.dlq();
+    let poison = HashMap::from([
+        (attr::REASON_CODE.to_owned(), "malformed".to_owned()),
+        (attr::REASON.to_owned(), "body is not JSON".to_owned()),
+    ]);
+    for i in 0..3 {
+        dlq.send(&format!("{{broken {i}"), &poison).await?;
+    }
+    dlq.send(&event("CreateGateway", "gw-a"), &HashMap::new())
+        .await?;
+    dlq.send(&event("CreateGateway", "gw-b"), &HashMap::new())
+        .await?;
+    dlq.send(&event("DeleteGateway", "gw-other"), &HashMap::new())
+        .await?;
+    Ok(())
+}
+
+fn json_of(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inspect_breaks_the_dlq_down_without_consuming_it() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let path = EventPath::create(&env.config, "work", 2, 30).await?;
+    fill(&path).await?;
+    let out = env
+        .cli(&[
+            "dlq",
+            "inspect",
+            "--dlq-url",
+            &path.dlq_url,
+            "--output",
+            "json",
+        ])
+        .await?;
+    assert!(out.status.success());
+    let report = json_of(&out);
+    assert_eq!(report["count"], json!(6));
+    assert_eq!(report["read"], json!(6));
+    assert_eq!(
+        report["by_event"],
+        json!({"CreateGateway": 2, "DeleteGateway": 1, "unparseable": 3})
+    );
+    assert_eq!(
+        report["by_reason"],
+        json!({"malformed": 3, "max-receives": 3})
+    );
+    assert!(report["oldest_age_seconds"].is_u64());
+    assert_eq!(report["sample"].as_array().map(Vec::len), Some(6));
+    let text = env
+        .cli(&["dlq", "inspect", "--dlq-url", &path.dlq_url])
+        .await?;
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(
+        text.contains("By reason: malformed 3, max-receives 3"),
+        "{text}"
+    );
+    assert_eq!(path.dlq_total().await?, 6, "inspecting consumes nothing");
+    assert_eq!(
+        drain(&path.dlq()).await?.len(),
+        6,
+        "and leaves every message visible"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_moves_what_the_filters_select_and_nothing_in_a_dry_run() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let path = EventPath::create(&env.config, "work", 2, 30).await?;
+    fill(&path).await?;
+    let args = [
+        "dlq",
+        "replay",
+        "--queue-url",
+        &path.queue_url,
+        "--dlq-url",
+        &path.dlq_url,
+        "--output",
+        "json",
+    ];
+    let run = |extra: &'static [&'static str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend_from_slice(extra);
+        let env = &env;
+        async move { env.cli(&all).await }
+    };
+
+    let dry = json_of(&run(&["--dry-run", "--filter-event", "CreateGateway"]).await?);
+    assert_eq!(dry["moved"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        (path.depth().await?, path.dlq_total().await?),
+        (0, 6),
+        "a dry run moves nothing"
+    );
+
+    let moved = json_of(&run(&["--filter-event", "CreateGateway"]).await?);
+    assert_eq!(moved["mode"], json!("portable"));
+    assert_eq!(moved["moved"].as_array().map(Vec::len), Some(2));
+    let replayed = drain(&path.queue()).await?;
+    assert_eq!(replayed.len(), 2);
+    assert!(
+        replayed
+            .iter()
+            .all(|m| m.attributes.get(attr::REPLAY_COUNT).map(String::as_str) == Some("1"))
+    );
+    assert_eq!(path.dlq_total().await?, 4);
+
+    let one = json_of(&run(&["--filter-resource", "gw-other"]).await?);
+    assert_eq!(one["moved"][0]["event_name"], json!("DeleteGateway"));
+    let capped = json_of(&run(&["--max", "1"]).await?);
+    assert_eq!(capped["moved"].as_array().map(Vec::len), Some(1));
+    assert_eq!(path.dlq_total().await?, 2);
+
+    // No filter and no limit: SQS's move task is tried; moto lacks it, so the portable path runs.
+    let rest = json_of(&run(&[]).await?);
+    assert_eq!(rest["mode"], json!("portable"));
+    assert_eq!(rest["moved"].as_array().map(Vec::len), Some(2));
+    assert_eq!(path.dlq_total().await?, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_replay_loses_nothing_and_duplicates_at_most_the_message_in_flight()
+-> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let path = EventPath::create(&env.config, "work", 2, 30).await?;
+    for i in 0..10 {
+        path.dlq()
+            .send(&event("CreateGateway", &format!("gw-{i}")), &HashMap::new())
+            .await?;
+    }
+    let mut child = tokio::process::Command::new(registrar_tests::env::registrar_bin())
+        .args([
+            "dlq",
+            "replay",
+            "--queue-url",
+            &path.queue_url,
+            "--dlq-url",
+            &path.dlq_url,
+            "--rate",
+            "2",
+            "--filter-event",
+            "CreateGateway",
+        ])
+        .envs(env.moto.env())
+        .kill_on_drop(true)
+        .spawn()?;
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    child.start_kill()?;
+    child.wait().await?;
+    let (in_queue, in_dlq) = (path.depth().await?, path.dlq_total().await?);
+    assert!(
+        (1..10).contains(&in_queue),
+        "interrupted part-way: {in_queue} moved"
+    );
+    assert!(
+        (10..=11).contains(&(in_queue + in_dlq)),
+        "nothing lost, at most one duplicate: {in_queue} + {in_dlq}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_filters_the_native_move_task_is_used_where_sqs_has_it() -> anyhow::Result<()> {
+    // A fake SQS (awsJson1.0) that knows GetQueueAttributes and StartMessageMoveTask.
+    let calls: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    let seen = Arc::clone(&calls);
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let seen = Arc::clone(&seen);
+            async move {
+                let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                let body: Value = serde_json::from_slice(&body).unwrap_or_default();
+                seen.lock().expect("lock").push((target.clone(), body.clone()));
+                let reply = match target.as_str() {
+                    "AmazonSQS.GetQueueAttributes" => {
+                        let name = body["QueueUrl"].as_str().unwrap_or_default().rsplit('/').next().unwrap_or_default().to_owned();
+                        json!({"Attributes": {"QueueArn": format!("arn:aws:sqs:us-east-1:123456789012:{name}")}})
+                    }
+                    "AmazonSQS.StartMessageMoveTask" => json!({"TaskHandle": "task-42"}),
+                    _ => json!({}),
+                };
+                ([("content-type", "application/x-amz-json-1.0")], axum::Json(reply))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&url)
+        .region(aws_config::Region::new("us-east-1"))
+        .test_credentials()
+        .load()
+        .await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let dlq = Queue::new(sqs.clone(), format!("{url}/123456789012/work-dlq"), None);
+    let source = Queue::new(sqs, format!("{url}/123456789012/work"), None);
+
+    let done = replay(
+        &dlq,
+        &source,
+        &ReplayOptions {
+            rate: Some(50.0),
+            ..ReplayOptions::default()
+        },
+    )
+    .await?;
+    assert_eq!(
+        (done.mode.as_str(), done.task_handle.as_deref()),
+        ("native", Some("task-42"))
+    );
+    let calls = calls.lock().expect("lock").clone();
+    let task = calls
+        .iter()
+        .find(|(t, _)| t == "AmazonSQS.StartMessageMoveTask")
+        .map(|(_, b)| b.clone())
+        .expect("called");
+    assert_eq!(
+        task["SourceArn"],
+        json!("arn:aws:sqs:us-east-1:123456789012:work-dlq")
+    );
+    assert_eq!(
+        task["DestinationArn"],
+        json!("arn:aws:sqs:us-east-1:123456789012:work")
+    );
+    assert_eq!(task["MaxNumberOfMessagesPerSecond"], json!(50));
+    server.abort();
+    Ok(())
+}
