@@ -550,3 +550,32 @@ async fn a_gateway_anyone_can_invoke_is_tagged_warned_about_and_never_enabled() 
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_settings_are_refused_at_start_up_with_a_message_naming_them() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let out = env
+        .cli_with_env(&["resync"], &[("AWS_REGION", "mars")])
+        .await?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown AWS region \"mars\""));
+    let out = env
+        .cli(&["worker", "--queue-url", "agentcore-events"])
+        .await?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("\"agentcore-events\" is not a queue URL")
+    );
+    let out = env
+        .cli(&[
+            "worker",
+            "--queue-url",
+            "https://sqs.us-east-1.amazonaws.com/1/q",
+            "--registry-url",
+            "http://registry.internal",
+        ])
+        .await?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("plain http to a non-loopback host"));
+    Ok(())
+}

@@ -491,8 +491,15 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = load_config(cli.global.region.as_deref()).await;
-    if config.region().is_none() {
-        anyhow::bail!("no AWS region: set AWS_REGION or pass --region");
+    match config.region() {
+        None => anyhow::bail!("no AWS region: set AWS_REGION or pass --region"),
+        Some(r) if !plausible_region(r.as_ref()) => {
+            anyhow::bail!(
+                "unknown AWS region {:?}: expected a region code such as us-east-1 or eu-west-2",
+                r.as_ref()
+            )
+        }
+        Some(_) => {}
     }
     match cli.command {
         Command::Resync {
@@ -879,6 +886,18 @@ async fn run_tokens(
     }
 }
 
+/// `us-east-1`, `eu-central-2`, `us-gov-west-1`, `ap-southeast-5`: letters, dash-separated
+/// words, a trailing number.
+fn plausible_region(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].parse::<u8>().is_ok()
+}
+
 fn queue(
     config: &aws_config::SdkConfig,
     url: &str,
@@ -997,4 +1016,31 @@ fn client_token_check(args: &RegistryArgs) -> anyhow::Result<()> {
         TokenFile::new(&args.token_file).token()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn region_codes_are_recognised() {
+        for ok in [
+            "us-east-1",
+            "eu-central-2",
+            "us-gov-west-1",
+            "ap-southeast-5",
+            "il-central-1",
+        ] {
+            assert!(super::plausible_region(ok), "{ok}");
+        }
+        for bad in [
+            "mars",
+            "us-east",
+            "US-EAST-1",
+            "us_east_1",
+            "us-east-x",
+            "",
+            "useast-1",
+        ] {
+            assert!(!super::plausible_region(bad), "{bad}");
+        }
+    }
 }
