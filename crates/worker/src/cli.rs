@@ -155,18 +155,8 @@ pub enum Command {
         /// Plan and print; write nothing.
         #[arg(long)]
         dry_run: bool,
-        /// sync (register, update, deregister), upsert-only, or create-only.
-        #[arg(long, env = "REGISTRAR_POLICY", default_value = "sync", value_parser = parse_policy)]
-        policy: Policy,
-        /// Which new entries are enabled: none, authenticated, all.
-        #[arg(long, env = "REGISTRAR_ENABLE_POLICY", default_value = "authenticated", value_parser = parse_enable)]
-        enable_policy: EnablePolicy,
-        /// Adopt entries the Python tool (agentcore-sync) registered for the same ARN.
-        #[arg(long, env = "REGISTRAR_ADOPT_LEGACY", default_value_t = true, action = clap::ArgAction::Set)]
-        adopt_legacy: bool,
-        /// Largest share of owned entries one run may deregister without --force.
-        #[arg(long, env = "REGISTRAR_MAX_DELETE_FRACTION", default_value_t = 0.5)]
-        max_delete_fraction: f64,
+        #[command(flatten)]
+        policy: PolicyArgs,
         /// Deregister even past --max-delete-fraction.
         #[arg(long)]
         force: bool,
@@ -251,14 +241,8 @@ pub struct WorkerArgs {
     /// Seconds between periodic rescans (jittered by 10%); 0 turns them off.
     #[arg(long, env = "REGISTRAR_RESCAN_INTERVAL", default_value_t = 3600)]
     rescan_interval: u64,
-    #[arg(long, env = "REGISTRAR_POLICY", default_value = "sync", value_parser = parse_policy)]
-    policy: Policy,
-    #[arg(long, env = "REGISTRAR_ENABLE_POLICY", default_value = "authenticated", value_parser = parse_enable)]
-    enable_policy: EnablePolicy,
-    #[arg(long, env = "REGISTRAR_ADOPT_LEGACY", default_value_t = true, action = clap::ArgAction::Set)]
-    adopt_legacy: bool,
-    #[arg(long, env = "REGISTRAR_MAX_DELETE_FRACTION", default_value_t = 0.5)]
-    max_delete_fraction: f64,
+    #[command(flatten)]
+    policy: PolicyArgs,
     /// Refresh the egress tokens of CUSTOM_JWT entries.
     #[arg(long, env = "REGISTRAR_TOKEN_REFRESH", default_value_t = true, action = clap::ArgAction::Set)]
     token_refresh: bool,
@@ -375,6 +359,43 @@ fn parse_visibility(s: &str) -> Result<Visibility, String> {
     Visibility::parse(s).ok_or_else(|| {
         format!("unknown visibility {s:?}: use public, private, internal or group-restricted")
     })
+}
+
+/// What a run may write and enable: shared by `resync` and `worker`.
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// sync (register, update, deregister), upsert-only, or create-only.
+    #[arg(long, env = "REGISTRAR_POLICY", default_value = "sync", value_parser = parse_policy)]
+    pub policy: Policy,
+    /// Which new entries are enabled: none, authenticated, all.
+    #[arg(long, env = "REGISTRAR_ENABLE_POLICY", default_value = "authenticated", value_parser = parse_enable)]
+    pub enable_policy: EnablePolicy,
+    /// Adopt entries the Python tool (agentcore-sync) registered for the same ARN.
+    #[arg(long, env = "REGISTRAR_ADOPT_LEGACY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub adopt_legacy: bool,
+    /// Largest share of owned entries one full rescan may deregister without --force.
+    #[arg(long, env = "REGISTRAR_MAX_DELETE_FRACTION", default_value_t = 0.5)]
+    pub max_delete_fraction: f64,
+}
+
+impl PolicyArgs {
+    /// The planner's settings; an out-of-range fraction is refused.
+    fn plan_context(&self, force: bool) -> anyhow::Result<PlanContext> {
+        if !(0.0..=1.0).contains(&self.max_delete_fraction) {
+            anyhow::bail!(
+                "--max-delete-fraction must be between 0 and 1, got {}",
+                self.max_delete_fraction
+            );
+        }
+        Ok(PlanContext {
+            policy: self.policy,
+            adopt_legacy: self.adopt_legacy,
+            guard: DeleteGuard {
+                max_fraction: self.max_delete_fraction,
+                force,
+            },
+        })
+    }
 }
 
 fn parse_policy(s: &str) -> Result<Policy, String> {
@@ -507,32 +528,18 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             scope,
             dry_run,
             policy,
-            enable_policy,
-            adopt_legacy,
-            max_delete_fraction,
             force,
             registry_concurrency,
         } => {
-            if !(0.0..=1.0).contains(&max_delete_fraction) {
-                anyhow::bail!(
-                    "--max-delete-fraction must be between 0 and 1, got {max_delete_fraction}"
-                );
-            }
+            let ctx = policy.plan_context(force)?;
             let client = registry_client(&registry)?;
             client_token_check(&registry)?;
             let agentcore = AgentCoreAws::new(&config);
             let state = DynamoState::new(&config, &cli.global.table);
             let opts = ResyncOptions {
                 scan: scope.scan_options(),
-                ctx: PlanContext {
-                    policy,
-                    adopt_legacy,
-                    guard: DeleteGuard {
-                        max_fraction: max_delete_fraction,
-                        force,
-                    },
-                },
-                enable: enable_policy,
+                ctx,
+                enable: policy.enable_policy,
                 dry_run,
                 registry_concurrency,
             };
@@ -643,12 +650,7 @@ async fn run_worker(
     use registrar_ingest::event::ParseOptions;
     use registrar_ingest::sqs::Queue;
 
-    if !(0.0..=1.0).contains(&args.max_delete_fraction) {
-        anyhow::bail!(
-            "--max-delete-fraction must be between 0 and 1, got {}",
-            args.max_delete_fraction
-        );
-    }
+    let ctx = args.policy.plan_context(false)?;
     if !args.queue_url.starts_with("http://") && !args.queue_url.starts_with("https://") {
         anyhow::bail!(
             "--queue-url {:?} is not a queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)",
@@ -665,14 +667,6 @@ async fn run_worker(
     client_token_check(&args.registry)?;
     let secs = Duration::from_secs;
     let scan = args.scope.scan_options();
-    let ctx = PlanContext {
-        policy: args.policy,
-        adopt_legacy: args.adopt_legacy,
-        guard: DeleteGuard {
-            max_fraction: args.max_delete_fraction,
-            force: false,
-        },
-    };
     let consumer_config = crate::consumer::ConsumerConfig {
         concurrency: args.concurrency.max(1),
         visibility: secs(args.visibility_timeout.max(1)),
@@ -693,9 +687,9 @@ async fn run_worker(
         },
         reconcile: crate::reconcile::ReconcileOptions {
             derive: scan.derive,
-            policy: args.policy,
-            adopt_legacy: args.adopt_legacy,
-            enable: args.enable_policy,
+            policy: ctx.policy,
+            adopt_legacy: ctx.adopt_legacy,
+            enable: args.policy.enable_policy,
             mcp_targets: scan.mcp_targets,
         },
     };
@@ -717,7 +711,7 @@ async fn run_worker(
         options: ResyncOptions {
             scan,
             ctx,
-            enable: args.enable_policy,
+            enable: args.policy.enable_policy,
             dry_run: false,
             registry_concurrency: 4,
         },
@@ -729,7 +723,7 @@ async fn run_worker(
                 args.secret_name_pattern.clone(),
                 config.clone(),
             ),
-            enable: args.enable_policy,
+            enable: args.policy.enable_policy,
             policy: registrar_core::refresh::RefreshPolicy::default(),
             schedule: crate::tokens::schedule::TokenSchedule {
                 check_every: secs(args.token_check_interval.max(1)),
