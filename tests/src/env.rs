@@ -135,7 +135,8 @@ impl TestEnv {
         registry: &RegistryClient,
         opts: ResyncOptions,
     ) -> anyhow::Result<Report> {
-        Ok(resync(ac, registry, &self.state(), opts, &Progress::default()).await?)
+        let fleet = registrar_worker::aws::fleet::Fleet::one(ac.clone());
+        Ok(resync(&fleet, registry, &self.state(), opts, &Progress::default()).await?)
     }
 
     /// Runs the real `registrar` binary against these peers.

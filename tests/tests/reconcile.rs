@@ -10,6 +10,7 @@ use registrar_tests::env::{ADMIN_TOKEN, TestEnv};
 use registrar_tests::fixtures::{GatewayAuth, create_gateway};
 use registrar_tests::{ACCOUNT, REGION};
 use registrar_worker::aws::agentcore::AgentCoreAws;
+use registrar_worker::aws::fleet::Fleet;
 use registrar_worker::reconcile::{KeyOutcome, ReconcileOptions, reconcile};
 use registrar_worker::resync::report::Status;
 use serde_json::json;
@@ -53,7 +54,7 @@ async fn a_creating_gateway_waits_then_registers_and_duplicates_write_nothing() 
         .await?;
     let id = create_gateway(&env.agentcore, "orders", GatewayAuth::Iam).await?;
     let (ac, registry, state) = (
-        AgentCoreAws::new(&env.config),
+        Fleet::one(AgentCoreAws::new(&env.config)),
         env.registry(ADMIN_TOKEN),
         env.state(),
     );
@@ -82,7 +83,7 @@ async fn a_deleted_gateway_is_deregistered_and_forgotten() -> anyhow::Result<()>
     let env = TestEnv::start().await?;
     let id = create_gateway(&env.agentcore, "billing", GatewayAuth::Iam).await?;
     let (ac, registry, state) = (
-        AgentCoreAws::new(&env.config),
+        Fleet::one(AgentCoreAws::new(&env.config)),
         env.registry(ADMIN_TOKEN),
         env.state(),
     );
@@ -155,7 +156,7 @@ async fn a_delete_that_arrives_before_the_create_leaves_nothing_behind() -> anyh
         .send()
         .await?;
     let (ac, registry, state) = (
-        AgentCoreAws::new(&env.config),
+        Fleet::one(AgentCoreAws::new(&env.config)),
         env.registry(ADMIN_TOKEN),
         env.state(),
     );
@@ -181,7 +182,7 @@ async fn an_updating_gateway_waits_and_keeps_its_entry() -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     let id = create_gateway(&env.agentcore, "orders", GatewayAuth::Iam).await?;
     let (ac, registry, state) = (
-        AgentCoreAws::new(&env.config),
+        Fleet::one(AgentCoreAws::new(&env.config)),
         env.registry(ADMIN_TOKEN),
         env.state(),
     );

@@ -497,7 +497,9 @@ async fn a_rescan_yields_the_registry_to_event_work_in_flight() -> anyhow::Resul
         ..Progress::default()
     };
     let (ac, registry, state) = (
-        registrar_worker::aws::agentcore::AgentCoreAws::new(&env.config),
+        registrar_worker::aws::fleet::Fleet::one(
+            registrar_worker::aws::agentcore::AgentCoreAws::new(&env.config),
+        ),
         env.registry(registrar_tests::env::ADMIN_TOKEN),
         env.state(),
     );

@@ -14,6 +14,7 @@ pub mod naming;
 pub mod observed;
 pub mod plan;
 pub mod ports;
+pub mod reach;
 pub mod refresh;
 pub mod tokens;
 

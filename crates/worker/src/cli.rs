@@ -11,14 +11,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use registrar_core::desired::{DeriveOptions, Visibility};
 use registrar_core::enable::EnablePolicy;
 use registrar_core::plan::{DeleteGuard, PlanContext, Policy};
+use registrar_core::reach::{ReachRequest, is_region_code};
 
 use crate::aws::agentcore::AgentCoreAws;
+use crate::aws::fleet::Fleet;
 use crate::aws::load_config;
 use crate::aws::state::DynamoState;
 use crate::registry::token::{ClientCredentialsToken, TokenFile, TokenSource};
 use crate::registry::{RegistryClient, RetryPolicy, check_registry_url};
 use crate::resync::report::{Outcome, Report, Status};
-use crate::resync::scan::{Progress, ScanOptions, scan};
+use crate::resync::scan::{Progress, ScanOptions, scan_fleet};
 use crate::resync::{ResyncOptions, resync};
 
 #[derive(Debug, Parser)]
@@ -126,8 +128,62 @@ pub struct ScopeArgs {
     #[arg(long, env = "REGISTRAR_AWS_CONCURRENCY", default_value_t = 16)]
     pub aws_concurrency: usize,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = Output::Text)]
+    #[arg(long, env = "REGISTRAR_OUTPUT", value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    #[command(flatten)]
+    pub reach: ReachArgs,
+}
+
+/// Which accounts and regions are read. Cross-account reads fail closed: every member account
+/// must be in --allowed-accounts.
+#[derive(Debug, Args)]
+pub struct ReachArgs {
+    /// Regions read besides the home region (comma-separated).
+    #[arg(long, env = "REGISTRAR_REGIONS", value_delimiter = ',')]
+    pub regions: Vec<String>,
+    /// Member accounts read through their --member-role-name role (comma-separated).
+    #[arg(long, env = "REGISTRAR_MEMBER_ACCOUNTS", value_delimiter = ',')]
+    pub member_accounts: Vec<String>,
+    /// The only accounts a role may be assumed in; empty allows none.
+    #[arg(long, env = "REGISTRAR_ALLOWED_ACCOUNTS", value_delimiter = ',')]
+    pub allowed_accounts: Vec<String>,
+    /// Name of the role each member account provides.
+    #[arg(
+        long,
+        env = "REGISTRAR_MEMBER_ROLE_NAME",
+        default_value = "agentcore-registrar-reader"
+    )]
+    pub member_role_name: String,
+    /// External id the member roles require, if any.
+    #[arg(long, env = "REGISTRAR_MEMBER_EXTERNAL_ID", hide_env_values = true)]
+    pub member_external_id: Option<String>,
+}
+
+impl ReachArgs {
+    /// Every account and region to read, validated (an account outside the allowlist is an
+    /// error, not a skip).
+    async fn fleet(&self, config: &aws_config::SdkConfig) -> anyhow::Result<Fleet<AgentCoreAws>> {
+        let home_region = config.region().map(ToString::to_string).unwrap_or_default();
+        let fleet = crate::aws::fleet::build(
+            config,
+            ReachRequest {
+                home_region: &home_region,
+                regions: &self.regions,
+                member_accounts: &self.member_accounts,
+                allowed_accounts: &self.allowed_accounts,
+            },
+            &self.member_role_name,
+            self.member_external_id.as_deref(),
+        )
+        .await?;
+        tracing::info!(
+            regions = ?self.regions,
+            members = ?self.member_accounts,
+            scopes = fleet.members().len(),
+            "Reading AgentCore in these accounts and regions."
+        );
+        Ok(fleet)
+    }
 }
 
 impl ScopeArgs {
@@ -514,7 +570,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = load_config(cli.global.region.as_deref()).await;
     match config.region() {
         None => anyhow::bail!("no AWS region: set AWS_REGION or pass --region"),
-        Some(r) if !plausible_region(r.as_ref()) => {
+        Some(r) if !is_region_code(r.as_ref()) => {
             anyhow::bail!(
                 "unknown AWS region {:?}: expected a region code such as us-east-1 or eu-west-2",
                 r.as_ref()
@@ -534,7 +590,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let ctx = policy.plan_context(force)?;
             let client = registry_client(&registry)?;
             client_token_check(&registry)?;
-            let agentcore = AgentCoreAws::new(&config);
+            let agentcore = scope.reach.fleet(&config).await?;
             let state = DynamoState::new(&config, &cli.global.table);
             let opts = ResyncOptions {
                 scan: scope.scan_options(),
@@ -563,10 +619,10 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::List { scope } => {
-            let agentcore = AgentCoreAws::new(&config);
+            let agentcore = scope.reach.fleet(&config).await?;
             let progress = Arc::new(Progress::default());
             let ticker = spawn_progress(progress.clone());
-            let scanned = scan(&agentcore, scope.scan_options(), &progress).await;
+            let scanned = scan_fleet(&agentcore, scope.scan_options(), &progress).await;
             stop_progress(ticker);
             let rows = scanned
                 .discovered
@@ -700,7 +756,7 @@ async fn run_worker(
     );
     let consumer = crate::consumer::Consumer::new(
         queue,
-        AgentCoreAws::new(config),
+        args.scope.reach.fleet(config).await?,
         registry,
         DynamoState::new(config, table),
         consumer_config,
@@ -880,18 +936,6 @@ async fn run_tokens(
     }
 }
 
-/// `us-east-1`, `eu-central-2`, `us-gov-west-1`, `ap-southeast-5`: letters, dash-separated
-/// words, a trailing number.
-fn plausible_region(region: &str) -> bool {
-    let parts: Vec<&str> = region.split('-').collect();
-    parts.len() >= 3
-        && parts[0].len() == 2
-        && parts[..parts.len() - 1]
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
-        && parts[parts.len() - 1].parse::<u8>().is_ok()
-}
-
 fn queue(
     config: &aws_config::SdkConfig,
     url: &str,
@@ -1010,31 +1054,4 @@ fn client_token_check(args: &RegistryArgs) -> anyhow::Result<()> {
         TokenFile::new(&args.token_file).token()?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn region_codes_are_recognised() {
-        for ok in [
-            "us-east-1",
-            "eu-central-2",
-            "us-gov-west-1",
-            "ap-southeast-5",
-            "il-central-1",
-        ] {
-            assert!(super::plausible_region(ok), "{ok}");
-        }
-        for bad in [
-            "mars",
-            "us-east",
-            "US-EAST-1",
-            "us_east_1",
-            "us-east-x",
-            "",
-            "useast-1",
-        ] {
-            assert!(!super::plausible_region(bad), "{bad}");
-        }
-    }
 }

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::aws::fleet::Fleet;
 use crate::gate::KeyGate;
 use crate::reconcile::{KeyOutcome, ReconcileOptions, reconcile};
 
@@ -111,7 +112,7 @@ enum Ending {
 #[derive(Debug)]
 pub struct Consumer<A, R, S> {
     pub queue: Queue,
-    pub agentcore: A,
+    pub agentcore: Fleet<A>,
     pub registry: R,
     pub state: S,
     pub config: ConsumerConfig,
@@ -142,7 +143,13 @@ where
     R: Registry + 'static,
     S: StateStore + 'static,
 {
-    pub fn new(queue: Queue, agentcore: A, registry: R, state: S, config: ConsumerConfig) -> Self {
+    pub fn new(
+        queue: Queue,
+        agentcore: Fleet<A>,
+        registry: R,
+        state: S,
+        config: ConsumerConfig,
+    ) -> Self {
         Self {
             queue,
             agentcore,

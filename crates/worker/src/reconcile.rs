@@ -15,6 +15,7 @@ use registrar_core::plan::{Action, DeleteGuard, Observation, PlanContext, Record
 use registrar_core::ports::{AgentCore, Registry, StateStore};
 use registrar_core::{ErrorClass, PortError};
 
+use crate::aws::fleet::Fleet;
 use crate::resync::apply::Applier;
 use crate::resync::report::{Outcome, Status};
 
@@ -101,20 +102,20 @@ async fn observe<A: AgentCore>(
 
 /// Reconciles one key. Never panics; every failure comes back classified.
 pub async fn reconcile<A: AgentCore, R: Registry, S: StateStore>(
-    ac: &A,
+    fleet: &Fleet<A>,
     registry: &R,
     state: &S,
     key: &ResourceKey,
     opts: ReconcileOptions,
 ) -> KeyOutcome {
-    match try_reconcile(ac, registry, state, key, opts).await {
+    match try_reconcile(fleet, registry, state, key, opts).await {
         Ok(outcome) => outcome,
         Err(e) => KeyOutcome::Failed(e),
     }
 }
 
 async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
-    ac: &A,
+    fleet: &Fleet<A>,
     registry: &R,
     state: &S,
     key: &ResourceKey,
@@ -123,18 +124,8 @@ async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
     if key.kind == ResourceKind::Target && !opts.mcp_targets {
         return Ok(KeyOutcome::Done(Vec::new()));
     }
-    if !key.region.is_empty() && !ac.region().is_empty() && key.region != ac.region() {
-        return Err(PortError::new(
-            "worker",
-            "reconcile",
-            ErrorClass::Terminal,
-            format!(
-                "event for region {} reached a worker for region {}",
-                key.region,
-                ac.region()
-            ),
-        ));
-    }
+    // Only accounts and regions this worker reads; anything else is refused (terminal).
+    let ac = fleet.route(&key.account, &key.region).await?;
     let recorded = state.lookup(key).await?;
     let mut obs = Observation::default();
     match observe(ac, key, opts).await? {
@@ -204,7 +195,7 @@ async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
         manifests.insert(arn.clone(), m);
     }
     let applier = Applier {
-        agentcore: ac,
+        agentcore: fleet,
         registry,
         state,
         ctx,

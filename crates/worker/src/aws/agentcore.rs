@@ -23,6 +23,11 @@ pub struct AgentCoreAws {
     client: Client,
     sts: aws_sdk_sts::Client,
     region: String,
+    /// The account an assumed role must land in (a member account); `None` for the worker's
+    /// own credentials.
+    expected_account: Option<String>,
+    /// The account, once STS has answered (it never changes for one set of credentials).
+    account: std::sync::Arc<std::sync::OnceLock<String>>,
 }
 
 impl AgentCoreAws {
@@ -36,14 +41,25 @@ impl AgentCoreAws {
             client,
             sts,
             region: region.into(),
+            expected_account: None,
+            account: Default::default(),
         }
     }
 
     pub fn new(config: &aws_config::SdkConfig) -> Self {
+        Self::with_clients(
+            Client::new(config),
+            aws_sdk_sts::Client::new(config),
+            config.region().map(ToString::to_string).unwrap_or_default(),
+        )
+    }
+
+    /// A member account read through an assumed role: `account()` fails (terminal) when the
+    /// credentials land anywhere else, so a mistyped role ARN can never widen what is read.
+    pub fn member(config: &aws_config::SdkConfig, account: impl Into<String>) -> Self {
         Self {
-            client: Client::new(config),
-            sts: aws_sdk_sts::Client::new(config),
-            region: config.region().map(ToString::to_string).unwrap_or_default(),
+            expected_account: Some(account.into()),
+            ..Self::new(config)
         }
     }
 }
@@ -80,13 +96,32 @@ macro_rules! found_or_none {
 
 impl AgentCore for AgentCoreAws {
     async fn account(&self) -> Result<String, PortError> {
+        if let Some(known) = self.account.get() {
+            return Ok(known.clone());
+        }
         let me = self
             .sts
             .get_caller_identity()
             .send()
             .await
             .map_err(|e| classify_sdk_error("sts", "GetCallerIdentity", &e))?;
-        Ok(me.account().unwrap_or_default().to_owned())
+        let account = me.account().unwrap_or_default().to_owned();
+        if let Some(expected) = &self.expected_account
+            && expected != &account
+        {
+            return Err(PortError::new(
+                "sts",
+                "GetCallerIdentity",
+                registrar_core::ErrorClass::Terminal,
+                format!(
+                    "the role for member account {expected} acts in account {account}: check the role ARN"
+                ),
+            ));
+        }
+        if !account.is_empty() {
+            let _ = self.account.set(account.clone());
+        }
+        Ok(account)
     }
 
     fn region(&self) -> &str {

@@ -16,11 +16,12 @@ use registrar_core::ports::{AgentCore, Registry, StateStore};
 use registrar_core::tokens::ManifestFields;
 
 use super::report::{Outcome, Status};
+use crate::aws::fleet::Fleet;
 
 /// Everything the applier needs besides the action.
 #[derive(Debug)]
 pub struct Applier<'a, A, R, S> {
-    pub agentcore: &'a A,
+    pub agentcore: &'a Fleet<A>,
     pub registry: &'a R,
     pub state: &'a S,
     pub ctx: PlanContext,
@@ -269,25 +270,14 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
 
     /// `Some(status)` when the resource still exists and is not FAILED or DELETING.
     async fn still_exists(&self, r: &ResourceRef) -> Result<Option<String>, PortError> {
+        let agentcore = self.agentcore.route(&r.account, &r.region).await?;
         let lifecycle = match r.kind {
-            ResourceKind::Gateway => self
-                .agentcore
-                .get_gateway(&r.id)
-                .await?
-                .map(|g| g.lifecycle),
-            ResourceKind::Runtime => self
-                .agentcore
-                .get_runtime(&r.id)
-                .await?
-                .map(|g| g.lifecycle),
+            ResourceKind::Gateway => agentcore.get_gateway(&r.id).await?.map(|g| g.lifecycle),
+            ResourceKind::Runtime => agentcore.get_runtime(&r.id).await?.map(|g| g.lifecycle),
             ResourceKind::Target => {
                 let gateway_id = r.gateway_id.clone().unwrap_or_default();
-                match self.agentcore.get_gateway(&gateway_id).await? {
-                    Some(gw) => self
-                        .agentcore
-                        .get_target(&gw, &r.id)
-                        .await?
-                        .map(|t| t.lifecycle),
+                match agentcore.get_gateway(&gateway_id).await? {
+                    Some(gw) => agentcore.get_target(&gw, &r.id).await?.map(|t| t.lifecycle),
                     None => None,
                 }
             }

@@ -15,7 +15,8 @@ use registrar_core::ports::{AgentCore, Registry, StateStore};
 
 use self::apply::Applier;
 use self::report::{Outcome, Report, Status};
-use self::scan::{Progress, ScanOptions, scan};
+use self::scan::{Progress, ScanOptions, scan_fleet};
+use crate::aws::fleet::Fleet;
 
 /// Settings of one resync.
 #[derive(Debug, Clone, Copy)]
@@ -31,13 +32,13 @@ pub struct ResyncOptions {
 /// Runs one full resync. An `Err` means nothing was applied (the registry or the state could
 /// not be read); per-resource failures are rows of the report.
 pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
-    agentcore: &A,
+    agentcore: &Fleet<A>,
     registry: &R,
     state: &S,
     opts: ResyncOptions,
     progress: &Progress,
 ) -> Result<Report, PortError> {
-    let scanned = scan(agentcore, opts.scan, progress).await;
+    let scanned = scan_fleet(agentcore, opts.scan, progress).await;
     let (servers, agents) = futures::try_join!(
         registry.list(Collection::Server),
         registry.list(Collection::Agent)

@@ -12,6 +12,8 @@ use registrar_core::observed::{GatewaySnapshot, Lifecycle};
 use registrar_core::plan::Observation;
 use registrar_core::ports::{AgentCore, Listed};
 
+use crate::aws::fleet::Fleet;
+
 /// What to scan.
 #[derive(Debug, Clone, Copy)]
 pub struct ScanOptions {
@@ -134,7 +136,37 @@ impl Scan {
     }
 }
 
-/// Scans AgentCore. Errors are collected, not raised: a scope with any error is simply not
+impl Scan {
+    /// Adds another scope's scan (observations of distinct scopes never overlap).
+    fn absorb(&mut self, other: Scan) {
+        let Observation {
+            desired,
+            present,
+            covered,
+        } = other.observation;
+        self.observation.desired.extend(desired);
+        self.observation.present.extend(present);
+        self.observation.covered.extend(covered);
+        self.discovered.extend(other.discovered);
+        self.errors.extend(other.errors);
+    }
+}
+
+/// Scans every account and region of the fleet at once, as one observation.
+pub async fn scan_fleet<A: AgentCore>(
+    fleet: &Fleet<A>,
+    opts: ScanOptions,
+    progress: &Progress,
+) -> Scan {
+    let scans =
+        futures::future::join_all(fleet.members().iter().map(|ac| scan(ac, opts, progress))).await;
+    scans.into_iter().fold(Scan::default(), |mut all, one| {
+        all.absorb(one);
+        all
+    })
+}
+
+/// Scans one account and region of AgentCore. Errors are collected, not raised: a scope with any error is simply not
 /// covered, so nothing in it can be deregistered.
 pub async fn scan<A: AgentCore>(ac: &A, opts: ScanOptions, progress: &Progress) -> Scan {
     let mut out = Scan::default();

@@ -1,0 +1,115 @@
+//! Every (account, region) one worker reads, and which of them serves a given resource.
+
+use aws_config::SdkConfig;
+use aws_config::sts::AssumeRoleProvider;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use registrar_core::ports::AgentCore;
+use registrar_core::reach::{ReachRequest, member_role_arn};
+use registrar_core::{ErrorClass, PortError};
+
+use super::agentcore::AgentCoreAws;
+
+/// The AgentCore control planes a worker reads: its own account in each region first, then
+/// each allowlisted member account in each region.
+#[derive(Debug, Clone)]
+pub struct Fleet<A> {
+    members: Vec<A>,
+}
+
+impl<A: AgentCore> Fleet<A> {
+    /// One account and region.
+    pub fn one(agentcore: A) -> Self {
+        Self {
+            members: vec![agentcore],
+        }
+    }
+
+    pub fn members(&self) -> &[A] {
+        &self.members
+    }
+
+    /// The control plane of `account` in `region`. An empty account (an event that did not say)
+    /// picks the first in the region, the worker's own account. A resource outside the fleet is
+    /// a terminal error: this worker must never read or register it.
+    pub async fn route(&self, account: &str, region: &str) -> Result<&A, PortError> {
+        let mut served = Vec::new();
+        let mut unanswered = None;
+        for m in &self.members {
+            let in_region = region.is_empty() || m.region().is_empty() || m.region() == region;
+            if in_region && account.is_empty() {
+                return Ok(m);
+            }
+            match m.account().await {
+                Ok(a) if in_region && a == account => return Ok(m),
+                Ok(a) => served.push(format!("{a}/{}", m.region())),
+                Err(e) if in_region => unanswered = Some(e),
+                Err(_) => {}
+            }
+        }
+        // A member of the region could not say which account it is: it may be the one.
+        if let Some(e) = unanswered {
+            return Err(e);
+        }
+        Err(PortError::new(
+            "worker",
+            "route",
+            ErrorClass::Terminal,
+            format!(
+                "resource in account {} region {region} is outside what this worker reads ({}); \
+                 add the account to --member-accounts and --allowed-accounts, or the region to --regions",
+                if account.is_empty() { "?" } else { account },
+                served.join(", ")
+            ),
+        ))
+    }
+}
+
+/// Builds the fleet: validates the request (fail closed), then one client per account and
+/// region; member accounts through AssumeRole of `role_name` (with `external_id` if set).
+pub async fn build(
+    base: &SdkConfig,
+    request: ReachRequest<'_>,
+    role_name: &str,
+    external_id: Option<&str>,
+) -> anyhow::Result<Fleet<AgentCoreAws>> {
+    let home = AgentCoreAws::new(base);
+    let home_account = if request.member_accounts.iter().any(|a| !a.trim().is_empty()) {
+        home.account()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot tell this worker's own account: {e}"))?
+    } else {
+        String::new()
+    };
+    let reach = request
+        .validate(&home_account)
+        .map_err(anyhow::Error::msg)?;
+    let in_region = |config: &SdkConfig, region: &str| {
+        config
+            .to_builder()
+            .region(aws_config::Region::new(region.to_owned()))
+            .build()
+    };
+    let mut members: Vec<AgentCoreAws> = reach
+        .regions
+        .iter()
+        .map(|r| AgentCoreAws::new(&in_region(base, r)))
+        .collect();
+    for account in &reach.members {
+        let mut role =
+            AssumeRoleProvider::builder(member_role_arn(request.home_region, account, role_name))
+                .session_name("agentcore-registrar")
+                .configure(base);
+        if let Some(id) = external_id {
+            role = role.external_id(id);
+        }
+        let credentials = SharedCredentialsProvider::new(role.build().await);
+        let assumed = base.to_builder().credentials_provider(credentials).build();
+        members.extend(
+            reach
+                .regions
+                .iter()
+                .map(|r| AgentCoreAws::member(&in_region(&assumed, r), account.clone())),
+        );
+    }
+    Ok(Fleet { members })
+}
