@@ -385,6 +385,20 @@ async fn the_startup_rescan_repairs_missed_events_and_metrics_and_readiness_repo
         "the rescan registered what no event announced"
     );
     assert_eq!(http_get(&format!("{base}/healthz")).await?.0, 200);
+    // The container's health check command (no curl in the image).
+    let check = |url: String| async move {
+        tokio::process::Command::new(registrar_tests::env::registrar_bin())
+            .args(["healthcheck", "--url", &url])
+            .env_remove("AWS_REGION")
+            .output()
+            .await
+    };
+    let healthy = check(format!("{base}/healthz")).await?;
+    assert!(healthy.status.success(), "{healthy:?}");
+    let free = registrar_tests::moto::free_port()?;
+    let down = check(format!("http://127.0.0.1:{free}/healthz")).await?;
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("unhealthy"));
 
     // An event, then the metrics show it, with the rescan's drift.
     let id = create_gateway(

@@ -247,6 +247,15 @@ pub enum Command {
         #[command(subcommand)]
         command: StateCommand,
     },
+    /// Exit 0 when a worker's /healthz answers 200 (the container health check; no curl needed).
+    Healthcheck {
+        #[arg(
+            long,
+            env = "REGISTRAR_HEALTHCHECK_URL",
+            default_value = "http://127.0.0.1:8080/healthz"
+        )]
+        url: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -567,6 +576,9 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Healthcheck { url } = &cli.command {
+        return Ok(healthcheck(url).await);
+    }
     let config = load_config(cli.global.region.as_deref()).await;
     match config.region() {
         None => anyhow::bail!("no AWS region: set AWS_REGION or pass --region"),
@@ -682,6 +694,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Healthcheck { .. } => unreachable!("answered before the AWS configuration"),
         Command::State {
             command: StateCommand::Init,
         } => {
@@ -1044,6 +1057,29 @@ async fn run_dlq(config: &aws_config::SdkConfig, command: DlqCommand) -> anyhow:
                 }
             }
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// One GET with a short timeout: 0 on 200, 1 otherwise (with the reason on stderr).
+async fn healthcheck(url: &str) -> ExitCode {
+    let answer = async {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build()?
+            .get(url)
+            .send()
+            .await
+    };
+    match answer.await {
+        Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
+        Ok(r) => {
+            eprintln!("unhealthy: {url} answered {}", r.status());
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {url}: {e}");
+            ExitCode::from(1)
         }
     }
 }
