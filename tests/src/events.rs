@@ -32,6 +32,17 @@ async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<Strin
 }
 
 impl EventPath {
+    /// A queue and DLQ that already exist (deployed by the CloudFormation template), reached
+    /// through whatever rule routes to them.
+    pub fn existing(config: &aws_config::SdkConfig, queue_url: &str, dlq_url: &str) -> Self {
+        Self {
+            queue_url: queue_url.to_owned(),
+            dlq_url: dlq_url.to_owned(),
+            sqs: aws_sdk_sqs::Client::new(config),
+            events: aws_sdk_eventbridge::Client::new(config),
+        }
+    }
+
     /// Creates `<name>` and `<name>-dlq` (redrive after `max_receives`) and the rule.
     pub async fn create(
         config: &aws_config::SdkConfig,
