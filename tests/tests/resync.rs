@@ -565,8 +565,62 @@ async fn bad_settings_are_refused_at_start_up_with_a_message_naming_them() -> an
         .cli(&["worker", "--queue-url", "agentcore-events"])
         .await?;
     assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("\"agentcore-events\" is not a queue URL")
+        stderr.contains("--queue-url (REGISTRAR_QUEUE_URL) must be a queue URL")
+            && stderr.contains("got \"agentcore-events\""),
+        "{stderr}"
+    );
+    // Every wrong setting at once, by flag and variable.
+    let out = env
+        .cli_with_env(
+            &[
+                "worker",
+                "--queue-url",
+                "https://sqs.us-east-1.amazonaws.com/1/q",
+                "--concurrency",
+                "0",
+                "--wait-cap",
+                "1000",
+            ],
+            &[
+                ("REGISTRAR_VISIBILITY_TIMEOUT", "50000"),
+                ("REGISTRAR_SECRET_NAME_PATTERN", "static-name"),
+            ],
+        )
+        .await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for expected in [
+        "4 settings are wrong",
+        "--concurrency (REGISTRAR_CONCURRENCY) must be at least 1, got 0",
+        "--wait-cap (REGISTRAR_WAIT_CAP) must be between --wait-base and 900 seconds",
+        "--visibility-timeout (REGISTRAR_VISIBILITY_TIMEOUT) must be 1..=43200 seconds",
+        "--secret-name-pattern (REGISTRAR_SECRET_NAME_PATTERN) must contain {name}",
+    ] {
+        assert!(stderr.contains(expected), "{expected}\n{stderr}");
+    }
+    let out = env
+        .cli_with_env(&["list"], &[("REGISTRAR_LOG", "info,[[")])
+        .await?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--log (REGISTRAR_LOG)"));
+    // A variable set to "" (as deployment templates do) is unset: defaults apply.
+    let out = env
+        .cli_with_env(
+            &["list"],
+            &[
+                ("REGISTRAR_REGIONS", ""),
+                ("REGISTRAR_MEMBER_ACCOUNTS", ""),
+                ("REGISTRAR_OUTPUT", ""),
+                ("REGISTRAR_LOG", ""),
+            ],
+        )
+        .await?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     let out = env
         .cli(&[

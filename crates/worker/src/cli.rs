@@ -36,6 +36,32 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses the command line; an environment variable set to "" counts as unset (deployment
+    /// templates set every variable, some of them empty), so its default applies.
+    pub fn parse_env_aware() -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = empty_env_is_unset(Self::command()).get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
+fn empty_env_is_unset(cmd: clap::Command) -> clap::Command {
+    let subcommands: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .collect();
+    let cmd = cmd.mut_args(|arg| {
+        let empty = arg
+            .get_env()
+            .is_some_and(|name| std::env::var_os(name).is_some_and(|v| v.is_empty()));
+        if empty { arg.env(None::<&str>) } else { arg }
+    });
+    subcommands.iter().fold(cmd, |cmd, name| {
+        cmd.mut_subcommand(name, empty_env_is_unset)
+    })
+}
+
 #[derive(Debug, Args)]
 pub struct Global {
     /// AWS home region (each resource carries its own region in its ARN).
@@ -113,10 +139,14 @@ pub struct RegistryArgs {
 #[derive(Debug, Args)]
 pub struct ScopeArgs {
     /// Only gateways (and their targets).
-    #[arg(long, conflicts_with = "runtimes_only")]
+    #[arg(
+        long,
+        env = "REGISTRAR_GATEWAYS_ONLY",
+        conflicts_with = "runtimes_only"
+    )]
     pub gateways_only: bool,
     /// Only agent runtimes.
-    #[arg(long)]
+    #[arg(long, env = "REGISTRAR_RUNTIMES_ONLY")]
     pub runtimes_only: bool,
     /// Also register `mcpServer` gateway targets as servers.
     #[arg(long, env = "REGISTRAR_INCLUDE_MCP_TARGETS")]
@@ -324,6 +354,133 @@ pub struct WorkerArgs {
     allow_insecure_idp: bool,
 }
 
+impl WorkerArgs {
+    /// Every out-of-range setting at once, each named by its flag and variable.
+    fn validate(&self) -> anyhow::Result<()> {
+        let mut wrong = Vec::new();
+        let mut check = |ok: bool, flag: &str, var: &str, rule: &str, got: String| {
+            if !ok {
+                wrong.push(format!("--{flag} ({var}) {rule}, got {got}"));
+            }
+        };
+        let is_url = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+        check(
+            is_url(&self.queue_url),
+            "queue-url",
+            "REGISTRAR_QUEUE_URL",
+            "must be a queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)",
+            format!("{:?}", self.queue_url),
+        );
+        if let Some(dlq) = &self.dlq_url {
+            check(
+                is_url(dlq),
+                "dlq-url",
+                "REGISTRAR_DLQ_URL",
+                "must be a queue URL",
+                format!("{dlq:?}"),
+            );
+        }
+        let v = self.visibility_timeout;
+        check(
+            (1..=43_200).contains(&v),
+            "visibility-timeout",
+            "REGISTRAR_VISIBILITY_TIMEOUT",
+            "must be 1..=43200 seconds (the SQS limit)",
+            v.to_string(),
+        );
+        for (flag, var, value) in [
+            ("concurrency", "REGISTRAR_CONCURRENCY", self.concurrency),
+            (
+                "aws-concurrency",
+                "REGISTRAR_AWS_CONCURRENCY",
+                self.scope.aws_concurrency,
+            ),
+            (
+                "registry-attempts",
+                "REGISTRAR_REGISTRY_ATTEMPTS",
+                self.registry.registry_attempts,
+            ),
+        ] {
+            check(
+                value >= 1,
+                flag,
+                var,
+                "must be at least 1",
+                value.to_string(),
+            );
+        }
+        for (flag, var, value) in [
+            ("wait-base", "REGISTRAR_WAIT_BASE", self.wait_base),
+            ("retry-base", "REGISTRAR_RETRY_BASE", self.retry_base),
+            (
+                "registry-timeout",
+                "REGISTRAR_REGISTRY_TIMEOUT",
+                self.registry.registry_timeout,
+            ),
+            (
+                "token-check-interval",
+                "REGISTRAR_TOKEN_CHECK_INTERVAL",
+                self.token_check_interval,
+            ),
+        ] {
+            check(
+                value >= 1,
+                flag,
+                var,
+                "must be at least 1 second",
+                value.to_string(),
+            );
+        }
+        check(
+            (self.wait_base..=900).contains(&self.wait_cap),
+            "wait-cap",
+            "REGISTRAR_WAIT_CAP",
+            "must be between --wait-base and 900 seconds (the SQS delay limit)",
+            self.wait_cap.to_string(),
+        );
+        check(
+            self.retry_cap >= self.retry_base,
+            "retry-cap",
+            "REGISTRAR_RETRY_CAP",
+            "must be at least --retry-base",
+            self.retry_cap.to_string(),
+        );
+        check(
+            self.max_wait >= self.wait_base,
+            "max-wait",
+            "REGISTRAR_MAX_WAIT",
+            "must be at least --wait-base",
+            self.max_wait.to_string(),
+        );
+        check(
+            self.receive_wait <= 20,
+            "receive-wait",
+            "REGISTRAR_RECEIVE_WAIT",
+            "must be at most 20 seconds",
+            self.receive_wait.to_string(),
+        );
+        check(
+            self.rescan_interval == 0 || self.rescan_interval >= 10,
+            "rescan-interval",
+            "REGISTRAR_RESCAN_INTERVAL",
+            "must be 0 (off) or at least 10 seconds",
+            self.rescan_interval.to_string(),
+        );
+        check(
+            self.secret_name_pattern.contains("{name}"),
+            "secret-name-pattern",
+            "REGISTRAR_SECRET_NAME_PATTERN",
+            "must contain {name}",
+            format!("{:?}", self.secret_name_pattern),
+        );
+        match wrong.len() {
+            0 => Ok(()),
+            1 => anyhow::bail!("{}", wrong[0]),
+            n => anyhow::bail!("{n} settings are wrong:\n  {}", wrong.join("\n  ")),
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
     /// Count, oldest age, breakdown by event name and by failure reason, and a sample.
@@ -331,12 +488,12 @@ pub enum DlqCommand {
         #[arg(long, env = "REGISTRAR_DLQ_URL")]
         dlq_url: String,
         /// Messages read for the breakdown (they are made visible again afterwards).
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, env = "REGISTRAR_DLQ_INSPECT_LIMIT", default_value_t = 1000)]
         limit: usize,
         /// Messages shown in the sample.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, env = "REGISTRAR_DLQ_SAMPLE", default_value_t = 10)]
         sample: usize,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
+        #[arg(long, env = "REGISTRAR_OUTPUT", value_enum, default_value_t = Output::Text)]
         output: Output,
     },
     /// Move messages back to the source queue (SQS's move task when nothing is filtered; else
@@ -353,7 +510,7 @@ pub enum DlqCommand {
         #[arg(long)]
         max: Option<usize>,
         /// At most this many messages per second.
-        #[arg(long)]
+        #[arg(long, env = "REGISTRAR_REPLAY_RATE")]
         rate: Option<f64>,
         /// Only messages of this CloudTrail event name (`unparseable` for poison).
         #[arg(long)]
@@ -361,7 +518,7 @@ pub enum DlqCommand {
         /// Only messages naming this resource id.
         #[arg(long)]
         filter_resource: Option<String>,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
+        #[arg(long, env = "REGISTRAR_OUTPUT", value_enum, default_value_t = Output::Text)]
         output: Output,
     },
 }
@@ -374,7 +531,7 @@ pub enum DlqCommand {
 pub enum TokensCommand {
     /// Path, vendor, client, expiry, next refresh and last result of every token.
     Status {
-        #[arg(long, value_enum, default_value_t = Output::Text)]
+        #[arg(long, env = "REGISTRAR_OUTPUT", value_enum, default_value_t = Output::Text)]
         output: Output,
     },
     /// Refresh the tokens that are due (or all of them with --force, or one with --path).
@@ -473,9 +630,13 @@ fn parse_enable(s: &str) -> Result<EnablePolicy, String> {
         .ok_or_else(|| format!("unknown enable policy {s:?}: use none, authenticated or all"))
 }
 
-fn init_logging(global: &Global) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&global.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+fn init_logging(global: &Global) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&global.log).map_err(|e| {
+        anyhow::anyhow!(
+            "--log (REGISTRAR_LOG) {:?} is not a log filter such as info or registrar_worker=debug: {e}",
+            global.log
+        )
+    })?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -485,6 +646,7 @@ fn init_logging(global: &Global) {
             .with_ansi(std::io::stderr().is_terminal())
             .try_init(),
     };
+    Ok(())
 }
 
 /// Shows scan and apply progress on a terminal (never in pipes or CI logs).
@@ -565,7 +727,10 @@ fn print_report(report: &Report, output: Output) {
 
 /// Runs a command; the exit code is 1 when anything failed, 2 for bad configuration.
 pub async fn run(cli: Cli) -> ExitCode {
-    init_logging(&cli.global);
+    if let Err(e) = init_logging(&cli.global) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
     match execute(cli).await {
         Ok(code) => code,
         Err(e) => {
@@ -720,18 +885,7 @@ async fn run_worker(
     use registrar_ingest::sqs::Queue;
 
     let ctx = args.policy.plan_context(false)?;
-    if !args.queue_url.starts_with("http://") && !args.queue_url.starts_with("https://") {
-        anyhow::bail!(
-            "--queue-url {:?} is not a queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)",
-            args.queue_url
-        );
-    }
-    if args.receive_wait > 20 {
-        anyhow::bail!(
-            "--receive-wait is at most 20 seconds, got {}",
-            args.receive_wait
-        );
-    }
+    args.validate()?;
     let registry = registry_client(&args.registry)?;
     client_token_check(&args.registry)?;
     let secs = Duration::from_secs;

@@ -1,9 +1,7 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = registrar_worker::cli::Cli::parse();
+    let cli = registrar_worker::cli::Cli::parse_env_aware();
     registrar_worker::cli::run(cli).await
 }
