@@ -241,3 +241,35 @@ async fn the_template_deploys_into_moto_and_carries_an_event_to_the_worker() -> 
     assert_eq!(path.dlq_total().await?, 0, "nothing dead-lettered");
     Ok(())
 }
+
+#[test]
+fn the_standalone_operator_policy_grants_what_the_stack_policy_grants() {
+    let file: Value = serde_json::from_str(&repo_file("infra/iam/operator-policy.json"))
+        .expect("operator policy is JSON");
+    let template = repo_file("infra/cloudformation/registrar.yaml");
+    let stack_policy = &template[template.find("  OperatorPolicy:").expect("OperatorPolicy")..];
+    let stack_policy = &stack_policy[..stack_policy
+        .find("\n  # ----")
+        .unwrap_or(stack_policy.len())];
+    let mut actions = Vec::new();
+    for statement in file["Statement"].as_array().expect("statements") {
+        match &statement["Action"] {
+            Value::String(a) => actions.push(a.clone()),
+            Value::Array(list) => {
+                actions.extend(list.iter().filter_map(|a| a.as_str().map(str::to_owned)))
+            }
+            _ => {}
+        }
+    }
+    assert!(actions.len() >= 15, "{actions:?}");
+    for action in actions {
+        assert!(
+            stack_policy.contains(&action),
+            "{action} missing from the stack's OperatorPolicy"
+        );
+    }
+    assert!(
+        !stack_policy.contains("bedrock-agentcore:Create")
+            && !stack_policy.contains("bedrock-agentcore:Delete")
+    );
+}
