@@ -6,6 +6,7 @@ pub mod events;
 pub mod fixtures;
 pub mod idp;
 pub mod moto;
+pub mod proxy;
 pub mod standin;
 
 /// The region every test runs in.

@@ -206,6 +206,10 @@ pub async fn replay(
     };
     let mut kept: Vec<Received> = Vec::new();
     let mut seen = HashSet::new();
+    // A replay moves what the DLQ held when it started. Messages dead-lettered again while it
+    // runs (a replayed poison message comes straight back) are left for the next look, or a
+    // replay next to running workers would never end.
+    let started_ms = now_ms();
     let pause = opts
         .rate
         .filter(|r| *r > 0.0)
@@ -221,6 +225,10 @@ pub async fn replay(
         }
         for m in batch {
             if !seen.insert(m.message_id.clone()) {
+                continue;
+            }
+            if m.sent_at_ms.is_some_and(|sent| sent >= started_ms) {
+                kept.push(m);
                 continue;
             }
             let d = describe(&m);

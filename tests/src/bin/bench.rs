@@ -1,0 +1,590 @@
+//! `bench`: the figures of the README's "Benchmarks", measured side by side in one run on one
+//! machine against the real local peers (moto, the registry stand-in, oidc-provider) and the
+//! real `registrar` binary. `scripts/bench.sh` builds it in release mode and runs it.
+//!
+//! The network model: a loopback proxy in front of moto and one in front of the registry add a
+//! fixed delay to every call (`--latency-ms`; 0 is plain loopback), the same for the registrar
+//! and for the baseline.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use aws_sdk_bedrockagentcorecontrol::types::ServerProtocol;
+use clap::Parser;
+use futures::{StreamExt, TryStreamExt, stream};
+use registrar_tests::env::{ADMIN_TOKEN, TestEnv, eventually, registrar_bin};
+use registrar_tests::events::EventPath;
+use registrar_tests::fixtures::{GatewayAuth, create_gateway, create_runtime};
+use registrar_tests::idp::Idp;
+use registrar_tests::proxy::{Proxy, Recorded, send};
+use registrar_tests::standin::{Standin, User};
+use registrar_worker::aws::state::DynamoState;
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmarks of agentcore-registrar against a sequential baseline")]
+struct Args {
+    /// Gateways and runtimes of the full-resync benchmark.
+    #[arg(long, default_value_t = 1000)]
+    gateways: usize,
+    #[arg(long, default_value_t = 1000)]
+    runtimes: usize,
+    /// Network delays to measure the resync at (comma-separated milliseconds per call).
+    #[arg(long, value_delimiter = ',', default_value = "0,20")]
+    latency_ms: Vec<u64>,
+    /// AWS and registry concurrency of the measured resync.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Events and distinct resources of the burst benchmark.
+    #[arg(long, default_value_t = 5000)]
+    burst_events: usize,
+    #[arg(long, default_value_t = 500)]
+    burst_resources: usize,
+    /// Owned resources of the memory benchmark.
+    #[arg(long, default_value_t = 10_000)]
+    memory_resources: usize,
+    /// CUSTOM_JWT gateways, token lifetime (s) and lifetimes observed in the token benchmark.
+    #[arg(long, default_value_t = 500)]
+    token_gateways: usize,
+    #[arg(long, default_value_t = 30)]
+    token_ttl: u64,
+    #[arg(long, default_value_t = 4)]
+    token_lifetimes: u64,
+    /// Which benchmarks: resync, burst, memory, tokens.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "resync,burst,memory,tokens"
+    )]
+    only: Vec<String>,
+}
+
+fn users() -> Vec<(String, User)> {
+    vec![(ADMIN_TOKEN.to_owned(), User::admin("registrar"))]
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+/// Creates `gateways` IAM gateways and `runtimes` HTTP runtimes in moto, 16 at a time.
+async fn seed(env: &TestEnv, prefix: &str, gateways: usize, runtimes: usize) -> anyhow::Result<()> {
+    let ac = &env.agentcore;
+    stream::iter(0..gateways)
+        .map(|i| async move {
+            create_gateway(ac, &format!("{prefix}-gw-{i:05}"), GatewayAuth::Iam).await
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await?;
+    stream::iter(0..runtimes)
+        .map(|i| async move {
+            create_runtime(ac, &format!("{prefix}_rt_{i:05}"), ServerProtocol::Http).await
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
+}
+
+/// Runs the real `registrar` with AWS and the registry behind the given proxies.
+async fn registrar(
+    env: &TestEnv,
+    aws: &Proxy,
+    registry: &Proxy,
+    table: &str,
+    args: &[&str],
+) -> anyhow::Result<serde_json::Value> {
+    let out = env
+        .cli_with_env(
+            args,
+            &[
+                ("AWS_ENDPOINT_URL", &aws.url()),
+                ("REGISTRY_URL", &registry.url()),
+                ("REGISTRAR_TABLE", table),
+            ],
+        )
+        .await?;
+    ensure!(
+        out.status.success(),
+        "registrar {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn count_by_service(calls: &[Recorded]) -> BTreeMap<String, usize> {
+    let mut by = BTreeMap::new();
+    for c in calls {
+        *by.entry(c.service.clone()).or_default() += 1;
+    }
+    by
+}
+
+fn describe(by: &BTreeMap<String, usize>) -> String {
+    by.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The sequential baseline: the calls the registrar made, in the order they arrived, made one
+/// after another by one HTTP client with nothing in between (the floor of any sequential
+/// client). DynamoDB calls go to a fresh table and registry calls to a fresh stand-in, so every
+/// call meets the same state it met the first time.
+async fn replay(
+    calls: &[Recorded],
+    aws: &Proxy,
+    registry: &Proxy,
+    from_table: &str,
+    to_table: &str,
+) -> anyhow::Result<Duration> {
+    let client = reqwest::Client::new();
+    let from = format!("\"TableName\":\"{from_table}\"");
+    let to = format!("\"TableName\":\"{to_table}\"");
+    let started = Instant::now();
+    for c in calls {
+        let (base, body) = match c.service.as_str() {
+            "registry" => (registry.url(), c.body.clone()),
+            "dynamodb" => (
+                aws.url(),
+                String::from_utf8_lossy(&c.body).replace(&from, &to).into(),
+            ),
+            _ => (aws.url(), c.body.clone()),
+        };
+        send(&client, &base, &c.method, &c.uri, &c.headers, body).await?;
+    }
+    Ok(started.elapsed())
+}
+
+async fn bench_resync(args: &Args, out: &mut String) -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let (g, r) = (args.gateways, args.runtimes);
+    let seeding = Instant::now();
+    seed(&env, "bench", g, r).await?;
+    eprintln!(
+        "bench: seeded {g} gateways and {r} runtimes in {}",
+        secs(seeding.elapsed())
+    );
+    let conc = args.concurrency.to_string();
+    writeln!(
+        out,
+        "### Full resync: {g} gateways + {r} runtimes\n\n\
+         | network delay per call | sequential baseline | registrar resync | ratio | calls (AWS by service; registry) | no-change resync | its registry writes | its calls |\n\
+         |---|---|---|---|---|---|---|---|"
+    )?;
+    for &latency in &args.latency_ms {
+        let delay = Duration::from_millis(latency);
+        let aws = Proxy::start(&env.moto.url()).await?;
+        aws.set_latency(delay);
+        let standin_a = Standin::start(0, users()).await?;
+        let registry_a = Proxy::start(&standin_a.url()).await?;
+        registry_a.set_latency(delay);
+        let table_a = format!("bench-a-{latency}");
+        DynamoState::new(&env.config, &table_a)
+            .ensure_table()
+            .await?;
+
+        aws.record();
+        registry_a.record();
+        let started = Instant::now();
+        let flags = [
+            "resync",
+            "--output",
+            "json",
+            "--aws-concurrency",
+            &conc,
+            "--registry-concurrency",
+            &conc,
+        ];
+        let report = registrar(&env, &aws, &registry_a, &table_a, &flags).await?;
+        let first = started.elapsed();
+        ensure!(
+            report["registered"].as_u64() == Some((g + r) as u64),
+            "first resync registered {} of {}",
+            report["registered"],
+            g + r
+        );
+        let mut calls = aws.take_recorded();
+        calls.extend(registry_a.take_recorded());
+        calls.sort_by_key(|c| c.at);
+        let by = count_by_service(&calls);
+
+        aws.record();
+        registry_a.record();
+        let started = Instant::now();
+        let again = registrar(&env, &aws, &registry_a, &table_a, &flags).await?;
+        let second = started.elapsed();
+        let mut calls2 = aws.take_recorded();
+        let registry_calls2 = registry_a.take_recorded();
+        let writes2 = registry_calls2.iter().filter(|c| c.method != "GET").count();
+        calls2.extend(registry_calls2);
+        ensure!(
+            again["unchanged"].as_u64() == Some((g + r) as u64),
+            "no-change resync: {again}"
+        );
+
+        let standin_b = Standin::start(0, users()).await?;
+        let registry_b = Proxy::start(&standin_b.url()).await?;
+        registry_b.set_latency(delay);
+        let table_b = format!("bench-b-{latency}");
+        DynamoState::new(&env.config, &table_b)
+            .ensure_table()
+            .await?;
+        let baseline = replay(&calls, &aws, &registry_b, &table_a, &table_b).await?;
+        let replayed = standin_b.db().servers.len() + standin_b.db().agents.len();
+        ensure!(
+            replayed == g + r,
+            "the replay left {replayed} entries, not {}",
+            g + r
+        );
+        let ratio = baseline.as_secs_f64() / first.as_secs_f64();
+        writeln!(
+            out,
+            "| {latency} ms | {} | {} | **{ratio:.1}x** | {} ({}) | {} | {writes2} | {} |",
+            secs(baseline),
+            secs(first),
+            calls.len(),
+            describe(&by),
+            secs(second),
+            calls2.len()
+        )?;
+        eprintln!(
+            "bench: resync at {latency} ms: baseline {baseline:?}, registrar {first:?}, no-change {second:?}"
+        );
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+/// An EventBridge envelope of a CloudTrail record for `gateway_id`.
+fn gateway_event(event_name: &str, gateway_id: &str, n: usize) -> String {
+    let region = registrar_tests::REGION;
+    let account = registrar_tests::ACCOUNT;
+    serde_json::json!({
+        "version": "0", "id": format!("eb-{n}"), "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws.bedrock-agentcore", "account": account, "time": "2026-11-22T10:00:00Z",
+        "region": region, "resources": [],
+        "detail": {
+            "eventVersion": "1.09", "eventSource": "bedrock-agentcore.amazonaws.com",
+            "eventName": event_name, "awsRegion": region, "eventTime": "2026-11-22T10:00:00Z",
+            "eventID": format!("ct-{n}"), "readOnly": false, "eventType": "AwsApiCall",
+            "managementEvent": true, "recipientAccountId": account,
+            "requestParameters": {"gatewayIdentifier": gateway_id},
+            "responseElements": {"gatewayId": gateway_id},
+        },
+    })
+    .to_string()
+}
+
+/// Whether a request body names `name` as a whole word (the form encodes the path's slash).
+fn mentions(body: &[u8], name: &str) -> bool {
+    let text = String::from_utf8_lossy(body);
+    text.match_indices(name).any(|(at, _)| {
+        !text[at + name.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+    })
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let n = args.burst_resources;
+    let ac = &env.agentcore;
+    let ids: Vec<String> = stream::iter(0..n)
+        .map(
+            |i| async move { create_gateway(ac, &format!("burst-{i:05}"), GatewayAuth::Iam).await },
+        )
+        .buffered(16)
+        .try_collect()
+        .await?;
+    let path = EventPath::create(&env.config, "burst", 5, 30).await?;
+    let registry = Proxy::start(&env.standin.url()).await?;
+    registry.record();
+    let _worker = env.spawn_worker_with_env(
+        &path,
+        &["--concurrency", "32", "--wait-base", "1"],
+        &[("REGISTRY_URL", &registry.url())],
+    )?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // The burst: every resource's create first, then updates round-robin, 10 per SendMessageBatch.
+    let bodies: Vec<(usize, String)> = (0..args.burst_events)
+        .map(|k| {
+            let i = k % n;
+            let name = if k < n {
+                "CreateGateway"
+            } else {
+                "UpdateGateway"
+            };
+            (i, gateway_event(name, &ids[i], k))
+        })
+        .collect();
+    let mut first_sent: Vec<Option<Instant>> = vec![None; n];
+    let started = Instant::now();
+    for chunk in bodies.chunks(10) {
+        let mut batch = path.sqs.send_message_batch().queue_url(&path.queue_url);
+        for (j, (i, body)) in chunk.iter().enumerate() {
+            first_sent[*i].get_or_insert_with(Instant::now);
+            batch = batch.entries(
+                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                    .id(j.to_string())
+                    .message_body(body)
+                    .build()?,
+            );
+        }
+        batch.send().await?;
+    }
+    let sent = started.elapsed();
+    let all_in = eventually(Duration::from_secs(600), || {
+        env.standin.db().servers.len() == n
+    })
+    .await;
+    ensure!(
+        all_in,
+        "not every resource was registered\n{}",
+        env.worker_logs()
+    );
+    let mut drained = false;
+    for _ in 0..1200 {
+        if path.depth().await? == 0 {
+            drained = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ensure!(drained, "the queue did not drain");
+    let drain = started.elapsed();
+    let calls = registry.take_recorded();
+    let writes: Vec<&Recorded> = calls.iter().filter(|c| c.method != "GET").collect();
+    let registrations = writes
+        .iter()
+        .filter(|c| c.uri.ends_with("/register"))
+        .count();
+    let mut latencies: Vec<Duration> = (0..n)
+        .filter_map(|i| {
+            let name = format!("burst-{i:05}");
+            let registered = calls.iter().find(|c| {
+                c.method == "POST" && c.uri.ends_with("/register") && mentions(&c.body, &name)
+            })?;
+            Some(registered.at.duration_since(first_sent[i]?))
+        })
+        .collect();
+    latencies.sort();
+    writeln!(
+        out,
+        "### Burst: {} events for {n} resources through SQS (one worker, loopback)\n\n\
+         | sent in | drained in | registry writes | registrations | writes per resource | event-to-registered p50 | p99 | dead-lettered |\n\
+         |---|---|---|---|---|---|---|---|\n\
+         | {} | {} | {} | {registrations} | {:.2} | {} | {} | {} |\n",
+        args.burst_events,
+        secs(sent),
+        secs(drain),
+        writes.len(),
+        writes.len() as f64 / n as f64,
+        secs(percentile(&latencies, 0.5)),
+        secs(percentile(&latencies, 0.99)),
+        path.dlq_total().await?
+    )?;
+    Ok(())
+}
+
+/// VmRSS and VmHWM of a process, in MiB.
+fn rss_mib(pid: u32) -> anyhow::Result<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> f64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    Ok((field("VmRSS:"), field("VmHWM:")))
+}
+
+async fn bench_memory(args: &Args, out: &mut String) -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let path = EventPath::create(&env.config, "memory", 5, 30).await?;
+    let idle = env.spawn_worker(&path, &[])?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (idle_rss, _) = rss_mib(idle.id().context("worker pid")?)?;
+    drop(idle);
+
+    let half = args.memory_resources / 2;
+    let seeding = Instant::now();
+    seed(&env, "mem", half, args.memory_resources - half).await?;
+    eprintln!(
+        "bench: seeded {} resources in {}",
+        args.memory_resources,
+        secs(seeding.elapsed())
+    );
+    let port = registrar_tests::moto::free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    let worker = env.spawn_worker(&path, &["--startup-rescan", "true", "--listen", &listen])?;
+    let pid = worker.id().context("worker pid")?;
+    let ready = format!("http://{listen}/readyz");
+    loop {
+        if reqwest::get(&ready)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            bail!("the start-up rescan did not finish\n{}", env.worker_logs());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let rescan = started.elapsed();
+    let owned = env.standin.db().servers.len() + env.standin.db().agents.len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (after, hwm) = rss_mib(pid)?;
+    writeln!(
+        out,
+        "### Memory (worker RSS)\n\n\
+         | idle, nothing owned | start-up rescan of {} resources | peak (VmHWM) | after it, {owned} owned |\n\
+         |---|---|---|---|\n\
+         | {idle_rss:.1} MiB | {} | {hwm:.1} MiB | {after:.1} MiB |\n",
+        args.memory_resources,
+        secs(rescan),
+    )?;
+    drop(worker);
+    Ok(())
+}
+
+async fn bench_tokens(args: &Args, out: &mut String) -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let ttl = Duration::from_secs(args.token_ttl);
+    let idp = Idp::start("bench-client", "bench-secret", ttl).await?;
+    let ac = &env.agentcore;
+    let auth = GatewayAuth::Jwt {
+        discovery_url: idp.discovery_url(),
+        clients: vec!["bench-client".into()],
+    };
+    let n = args.token_gateways;
+    stream::iter(0..n)
+        .map(|i| {
+            let auth = auth.clone();
+            async move { create_gateway(ac, &format!("tok-{i:05}"), auth).await }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let path = EventPath::create(&env.config, "tokens", 5, 30).await?;
+    let _worker = env.spawn_worker_with_env(
+        &path,
+        &["--startup-rescan", "true", "--token-check-interval", "1"],
+        &[("OAUTH_CLIENT_SECRET_bench-client", "bench-secret")],
+    )?;
+    let have_token = |env: &TestEnv| {
+        env.standin
+            .db()
+            .servers
+            .values()
+            .filter(|e| e["auth_credential"].is_string())
+            .count()
+    };
+    let first_round = Instant::now();
+    ensure!(
+        eventually(Duration::from_secs(600), || have_token(&env) == n).await,
+        "not every gateway got a token\n{}",
+        env.worker_logs()
+    );
+    let first_round = first_round.elapsed();
+    let delivered_before = env
+        .standin
+        .writes()
+        .iter()
+        .filter(|w| w.path.ends_with("/auth-credential"))
+        .count();
+    let window = ttl * args.token_lifetimes as u32;
+    let started = Instant::now();
+    let mut worst = i64::MAX;
+    let mut expired_seen = 0usize;
+    while started.elapsed() < window {
+        let now = registrar_worker::tokens::now() as i64;
+        for e in env.standin.db().servers.values() {
+            if let Some(exp) = e["auth_credential"]
+                .as_str()
+                .and_then(registrar_core::refresh::jwt_exp)
+            {
+                let left = exp as i64 - now;
+                worst = worst.min(left);
+                if left <= 0 {
+                    expired_seen += 1;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let delivered = env
+        .standin
+        .writes()
+        .iter()
+        .filter(|w| w.path.ends_with("/auth-credential"))
+        .count()
+        - delivered_before;
+    writeln!(
+        out,
+        "### Token refresh at scale: {n} CUSTOM_JWT gateways, {}-second tokens, one worker\n\n\
+         | first token for all | window observed | tokens fetched and delivered | per gateway per lifetime | worst time-to-expiry seen | expired tokens seen |\n\
+         |---|---|---|---|---|---|\n\
+         | {} | {} ({} lifetimes) | {delivered} | {:.2} | {worst} s | {expired_seen} |\n",
+        args.token_ttl,
+        secs(first_round),
+        secs(window),
+        args.token_lifetimes,
+        delivered as f64 / (n as f64 * args.token_lifetimes as f64),
+    )?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    ensure!(
+        registrar_bin().exists(),
+        "{} is missing: build it first (scripts/bench.sh does)",
+        registrar_bin().display()
+    );
+    let mut out = String::new();
+    writeln!(
+        out,
+        "## Benchmark results\n\nMeasured {} on this machine ({} cores), `registrar` release build.\n",
+        std::process::Command::new("date")
+            .arg("-u")
+            .arg("+%Y-%m-%d %H:%M UTC")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    )?;
+    for name in &args.only {
+        let started = Instant::now();
+        match name.as_str() {
+            "resync" => bench_resync(&args, &mut out).await?,
+            "burst" => bench_burst(&args, &mut out).await?,
+            "memory" => bench_memory(&args, &mut out).await?,
+            "tokens" => bench_tokens(&args, &mut out).await?,
+            other => bail!("unknown benchmark {other:?}: use resync, burst, memory, tokens"),
+        }
+        eprintln!("bench: {name} took {}", secs(started.elapsed()));
+        print!("{out}");
+        out.clear();
+    }
+    Ok(())
+}

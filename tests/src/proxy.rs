@@ -1,0 +1,263 @@
+//! A loopback HTTP proxy for what the real local peers cannot do by themselves: network latency
+//! (benchmarks model a real network with it), throttling of AWS calls for a stretch (the soak),
+//! and a record of every request (to count calls by service and to replay them one by one, the
+//! sequential baseline of the benchmark).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// One request as it passed through.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: Method,
+    /// Path and query.
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// `dynamodb`, `sqs`, `bedrock-agentcore`, `sts`, ... (from the SigV4 scope), or `registry`.
+    pub service: String,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+/// What the proxy does to the requests it forwards.
+#[derive(Debug, Default)]
+pub struct Controls {
+    /// Added before every forwarded request (a round trip of a real network).
+    pub latency: Duration,
+    /// Until then, requests of `throttled_service` are answered with ThrottlingException.
+    pub throttle_until: Option<Instant>,
+    pub throttled_service: String,
+    /// Report AgentCore resources that are UPDATING as READY (moto never finishes an update;
+    /// AWS does within minutes).
+    pub complete_updates: bool,
+    /// Keep every request (for a replay).
+    pub record: bool,
+    pub recorded: Vec<Recorded>,
+    /// Requests forwarded, by service.
+    pub forwarded: BTreeMap<String, u64>,
+    /// Requests answered with a throttling error.
+    pub throttled: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Shared {
+    upstream: String,
+    client: reqwest::Client,
+    controls: Arc<Mutex<Controls>>,
+}
+
+/// A running proxy; stopped when dropped.
+#[derive(Debug)]
+pub struct Proxy {
+    addr: SocketAddr,
+    controls: Arc<Mutex<Controls>>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+fn lock(m: &Mutex<Controls>) -> MutexGuard<'_, Controls> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The service a request is for: the SigV4 credential scope names it; unsigned requests are
+/// the registry's.
+fn service_of(headers: &HeaderMap) -> String {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|auth| auth.split("Credential=").nth(1))
+        .and_then(|cred| cred.split('/').nth(3))
+        .map_or_else(|| "registry".to_owned(), str::to_owned)
+}
+
+impl Proxy {
+    /// Starts a proxy on a free loopback port in front of `upstream` (`http://127.0.0.1:port`).
+    pub async fn start(upstream: &str) -> anyhow::Result<Self> {
+        let controls = Arc::new(Mutex::new(Controls::default()));
+        let shared = Shared {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()?,
+            controls: Arc::clone(&controls),
+        };
+        let app = Router::new().fallback(forward).with_state(shared);
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(Self {
+            addr,
+            controls,
+            stop: Some(stop),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn controls(&self) -> MutexGuard<'_, Controls> {
+        lock(&self.controls)
+    }
+
+    pub fn set_latency(&self, latency: Duration) {
+        self.controls().latency = latency;
+    }
+
+    /// Answers requests of `service` (e.g. `bedrock-agentcore`) with ThrottlingException for
+    /// `stretch`.
+    pub fn throttle(&self, service: &str, stretch: Duration) {
+        let mut c = self.controls();
+        c.throttled_service = service.to_owned();
+        c.throttle_until = Some(Instant::now() + stretch);
+    }
+
+    /// Starts recording (clearing what was recorded and counted before).
+    pub fn record(&self) {
+        let mut c = self.controls();
+        c.record = true;
+        c.recorded.clear();
+        c.forwarded.clear();
+    }
+
+    /// Stops recording and hands over what was recorded.
+    pub fn take_recorded(&self) -> Vec<Recorded> {
+        let mut c = self.controls();
+        c.record = false;
+        std::mem::take(&mut c.recorded)
+    }
+
+    /// Requests forwarded so far, by service.
+    pub fn forwarded(&self) -> BTreeMap<String, u64> {
+        self.controls().forwarded.clone()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn throttling() -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        [
+            ("x-amzn-errortype", "ThrottlingException"),
+            ("content-type", "application/json"),
+        ],
+        r#"{"message":"Rate exceeded"}"#,
+    )
+        .into_response()
+}
+
+async fn forward(State(shared): State<Shared>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 64 << 20).await else {
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    };
+    let uri = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), ToString::to_string);
+    let service = service_of(&parts.headers);
+    let (latency, complete_updates) = {
+        let mut c = lock(&shared.controls);
+        if c.throttle_until.is_some_and(|t| Instant::now() < t) && c.throttled_service == service {
+            c.throttled += 1;
+            drop(c);
+            return throttling();
+        }
+        *c.forwarded.entry(service.clone()).or_default() += 1;
+        if c.record {
+            c.recorded.push(Recorded {
+                method: parts.method.clone(),
+                uri: uri.clone(),
+                headers: parts.headers.clone(),
+                body: body.clone(),
+                service: service.clone(),
+                at: Instant::now(),
+            });
+        }
+        (
+            c.latency,
+            c.complete_updates && service == "bedrock-agentcore",
+        )
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match send(
+        &shared.client,
+        &shared.upstream,
+        &parts.method,
+        &uri,
+        &parts.headers,
+        body,
+    )
+    .await
+    {
+        Ok(response) if complete_updates => updates_completed(response).await,
+        Ok(response) => response,
+        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    }
+}
+
+async fn updates_completed(response: Response) -> Response {
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 << 20).await else {
+        return StatusCode::BAD_GATEWAY.into_response();
+    };
+    let text = String::from_utf8_lossy(&bytes)
+        .replace("\"status\": \"UPDATING\"", "\"status\": \"READY\"")
+        .replace("\"status\":\"UPDATING\"", "\"status\":\"READY\"");
+    Response::from_parts(parts, Body::from(text))
+}
+
+/// Sends one request upstream and returns its answer (the replay uses it too).
+pub async fn send(
+    client: &reqwest::Client,
+    upstream: &str,
+    method: &Method,
+    uri: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> anyhow::Result<Response> {
+    let mut out = client.request(method.clone(), format!("{upstream}{uri}"));
+    for (name, value) in headers {
+        if name != "host" && name != "content-length" && name != "connection" {
+            out = out.header(name, value);
+        }
+    }
+    let answer = out.body(body).send().await?;
+    let status = answer.status();
+    let headers = answer.headers().clone();
+    let bytes = answer.bytes().await?;
+    let mut response = Response::new(Body::from(bytes));
+    *response.status_mut() = status;
+    for (name, value) in &headers {
+        if name != "content-length" && name != "transfer-encoding" && name != "connection" {
+            response.headers_mut().insert(name, value.clone());
+        }
+    }
+    Ok(response)
+}
