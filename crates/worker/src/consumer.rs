@@ -363,7 +363,7 @@ where
         match &outcome {
             KeyOutcome::Done(rows) => {
                 for row in rows {
-                    tracing::info!(parent: &span, path = %row.path, status = row.status.as_str(), message = %row.message, "Reconciled.");
+                    tracing::info!(parent: &span, path = %row.path, status = row.status.as_str(), detail = %row.message, "Reconciled.");
                 }
             }
             KeyOutcome::Waiting(status) => {

@@ -60,6 +60,12 @@ struct Args {
     only: Vec<String>,
 }
 
+/// Servers and agents in a stand-in (one lock: a second would deadlock).
+fn entries(standin: &Standin) -> usize {
+    let db = standin.db();
+    db.servers.len() + db.agents.len()
+}
+
 fn users() -> Vec<(String, User)> {
     vec![(ADMIN_TOKEN.to_owned(), User::admin("registrar"))]
 }
@@ -234,7 +240,7 @@ async fn bench_resync(args: &Args, out: &mut String) -> anyhow::Result<()> {
             .ensure_table()
             .await?;
         let baseline = replay(&calls, &aws, &registry_b, &table_a, &table_b).await?;
-        let replayed = standin_b.db().servers.len() + standin_b.db().agents.len();
+        let replayed = entries(&standin_b);
         ensure!(
             replayed == g + r,
             "the replay left {replayed} entries, not {}",
@@ -312,12 +318,14 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
     let path = EventPath::create(&env.config, "burst", 5, 30).await?;
     let registry = Proxy::start(&env.standin.url()).await?;
     registry.record();
-    let _worker = env.spawn_worker_with_env(
+    let worker = env.spawn_worker_with_env(
         &path,
         &["--concurrency", "32", "--wait-base", "1"],
         &[("REGISTRY_URL", &registry.url())],
     )?;
+    let pid = worker.id().context("worker pid")?;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu_before = cpu_seconds(pid)?;
 
     // The burst: every resource's create first, then updates round-robin, 10 per SendMessageBatch.
     let bodies: Vec<(usize, String)> = (0..args.burst_events)
@@ -366,6 +374,7 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
     }
     ensure!(drained, "the queue did not drain");
     let drain = started.elapsed();
+    let cpu = cpu_seconds(pid)? - cpu_before;
     let calls = registry.take_recorded();
     let writes: Vec<&Recorded> = calls.iter().filter(|c| c.method != "GET").collect();
     let registrations = writes
@@ -385,9 +394,9 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
     writeln!(
         out,
         "### Burst: {} events for {n} resources through SQS (one worker, loopback)\n\n\
-         | sent in | drained in | registry writes | registrations | writes per resource | event-to-registered p50 | p99 | dead-lettered |\n\
-         |---|---|---|---|---|---|---|---|\n\
-         | {} | {} | {} | {registrations} | {:.2} | {} | {} | {} |\n",
+         | sent in | drained in | registry writes | registrations | writes per resource | event-to-registered p50 | p99 | worker CPU per event | dead-lettered |\n\
+         |---|---|---|---|---|---|---|---|---|\n\
+         | {} | {} | {} | {registrations} | {:.2} | {} | {} | {:.2} ms | {} |\n",
         args.burst_events,
         secs(sent),
         secs(drain),
@@ -395,9 +404,29 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
         writes.len() as f64 / n as f64,
         secs(percentile(&latencies, 0.5)),
         secs(percentile(&latencies, 0.99)),
+        cpu * 1000.0 / args.burst_events as f64,
         path.dlq_total().await?
     )?;
+    if std::env::var_os("BENCH_LOGS").is_some() {
+        eprintln!("{}", env.worker_logs());
+    }
+    drop(worker);
     Ok(())
+}
+
+/// User + system CPU seconds a process has used (`/proc/<pid>/stat`, 100 ticks per second).
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok((ticks(11) + ticks(12)) / 100.0)
 }
 
 /// VmRSS and VmHWM of a process, in MiB.
@@ -450,7 +479,7 @@ async fn bench_memory(args: &Args, out: &mut String) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let rescan = started.elapsed();
-    let owned = env.standin.db().servers.len() + env.standin.db().agents.len();
+    let owned = entries(&env.standin);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (after, hwm) = rss_mib(pid)?;
     writeln!(
