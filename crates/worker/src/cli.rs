@@ -344,6 +344,9 @@ pub struct WorkerArgs {
     /// Longest pause between looks for tokens due, seconds.
     #[arg(long, env = "REGISTRAR_TOKEN_CHECK_INTERVAL", default_value_t = 15)]
     token_check_interval: u64,
+    /// Token refreshes at once (IdP requests in flight); raise it for many short-lived tokens.
+    #[arg(long, env = "REGISTRAR_TOKEN_CONCURRENCY", default_value_t = 16)]
+    token_concurrency: usize,
     #[arg(
         long,
         env = "REGISTRAR_SECRET_NAME_PATTERN",
@@ -390,6 +393,11 @@ impl WorkerArgs {
         );
         for (flag, var, value) in [
             ("concurrency", "REGISTRAR_CONCURRENCY", self.concurrency),
+            (
+                "token-concurrency",
+                "REGISTRAR_TOKEN_CONCURRENCY",
+                self.token_concurrency,
+            ),
             (
                 "aws-concurrency",
                 "REGISTRAR_AWS_CONCURRENCY",
@@ -951,7 +959,7 @@ async fn run_worker(
             schedule: crate::tokens::schedule::TokenSchedule {
                 check_every: secs(args.token_check_interval.max(1)),
                 claim_for: secs(60),
-                concurrency: 4,
+                concurrency: args.token_concurrency,
             },
         })
     } else {
