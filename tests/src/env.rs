@@ -42,6 +42,7 @@ pub fn options() -> ResyncOptions {
         enable: EnablePolicy::Authenticated,
         dry_run: false,
         registry_concurrency: 4,
+        deep: false,
     }
 }
 

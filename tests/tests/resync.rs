@@ -3,10 +3,13 @@
 
 use aws_sdk_bedrockagentcorecontrol::types::{AuthorizerType, GatewayProtocolType, ServerProtocol};
 use registrar_core::ports::StateStore;
-use registrar_tests::env::{NOBODY_TOKEN, TestEnv, options};
+use registrar_tests::env::{ADMIN_TOKEN, NOBODY_TOKEN, TestEnv, options};
 use registrar_tests::fixtures::{GatewayAuth, create_gateway, create_runtime};
+use registrar_tests::proxy::Proxy;
 use registrar_tests::standin::Fault;
 use registrar_tests::{ACCOUNT, REGION};
+use registrar_worker::aws::agentcore::AgentCoreAws;
+use registrar_worker::resync::ResyncOptions;
 use registrar_worker::resync::report::Status;
 use serde_json::json;
 
@@ -50,6 +53,108 @@ async fn a_second_resync_makes_zero_registry_writes() -> anyhow::Result<()> {
     assert_eq!(
         gets, 0,
         "what exists is learned from the two list calls, not per entry"
+    );
+    Ok(())
+}
+
+/// The AgentCore calls of a resync through `aws`, as `GET /gateways/` and the like.
+fn agentcore_calls(aws: &Proxy) -> Vec<String> {
+    aws.take_recorded()
+        .iter()
+        .filter(|c| c.service == "bedrock-agentcore")
+        .map(|c| {
+            format!(
+                "{} {}",
+                c.method,
+                c.uri.split('?').next().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rescan_reads_only_what_aws_lists_as_changed_unless_deep() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let orders = create_gateway(&env.agentcore, "orders", GatewayAuth::Iam).await?;
+    create_gateway(&env.agentcore, "wide-open", GatewayAuth::None).await?;
+    create_runtime(&env.agentcore, "support_agent", ServerProtocol::A2A).await?;
+    create_runtime(&env.agentcore, "geo_tools", ServerProtocol::Mcp).await?;
+    assert_eq!(env.resync(options()).await?.registered, 4);
+    // Through a proxy that counts AgentCore calls (and finishes moto's endless UPDATING).
+    let aws = Proxy::start(&env.moto.url()).await?;
+    aws.controls().complete_updates = true;
+    let ac = AgentCoreAws::new(&env.config.to_builder().endpoint_url(aws.url()).build());
+    let registry = env.registry(ADMIN_TOKEN);
+
+    aws.record();
+    env.standin.clear_log();
+    let quick = env.resync_with(&ac, &registry, options()).await?;
+    assert_eq!(quick.unchanged, 4, "{}", quick.to_text());
+    assert!(
+        quick
+            .results
+            .iter()
+            .all(|r| r.message.starts_with("not read")),
+        "{}",
+        quick.to_text()
+    );
+    assert_eq!(quick.unauthenticated, ["/wide-open"], "still warned about");
+    assert_eq!(
+        agentcore_calls(&aws),
+        ["GET /gateways", "POST /runtimes"],
+        "the two lists, no Get"
+    );
+    assert_eq!(env.standin.writes(), vec![]);
+
+    aws.record();
+    let deep = env
+        .resync_with(
+            &ac,
+            &registry,
+            ResyncOptions {
+                deep: true,
+                ..options()
+            },
+        )
+        .await?;
+    assert_eq!(deep.unchanged, 4, "{}", deep.to_text());
+    assert_eq!(
+        agentcore_calls(&aws).len(),
+        2 + 4,
+        "--deep reads every resource"
+    );
+    assert_eq!(env.standin.writes(), vec![]);
+
+    // A change in AgentCore moves updatedAt: that resource alone is read and rewritten.
+    env.agentcore
+        .update_gateway()
+        .gateway_identifier(&orders)
+        .name("orders")
+        .description("Orders, now with refunds")
+        .role_arn(format!("arn:aws:iam::{ACCOUNT}:role/gw"))
+        .protocol_type(GatewayProtocolType::Mcp)
+        .authorizer_type(AuthorizerType::AwsIam)
+        .send()
+        .await?;
+    aws.record();
+    let after = env.resync_with(&ac, &registry, options()).await?;
+    assert_eq!(
+        (after.updated, after.unchanged),
+        (1, 3),
+        "{}",
+        after.to_text()
+    );
+    assert_eq!(
+        agentcore_calls(&aws),
+        [
+            "GET /gateways".to_owned(),
+            format!("GET /gateways/{orders}"),
+            "POST /runtimes".to_owned()
+        ]
+    );
+    assert_eq!(
+        env.standin.server("/orders").expect("entry")["description"],
+        json!("Orders, now with refunds")
     );
     Ok(())
 }

@@ -21,7 +21,7 @@ use registrar_tests::proxy::Proxy;
 use registrar_tests::standin::Fault;
 use registrar_worker::aws::agentcore::AgentCoreAws;
 use registrar_worker::aws::fleet::Fleet;
-use registrar_worker::resync::scan::{Progress, scan_fleet};
+use registrar_worker::resync::scan::{Known, Progress, scan_fleet};
 use serde_json::{Value, json};
 use tokio::process::Child;
 
@@ -193,6 +193,7 @@ async fn expected(env: &TestEnv, aws: &Proxy) -> anyhow::Result<BTreeMap<String,
     let scanned = scan_fleet(
         &fleet,
         registrar_tests::env::options().scan,
+        &Known::default(),
         &Progress::default(),
     )
     .await;

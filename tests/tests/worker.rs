@@ -555,3 +555,81 @@ async fn an_update_event_rewrites_a_changed_entry_and_a_delete_before_its_create
     assert!(path.dead_letters().await?.is_empty());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_of_repeated_events_costs_one_reconcile_per_resource() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let path = EventPath::create(&env.config, "backlog", 5, 10).await?;
+    let id = create_gateway(&env.agentcore, "busy", GatewayAuth::Iam).await?;
+    // A backlog: six events for one gateway queued while no worker ran.
+    for _ in 0..6 {
+        path.put(
+            "UpdateGateway",
+            json!({"gatewayIdentifier": id, "name": "***"}),
+            json!(null),
+        )
+        .await?;
+    }
+    // Past the margin, so the first reconcile starts well after every event was queued.
+    tokio::time::sleep(Duration::from_millis(
+        registrar_worker::fresh::MARGIN_MS + 500,
+    ))
+    .await;
+    let aws = registrar_tests::proxy::Proxy::start(&env.moto.url()).await?;
+    aws.record();
+    let port = registrar_tests::moto::free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let _worker = env.spawn_worker_with_env(
+        &path,
+        &["--concurrency", "1", "--listen", &listen],
+        &[("AWS_ENDPOINT_URL", &aws.url())],
+    )?;
+    let mut drained = false;
+    for _ in 0..100 {
+        if path.depth().await? == 0 {
+            drained = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(drained, "{}", env.worker_logs());
+    assert!(env.standin.server("/busy").is_some());
+    let (_, metrics) = http_get(&format!("http://{listen}/metrics")).await?;
+    for line in [
+        "registrar_messages_total{ending=\"done\"} 1",
+        "registrar_messages_total{ending=\"superseded\"} 5",
+        "registrar_reconciles_total{result=\"done\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in\n{metrics}"
+        );
+    }
+    let gets = aws
+        .take_recorded()
+        .iter()
+        .filter(|c| c.service == "bedrock-agentcore")
+        .count();
+    assert_eq!(gets, 1, "one AgentCore read for six events");
+    assert_eq!(path.dlq_total().await?, 0);
+
+    // An event queued after that reconcile began is not covered: it is reconciled.
+    path.put(
+        "UpdateGateway",
+        json!({"gatewayIdentifier": id, "name": "***"}),
+        json!(null),
+    )
+    .await?;
+    let second = "registrar_reconciles_total{result=\"done\"} 2";
+    let mut reconciled = false;
+    for _ in 0..100 {
+        let (_, metrics) = http_get(&format!("http://{listen}/metrics")).await?;
+        if metrics.lines().any(|l| l == second) {
+            reconciled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(reconciled, "{}", env.worker_logs());
+    Ok(())
+}

@@ -432,6 +432,43 @@ fn guard_deregistrations(
     (actions, freed)
 }
 
+/// A recorded resource whose registry entry is exactly as we last wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intact {
+    pub recorded: RecordedResource,
+    /// The entry's display name (reports show it; the AWS name is not recorded).
+    pub name: String,
+    /// The entry carries the unauthenticated-gateway tag.
+    pub unauthenticated: bool,
+}
+
+/// Resources a rescan need not read from AgentCore (design, "do only what changed"): recorded
+/// with AWS's `updatedAt`, their enabled state settled, and their entry listed by the registry as
+/// ours, at the recorded path, with the recorded fingerprint. When AgentCore lists one of them
+/// READY with that same `updatedAt`, nothing its entry is derived from can have changed.
+pub fn intact(recorded: &[RecordedResource], current: &[CurrentEntry]) -> Vec<Intact> {
+    let by_path: BTreeMap<(Collection, &str), &CurrentEntry> = current
+        .iter()
+        .map(|c| ((c.collection, c.path.as_str()), c))
+        .collect();
+    recorded
+        .iter()
+        .filter(|r| r.enabled_set && !r.aws_updated_at.is_empty())
+        .filter_map(|r| {
+            let entry = by_path.get(&(r.collection, r.path.as_str()))?;
+            let ours = matches!(entry.owner(false), Owner::Us(o) if o.arn == r.resource.arn);
+            (ours && entry.fingerprint() == Some(r.fingerprint.as_str())).then(|| Intact {
+                recorded: r.clone(),
+                name: entry.name.clone(),
+                unauthenticated: entry
+                    .tags
+                    .iter()
+                    .any(|t| t == crate::desired::UNAUTHENTICATED_TAG),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;

@@ -317,6 +317,58 @@ fn a_recorded_entry_hidden_from_lists_is_still_a_deletion_candidate() {
     assert_eq!(kinds(&actions), ["deregister", "unchanged"]);
 }
 
+fn recorded_as_written(d: &DesiredEntry) -> RecordedResource {
+    RecordedResource {
+        resource: d.resource.clone(),
+        collection: d.collection(),
+        path: d.path.clone(),
+        fingerprint: d.fingerprint.clone(),
+        aws_updated_at: d.aws_updated_at.clone(),
+        enabled_set: true,
+    }
+}
+
+#[test]
+fn only_entries_exactly_as_we_wrote_them_may_skip_the_read() {
+    let a = gw("alpha", "gwa", "1");
+    let recorded = recorded_as_written(&a);
+    let found = intact(std::slice::from_ref(&recorded), &[written(&a)]);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].recorded, recorded);
+    assert_eq!(found[0].name, written(&a).name);
+    assert!(!found[0].unauthenticated);
+
+    // Missing from the list (deleted in the registry, or hidden): read it.
+    assert!(intact(std::slice::from_ref(&recorded), &[]).is_empty());
+    // Another fingerprint at the path (edited in the registry, or written by an older version).
+    let mut edited = written(&a);
+    edited
+        .metadata
+        .insert("fingerprint".into(), json!("something else"));
+    assert!(intact(std::slice::from_ref(&recorded), &[edited]).is_empty());
+    // Someone else's entry at the path.
+    assert!(
+        intact(
+            std::slice::from_ref(&recorded),
+            &[foreign(Collection::Server, &a.path)]
+        )
+        .is_empty()
+    );
+    // An enable still owed, or no updatedAt recorded: read it.
+    for r in [
+        RecordedResource {
+            enabled_set: false,
+            ..recorded.clone()
+        },
+        RecordedResource {
+            aws_updated_at: String::new(),
+            ..recorded.clone()
+        },
+    ] {
+        assert!(intact(&[r], &[written(&a)]).is_empty());
+    }
+}
+
 // ---- property tests -------------------------------------------------------------------------
 
 /// The registry after `actions` were applied to `current`.

@@ -20,7 +20,7 @@ use crate::aws::state::DynamoState;
 use crate::registry::token::{ClientCredentialsToken, TokenFile, TokenSource};
 use crate::registry::{RegistryClient, RetryPolicy, check_registry_url};
 use crate::resync::report::{Outcome, Report, Status};
-use crate::resync::scan::{Progress, ScanOptions, scan_fleet};
+use crate::resync::scan::{Known, Progress, ScanOptions, scan_fleet};
 use crate::resync::{ResyncOptions, resync};
 
 #[derive(Debug, Parser)]
@@ -246,6 +246,10 @@ pub enum Command {
         /// Deregister even past --max-delete-fraction.
         #[arg(long)]
         force: bool,
+        /// Read every resource from AgentCore and recheck every entry, even those AgentCore lists
+        /// with the updatedAt of an entry that is as we wrote it (skipped otherwise).
+        #[arg(long)]
+        deep: bool,
         /// Concurrent registry writes.
         #[arg(long, env = "REGISTRAR_REGISTRY_CONCURRENCY", default_value_t = 8)]
         registry_concurrency: usize,
@@ -770,6 +774,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             policy,
             force,
+            deep,
             registry_concurrency,
         } => {
             let ctx = policy.plan_context(force)?;
@@ -783,6 +788,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 enable: policy.enable_policy,
                 dry_run,
                 registry_concurrency,
+                deep,
             };
             let progress = Arc::new(Progress::default());
             let ticker = spawn_progress(progress.clone());
@@ -807,7 +813,13 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let agentcore = scope.reach.fleet(&config).await?;
             let progress = Arc::new(Progress::default());
             let ticker = spawn_progress(progress.clone());
-            let scanned = scan_fleet(&agentcore, scope.scan_options(), &progress).await;
+            let scanned = scan_fleet(
+                &agentcore,
+                scope.scan_options(),
+                &Known::default(),
+                &progress,
+            )
+            .await;
             stop_progress(ticker);
             let rows = scanned
                 .discovered
@@ -945,6 +957,7 @@ async fn run_worker(
             enable: args.policy.enable_policy,
             dry_run: false,
             registry_concurrency: 4,
+            deep: false,
         },
     };
     let tokens = if args.token_refresh {

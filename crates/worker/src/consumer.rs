@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::aws::fleet::Fleet;
+use crate::fresh::Freshness;
 use crate::gate::KeyGate;
 use crate::reconcile::{KeyOutcome, ReconcileOptions, reconcile};
 
@@ -50,6 +51,8 @@ pub struct ConsumerStats {
     pub received: AtomicU64,
     pub done: AtomicU64,
     pub ignored: AtomicU64,
+    /// Deleted unread: a settled reconcile of their keys began after they were queued.
+    pub superseded: AtomicU64,
     pub waiting: AtomicU64,
     pub retried: AtomicU64,
     pub dead_lettered: AtomicU64,
@@ -120,6 +123,7 @@ pub struct Consumer<A, R, S> {
     /// This worker's name in leases.
     pub owner: String,
     gate: KeyGate<KeyOutcome>,
+    fresh: Freshness,
     failures: Mutex<HashMap<ResourceKey, u32>>,
 }
 
@@ -163,6 +167,7 @@ where
                 (jitter() * 10_000.0) as u32
             ),
             gate: KeyGate::default(),
+            fresh: Freshness::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -290,6 +295,12 @@ where
             }
             Verdict::Reconcile { keys, meta } => (keys, meta),
         };
+        if self.fresh.covers(&keys, message.sent_at_ms) {
+            tracing::debug!(message_id = %message.message_id, event_name = %meta.event_name, "Already reconciled since this event was queued; deleting it.");
+            self.stats.superseded.fetch_add(1, Ordering::Relaxed);
+            let _ = done.send(message).await;
+            return;
+        }
         if let Some(lag) = meta
             .event_time
             .as_deref()
@@ -418,10 +429,14 @@ where
             }
         };
         let opts = self.config.reconcile;
+        let started_ms = now_ms();
         let outcome = tokio::select! {
             o = reconcile(&self.agentcore, &self.registry, &self.state, key, opts) => o,
             () = renew => unreachable!("the renewal loop never ends"),
         };
+        if matches!(outcome, KeyOutcome::Done(_)) {
+            self.fresh.mark(key, started_ms);
+        }
         if let Err(e) = self.state.release_lease(&name, &self.owner).await {
             tracing::warn!(error = %e, "Lease release failed; it expires on its own.");
         }

@@ -90,6 +90,7 @@ async fn metrics(State(t): State<Telemetry>) -> String {
         &[
             ("{ending=\"done\"}", get(&c.done)),
             ("{ending=\"ignored\"}", get(&c.ignored)),
+            ("{ending=\"superseded\"}", get(&c.superseded)),
             ("{ending=\"waiting\"}", get(&c.waiting)),
             ("{ending=\"retried\"}", get(&c.retried)),
             ("{ending=\"dead_lettered\"}", get(&c.dead_lettered)),

@@ -129,6 +129,28 @@ fn count_by_service(calls: &[Recorded]) -> BTreeMap<String, usize> {
     by
 }
 
+/// `service Operation` of an AWS call: the JSON protocols name it in `X-Amz-Target`; REST calls
+/// (AgentCore) are named by method and the path with ids dropped.
+fn operation_of(c: &Recorded) -> String {
+    let op = c
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.rsplit('.').next())
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            let path = c.uri.split('?').next().unwrap_or_default();
+            let shape: Vec<&str> = path
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .enumerate()
+                .map(|(i, s)| if i % 2 == 1 { "{id}" } else { s })
+                .collect();
+            format!("{} /{}", c.method, shape.join("/"))
+        });
+    format!("{} {op}", c.service)
+}
+
 fn describe(by: &BTreeMap<String, usize>) -> String {
     by.iter()
         .map(|(k, v)| format!("{k} {v}"))
@@ -318,10 +340,15 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
     let path = EventPath::create(&env.config, "burst", 5, 30).await?;
     let registry = Proxy::start(&env.standin.url()).await?;
     registry.record();
+    let aws = Proxy::start(&env.moto.url()).await?;
+    aws.record();
     let worker = env.spawn_worker_with_env(
         &path,
         &["--concurrency", "32", "--wait-base", "1"],
-        &[("REGISTRY_URL", &registry.url())],
+        &[
+            ("REGISTRY_URL", &registry.url()),
+            ("AWS_ENDPOINT_URL", &aws.url()),
+        ],
     )?;
     let pid = worker.id().context("worker pid")?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -376,6 +403,11 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
     let drain = started.elapsed();
     let cpu = cpu_seconds(pid)? - cpu_before;
     let calls = registry.take_recorded();
+    let mut by_operation: BTreeMap<String, usize> = BTreeMap::new();
+    for c in &aws.take_recorded() {
+        *by_operation.entry(operation_of(c)).or_default() += 1;
+    }
+    let aws_calls: usize = by_operation.values().sum();
     let writes: Vec<&Recorded> = calls.iter().filter(|c| c.method != "GET").collect();
     let registrations = writes
         .iter()
@@ -406,6 +438,16 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
         secs(percentile(&latencies, 0.99)),
         cpu * 1000.0 / args.burst_events as f64,
         path.dlq_total().await?
+    )?;
+    writeln!(
+        out,
+        "The worker's AWS calls: {aws_calls} ({:.2} per event): {}.\n",
+        aws_calls as f64 / args.burst_events as f64,
+        by_operation
+            .iter()
+            .map(|(op, n)| format!("{op} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     )?;
     if std::env::var_os("BENCH_LOGS").is_some() {
         eprintln!("{}", env.worker_logs());

@@ -27,7 +27,8 @@ pub struct AgentCoreAws {
     /// own credentials.
     expected_account: Option<String>,
     /// The account, once STS has answered (it never changes for one set of credentials).
-    account: std::sync::Arc<std::sync::OnceLock<String>>,
+    /// Asked of STS once; concurrent first callers share the one call.
+    account: std::sync::Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl AgentCoreAws {
@@ -94,11 +95,9 @@ macro_rules! found_or_none {
     };
 }
 
-impl AgentCore for AgentCoreAws {
-    async fn account(&self) -> Result<String, PortError> {
-        if let Some(known) = self.account.get() {
-            return Ok(known.clone());
-        }
+impl AgentCoreAws {
+    /// The account STS says these credentials act in; a member's must be the expected one.
+    async fn ask_account(&self) -> Result<String, PortError> {
         let me = self
             .sts
             .get_caller_identity()
@@ -106,22 +105,31 @@ impl AgentCore for AgentCoreAws {
             .await
             .map_err(|e| classify_sdk_error("sts", "GetCallerIdentity", &e))?;
         let account = me.account().unwrap_or_default().to_owned();
-        if let Some(expected) = &self.expected_account
-            && expected != &account
-        {
-            return Err(PortError::new(
+        let wrong = match &self.expected_account {
+            Some(expected) if expected != &account => Some(format!(
+                "the role for member account {expected} acts in account {account}: check the role ARN"
+            )),
+            None if account.is_empty() => Some("STS named no account".to_owned()),
+            _ => None,
+        };
+        match wrong {
+            Some(why) => Err(PortError::new(
                 "sts",
                 "GetCallerIdentity",
                 registrar_core::ErrorClass::Terminal,
-                format!(
-                    "the role for member account {expected} acts in account {account}: check the role ARN"
-                ),
-            ));
+                why,
+            )),
+            None => Ok(account),
         }
-        if !account.is_empty() {
-            let _ = self.account.set(account.clone());
-        }
-        Ok(account)
+    }
+}
+
+impl AgentCore for AgentCoreAws {
+    async fn account(&self) -> Result<String, PortError> {
+        self.account
+            .get_or_try_init(|| self.ask_account())
+            .await
+            .cloned()
     }
 
     fn region(&self) -> &str {

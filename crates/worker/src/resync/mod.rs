@@ -10,12 +10,12 @@ use futures::{StreamExt, stream};
 use registrar_core::PortError;
 use registrar_core::desired::Collection;
 use registrar_core::enable::EnablePolicy;
-use registrar_core::plan::{Action, PlanContext, plan};
+use registrar_core::plan::{Action, PlanContext, intact, plan};
 use registrar_core::ports::{AgentCore, Registry, StateStore};
 
 use self::apply::Applier;
 use self::report::{Outcome, Report, Status};
-use self::scan::{Progress, ScanOptions, scan_fleet};
+use self::scan::{Known, Progress, ScanOptions, scan_fleet};
 use crate::aws::fleet::Fleet;
 
 /// Settings of one resync.
@@ -27,6 +27,8 @@ pub struct ResyncOptions {
     pub dry_run: bool,
     /// Concurrent registry writes.
     pub registry_concurrency: usize,
+    /// Read every resource, even those listed with the `updatedAt` of an intact entry.
+    pub deep: bool,
 }
 
 /// Runs one full resync. An `Err` means nothing was applied (the registry or the state could
@@ -38,13 +40,19 @@ pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
     opts: ResyncOptions,
     progress: &Progress,
 ) -> Result<Report, PortError> {
-    let scanned = scan_fleet(agentcore, opts.scan, progress).await;
-    let (servers, agents) = futures::try_join!(
+    let (servers, agents, recorded, manifests) = futures::try_join!(
         registry.list(Collection::Server),
-        registry.list(Collection::Agent)
+        registry.list(Collection::Agent),
+        state.resources(),
+        state.manifests()
     )?;
     let current: Vec<_> = servers.into_iter().chain(agents).collect();
-    let (recorded, manifests) = futures::try_join!(state.resources(), state.manifests())?;
+    let known = if opts.deep {
+        Known::default()
+    } else {
+        Known::new(intact(&recorded, &current))
+    };
+    let scanned = scan_fleet(agentcore, opts.scan, &known, progress).await;
 
     let actions = plan(&scanned.observation, &current, &recorded, opts.ctx);
     let unauthenticated: Vec<String> = scanned
@@ -56,6 +64,13 @@ pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
                 && d.resource.kind == registrar_core::identity::ResourceKind::Gateway
         })
         .map(|d| d.path.clone())
+        .chain(
+            scanned
+                .unread
+                .iter()
+                .filter(|i| i.unauthenticated)
+                .map(|i| i.recorded.path.clone()),
+        )
         .collect();
     for path in &unauthenticated {
         tracing::warn!(
@@ -68,7 +83,16 @@ pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
         .desired
         .iter()
         .filter(|d| d.manifest.is_some())
-        .count();
+        .count()
+        + {
+            let rows: std::collections::BTreeSet<&str> =
+                manifests.iter().map(|m| m.arn.as_str()).collect();
+            scanned
+                .unread
+                .iter()
+                .filter(|i| rows.contains(i.recorded.resource.arn.as_str()))
+                .count()
+        };
     let mut outcomes: Vec<Outcome> = scanned
         .discovered
         .iter()
@@ -95,6 +119,7 @@ pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
                 None
             }
         })
+        .chain(scanned.unread.iter().map(Outcome::unread))
         .collect();
     let errors = scanned.errors.iter().map(ToString::to_string).collect();
 

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use registrar_core::ErrorClass;
 use registrar_core::desired::{Collection, DesiredEntry};
 use registrar_core::identity::{ResourceKind, ResourceRef};
-use registrar_core::plan::Action;
+use registrar_core::plan::{Action, Intact};
 use serde::Serialize;
 
 /// The result of one resource in a run.
@@ -96,6 +96,21 @@ impl Outcome {
             status,
             message: message.into(),
             error_class: None,
+        }
+    }
+
+    /// A resource a rescan did not read: listed with the `updatedAt` of its intact entry.
+    pub fn unread(i: &Intact) -> Self {
+        let r = &i.recorded;
+        Self {
+            registration_type: Some(registration_type(r.collection)),
+            ..Self::for_resource(
+                &r.resource,
+                &i.name,
+                &r.path,
+                Status::Unchanged,
+                "not read: AgentCore lists it with the updatedAt of its entry",
+            )
         }
     }
 

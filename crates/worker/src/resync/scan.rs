@@ -1,5 +1,6 @@
 //! A full scan of one account and region: every gateway, target and runtime, read now.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::{StreamExt, stream};
@@ -9,7 +10,7 @@ use registrar_core::desired::{
 };
 use registrar_core::identity::{ResourceKind, Scope};
 use registrar_core::observed::{GatewaySnapshot, Lifecycle};
-use registrar_core::plan::Observation;
+use registrar_core::plan::{Intact, Observation};
 use registrar_core::ports::{AgentCore, Listed};
 
 use crate::aws::fleet::Fleet;
@@ -44,7 +45,47 @@ pub struct Discovered {
 pub struct Scan {
     pub observation: Observation,
     pub discovered: Vec<Discovered>,
+    /// Listed READY with the `updatedAt` recorded for an intact entry: not read, unchanged.
+    pub unread: Vec<Intact>,
     pub errors: Vec<PortError>,
+}
+
+/// Resources whose read a scan may skip, by kind, account, region and id (see
+/// [`registrar_core::plan::intact`]). Empty for a deep scan and for `list`.
+#[derive(Debug, Default)]
+pub struct Known(HashMap<(ResourceKind, String, String, String), Intact>);
+
+impl Known {
+    pub fn new(intact: Vec<Intact>) -> Self {
+        Self(
+            intact
+                .into_iter()
+                .map(|i| {
+                    let r = &i.recorded.resource;
+                    (
+                        (r.kind, r.account.clone(), r.region.clone(), r.id.clone()),
+                        i,
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// The intact entry of a listed resource that is READY with the recorded `updatedAt`.
+    fn unchanged(
+        &self,
+        kind: ResourceKind,
+        account: &str,
+        region: &str,
+        l: &Listed,
+    ) -> Option<&Intact> {
+        let key = (kind, account.to_owned(), region.to_owned(), l.id.clone());
+        self.0.get(&key).filter(|i| {
+            l.lifecycle == Lifecycle::Ready
+                && !l.updated_at.is_empty()
+                && l.updated_at == i.recorded.aws_updated_at
+        })
+    }
 }
 
 /// Progress of a long scan, read by the terminal indicator.
@@ -73,6 +114,29 @@ impl Progress {
 }
 
 impl Scan {
+    /// Keeps the listed resources that must be read; the others are unread and present.
+    fn skip_known(
+        &mut self,
+        kind: ResourceKind,
+        scope: (&str, &str),
+        listed: Vec<Listed>,
+        known: &Known,
+    ) -> Vec<Listed> {
+        listed
+            .into_iter()
+            .filter(|l| match known.unchanged(kind, scope.0, scope.1, l) {
+                Some(i) => {
+                    self.observation
+                        .present
+                        .insert(i.recorded.resource.arn.clone());
+                    self.unread.push(i.clone());
+                    false
+                }
+                None => true,
+            })
+            .collect()
+    }
+
     fn add_entry(
         &mut self,
         kind: ResourceKind,
@@ -148,6 +212,7 @@ impl Scan {
         self.observation.present.extend(present);
         self.observation.covered.extend(covered);
         self.discovered.extend(other.discovered);
+        self.unread.extend(other.unread);
         self.errors.extend(other.errors);
     }
 }
@@ -156,19 +221,31 @@ impl Scan {
 pub async fn scan_fleet<A: AgentCore>(
     fleet: &Fleet<A>,
     opts: ScanOptions,
+    known: &Known,
     progress: &Progress,
 ) -> Scan {
-    let scans =
-        futures::future::join_all(fleet.members().iter().map(|ac| scan(ac, opts, progress))).await;
+    let scans = futures::future::join_all(
+        fleet
+            .members()
+            .iter()
+            .map(|ac| scan(ac, opts, known, progress)),
+    )
+    .await;
     scans.into_iter().fold(Scan::default(), |mut all, one| {
         all.absorb(one);
         all
     })
 }
 
-/// Scans one account and region of AgentCore. Errors are collected, not raised: a scope with any error is simply not
-/// covered, so nothing in it can be deregistered.
-pub async fn scan<A: AgentCore>(ac: &A, opts: ScanOptions, progress: &Progress) -> Scan {
+/// Scans one account and region of AgentCore. Errors are collected, not raised: a scope with
+/// any error is simply not covered, so nothing in it can be deregistered. Resources `known`
+/// unchanged are listed but not read.
+pub async fn scan<A: AgentCore>(
+    ac: &A,
+    opts: ScanOptions,
+    known: &Known,
+    progress: &Progress,
+) -> Scan {
     let mut out = Scan::default();
     let account = match ac.account().await {
         Ok(a) => a,
@@ -188,6 +265,13 @@ pub async fn scan<A: AgentCore>(ac: &A, opts: ScanOptions, progress: &Progress) 
         match ac.list_gateways().await {
             Ok(listed) => {
                 progress.listed.fetch_add(listed.len(), Ordering::Relaxed);
+                // Targets are read through their gateway's snapshot: read every gateway then.
+                let listed = if opts.mcp_targets {
+                    listed
+                } else {
+                    let region = ac.region().to_owned();
+                    out.skip_known(ResourceKind::Gateway, (&account, &region), listed, known)
+                };
                 let reads: Vec<(Listed, Result<Option<GatewaySnapshot>, PortError>)> =
                     stream::iter(listed)
                         .map(|l| async move {
@@ -257,6 +341,9 @@ pub async fn scan<A: AgentCore>(ac: &A, opts: ScanOptions, progress: &Progress) 
         match ac.list_runtimes().await {
             Ok(listed) => {
                 progress.listed.fetch_add(listed.len(), Ordering::Relaxed);
+                let region = ac.region().to_owned();
+                let listed =
+                    out.skip_known(ResourceKind::Runtime, (&account, &region), listed, known);
                 let reads: Vec<_> = stream::iter(listed)
                     .map(|l| async move {
                         let got = ac.get_runtime(&l.id).await;

@@ -1,0 +1,114 @@
+//! Messages a finished reconcile already covers. A reconcile reads AgentCore and the registry as
+//! they are when it starts, so a message queued before a settled reconcile of its key began
+//! announces nothing that reconcile did not see (invariant 1: events only name a resource). Such
+//! a message is deleted without another round of reads: a burst of repeated events for the same
+//! resources drains at the cost of one reconcile per resource, not one per event.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use registrar_core::identity::ResourceKey;
+
+/// A reconcile covers a message only if it started this long after SQS accepted the message:
+/// room for clock skew between SQS and this host and for AgentCore's read-after-write lag (the
+/// API call behind an event happened before the event was even queued).
+pub const MARGIN_MS: u64 = 2_000;
+/// Marks older than this are forgotten: a message queued that long before is rare (a retry, a
+/// replay) and is simply reconciled.
+const KEEP_MS: u64 = 15 * 60 * 1_000;
+/// How often the marks are pruned.
+const PRUNE_EVERY_MS: u64 = 60 * 1_000;
+
+/// When the last settled reconcile of each key started (epoch milliseconds).
+#[derive(Debug, Default)]
+pub struct Freshness {
+    marks: Mutex<HashMap<ResourceKey, u64>>,
+    pruned_at_ms: AtomicU64,
+}
+
+impl Freshness {
+    /// A reconcile of `key` that started at `started_ms` converged (or had nothing to do).
+    pub fn mark(&self, key: &ResourceKey, started_ms: u64) {
+        let mut marks = self.lock();
+        let mark = marks.entry(key.clone()).or_default();
+        *mark = (*mark).max(started_ms);
+        if started_ms.saturating_sub(self.pruned_at_ms.load(Ordering::Relaxed)) > PRUNE_EVERY_MS {
+            marks.retain(|_, at| started_ms.saturating_sub(*at) < KEEP_MS);
+            self.pruned_at_ms.store(started_ms, Ordering::Relaxed);
+        }
+    }
+
+    /// True when every key of a message queued at `sent_at_ms` was reconciled, to a settled
+    /// end, by a run that started at least [`MARGIN_MS`] later.
+    pub fn covers(&self, keys: &[ResourceKey], sent_at_ms: Option<u64>) -> bool {
+        let Some(sent) = sent_at_ms else {
+            return false;
+        };
+        let marks = self.lock();
+        !keys.is_empty()
+            && keys
+                .iter()
+                .all(|k| marks.get(k).is_some_and(|&at| at >= sent + MARGIN_MS))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ResourceKey, u64>> {
+        self.marks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use registrar_core::identity::ResourceKind;
+
+    fn key(id: &str) -> ResourceKey {
+        ResourceKey {
+            kind: ResourceKind::Gateway,
+            account: "123456789012".into(),
+            region: "us-east-1".into(),
+            id: id.into(),
+            gateway_id: None,
+        }
+    }
+
+    #[test]
+    fn a_message_is_covered_only_by_a_reconcile_that_started_well_after_it_was_queued() {
+        let fresh = Freshness::default();
+        let sent = 1_000_000;
+        assert!(!fresh.covers(&[key("a")], Some(sent)), "never reconciled");
+        fresh.mark(&key("a"), sent + MARGIN_MS - 1);
+        assert!(!fresh.covers(&[key("a")], Some(sent)), "inside the margin");
+        fresh.mark(&key("a"), sent + MARGIN_MS);
+        assert!(fresh.covers(&[key("a")], Some(sent)));
+        assert!(
+            !fresh.covers(&[key("a")], Some(sent + 1)),
+            "queued after that run began"
+        );
+        assert!(!fresh.covers(&[key("a")], None), "no SentTimestamp");
+    }
+
+    #[test]
+    fn every_key_of_a_message_must_be_covered() {
+        let fresh = Freshness::default();
+        fresh.mark(&key("a"), 10_000);
+        assert!(!fresh.covers(&[key("a"), key("b")], Some(1)));
+        fresh.mark(&key("b"), 10_000);
+        assert!(fresh.covers(&[key("a"), key("b")], Some(1)));
+        assert!(!fresh.covers(&[], Some(1)), "a message without keys");
+    }
+
+    #[test]
+    fn an_older_mark_never_replaces_a_newer_one_and_old_marks_are_forgotten() {
+        let fresh = Freshness::default();
+        fresh.mark(&key("a"), 50_000);
+        fresh.mark(&key("a"), 20_000);
+        assert!(fresh.covers(&[key("a")], Some(40_000)));
+        let later = 50_000 + KEEP_MS + PRUNE_EVERY_MS + 1;
+        fresh.mark(&key("b"), later);
+        assert!(!fresh.covers(&[key("a")], Some(0)), "pruned");
+        assert!(fresh.covers(&[key("b")], Some(later - MARGIN_MS)));
+    }
+}
