@@ -18,6 +18,7 @@ use registrar_tests::env::{ADMIN_TOKEN, TestEnv, eventually, registrar_bin};
 use registrar_tests::events::EventPath;
 use registrar_tests::fixtures::{GatewayAuth, create_gateway, create_runtime};
 use registrar_tests::idp::Idp;
+use registrar_tests::moto::Moto;
 use registrar_tests::proxy::{Proxy, Recorded, send};
 use registrar_tests::standin::{Standin, User};
 use registrar_worker::aws::state::DynamoState;
@@ -31,7 +32,7 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     runtimes: usize,
     /// Network delays to measure the resync at (comma-separated milliseconds per call).
-    #[arg(long, value_delimiter = ',', default_value = "0,20")]
+    #[arg(long, value_delimiter = ',', default_value = "0,20,50")]
     latency_ms: Vec<u64>,
     /// AWS and registry concurrency of the measured resync.
     #[arg(long, default_value_t = 32)]
@@ -94,11 +95,30 @@ async fn seed(env: &TestEnv, prefix: &str, gateways: usize, runtimes: usize) -> 
     Ok(())
 }
 
+/// The proxies a measured run and its baseline reach their peers through.
+struct Peers<'a> {
+    /// moto for AgentCore and STS.
+    aws: &'a Proxy,
+    /// A second moto for DynamoDB: AWS serves its services independently, while one moto
+    /// process serves one request at a time behind a global dispatch lock.
+    dynamodb: &'a Proxy,
+    registry: &'a Proxy,
+}
+
+impl Peers<'_> {
+    fn for_service(&self, service: &str) -> String {
+        match service {
+            "registry" => self.registry.url(),
+            "dynamodb" => self.dynamodb.url(),
+            _ => self.aws.url(),
+        }
+    }
+}
+
 /// Runs the real `registrar` with AWS and the registry behind the given proxies.
 async fn registrar(
     env: &TestEnv,
-    aws: &Proxy,
-    registry: &Proxy,
+    peers: &Peers<'_>,
     table: &str,
     args: &[&str],
 ) -> anyhow::Result<serde_json::Value> {
@@ -106,8 +126,9 @@ async fn registrar(
         .cli_with_env(
             args,
             &[
-                ("AWS_ENDPOINT_URL", &aws.url()),
-                ("REGISTRY_URL", &registry.url()),
+                ("AWS_ENDPOINT_URL", &peers.aws.url()),
+                ("AWS_ENDPOINT_URL_DYNAMODB", &peers.dynamodb.url()),
+                ("REGISTRY_URL", &peers.registry.url()),
                 ("REGISTRAR_TABLE", table),
             ],
         )
@@ -164,8 +185,7 @@ fn describe(by: &BTreeMap<String, usize>) -> String {
 /// call meets the same state it met the first time.
 async fn replay(
     calls: &[Recorded],
-    aws: &Proxy,
-    registry: &Proxy,
+    peers: &Peers<'_>,
     from_table: &str,
     to_table: &str,
 ) -> anyhow::Result<Duration> {
@@ -174,14 +194,12 @@ async fn replay(
     let to = format!("\"TableName\":\"{to_table}\"");
     let started = Instant::now();
     for c in calls {
-        let (base, body) = match c.service.as_str() {
-            "registry" => (registry.url(), c.body.clone()),
-            "dynamodb" => (
-                aws.url(),
-                String::from_utf8_lossy(&c.body).replace(&from, &to).into(),
-            ),
-            _ => (aws.url(), c.body.clone()),
+        let body = if c.service == "dynamodb" {
+            String::from_utf8_lossy(&c.body).replace(&from, &to).into()
+        } else {
+            c.body.clone()
         };
+        let base = peers.for_service(&c.service);
         send(&client, &base, &c.method, &c.uri, &c.headers, body).await?;
     }
     Ok(started.elapsed())
@@ -197,6 +215,8 @@ async fn bench_resync(args: &Args, out: &mut String) -> anyhow::Result<()> {
         secs(seeding.elapsed())
     );
     let conc = args.concurrency.to_string();
+    let ddb_moto = Moto::start().await?;
+    let ddb_config = ddb_moto.sdk_config().await;
     writeln!(
         out,
         "### Full resync: {g} gateways + {r} runtimes\n\n\
@@ -207,16 +227,37 @@ async fn bench_resync(args: &Args, out: &mut String) -> anyhow::Result<()> {
         let delay = Duration::from_millis(latency);
         let aws = Proxy::start(&env.moto.url()).await?;
         aws.set_latency(delay);
+        let dynamodb = Proxy::start(&ddb_moto.url()).await?;
+        dynamodb.set_latency(delay);
         let standin_a = Standin::start(0, users()).await?;
         let registry_a = Proxy::start(&standin_a.url()).await?;
         registry_a.set_latency(delay);
+        let measured = Peers {
+            aws: &aws,
+            dynamodb: &dynamodb,
+            registry: &registry_a,
+        };
         let table_a = format!("bench-a-{latency}");
-        DynamoState::new(&env.config, &table_a)
+        DynamoState::new(&ddb_config, &table_a)
             .ensure_table()
             .await?;
+        let record = |on: &Peers<'_>| {
+            on.aws.record();
+            on.dynamodb.record();
+            on.registry.record();
+        };
+        let take = |on: &Peers<'_>| {
+            let mut calls = [
+                on.aws.take_recorded(),
+                on.dynamodb.take_recorded(),
+                on.registry.take_recorded(),
+            ]
+            .concat();
+            calls.sort_by_key(|c| c.at);
+            calls
+        };
 
-        aws.record();
-        registry_a.record();
+        record(&measured);
         let started = Instant::now();
         let flags = [
             "resync",
@@ -227,7 +268,7 @@ async fn bench_resync(args: &Args, out: &mut String) -> anyhow::Result<()> {
             "--registry-concurrency",
             &conc,
         ];
-        let report = registrar(&env, &aws, &registry_a, &table_a, &flags).await?;
+        let report = registrar(&env, &measured, &table_a, &flags).await?;
         let first = started.elapsed();
         ensure!(
             report["registered"].as_u64() == Some((g + r) as u64),
@@ -235,20 +276,18 @@ async fn bench_resync(args: &Args, out: &mut String) -> anyhow::Result<()> {
             report["registered"],
             g + r
         );
-        let mut calls = aws.take_recorded();
-        calls.extend(registry_a.take_recorded());
-        calls.sort_by_key(|c| c.at);
+        let calls = take(&measured);
         let by = count_by_service(&calls);
 
-        aws.record();
-        registry_a.record();
+        record(&measured);
         let started = Instant::now();
-        let again = registrar(&env, &aws, &registry_a, &table_a, &flags).await?;
+        let again = registrar(&env, &measured, &table_a, &flags).await?;
         let second = started.elapsed();
-        let mut calls2 = aws.take_recorded();
-        let registry_calls2 = registry_a.take_recorded();
-        let writes2 = registry_calls2.iter().filter(|c| c.method != "GET").count();
-        calls2.extend(registry_calls2);
+        let calls2 = take(&measured);
+        let writes2 = calls2
+            .iter()
+            .filter(|c| c.service == "registry" && c.method != "GET")
+            .count();
         ensure!(
             again["unchanged"].as_u64() == Some((g + r) as u64),
             "no-change resync: {again}"
@@ -258,10 +297,14 @@ async fn bench_resync(args: &Args, out: &mut String) -> anyhow::Result<()> {
         let registry_b = Proxy::start(&standin_b.url()).await?;
         registry_b.set_latency(delay);
         let table_b = format!("bench-b-{latency}");
-        DynamoState::new(&env.config, &table_b)
+        DynamoState::new(&ddb_config, &table_b)
             .ensure_table()
             .await?;
-        let baseline = replay(&calls, &aws, &registry_b, &table_a, &table_b).await?;
+        let fresh = Peers {
+            registry: &registry_b,
+            ..measured
+        };
+        let baseline = replay(&calls, &fresh, &table_a, &table_b).await?;
         let replayed = entries(&standin_b);
         ensure!(
             replayed == g + r,
@@ -337,17 +380,24 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
         .buffered(16)
         .try_collect()
         .await?;
-    let path = EventPath::create(&env.config, "burst", 5, 30).await?;
+    // The queue lives in a moto of its own: one moto process serves one request at a time
+    // behind a global dispatch lock, and the burst's SQS traffic would queue there behind the
+    // worker's AgentCore and DynamoDB calls (in AWS they are different services).
+    let sqs_moto = Moto::start().await?;
+    let path = EventPath::create(&sqs_moto.sdk_config().await, "burst", 5, 30).await?;
     let registry = Proxy::start(&env.standin.url()).await?;
     registry.record();
     let aws = Proxy::start(&env.moto.url()).await?;
     aws.record();
+    let sqs = Proxy::start(&sqs_moto.url()).await?;
+    sqs.record();
     let worker = env.spawn_worker_with_env(
         &path,
         &["--concurrency", "32", "--wait-base", "1"],
         &[
             ("REGISTRY_URL", &registry.url()),
             ("AWS_ENDPOINT_URL", &aws.url()),
+            ("AWS_ENDPOINT_URL_SQS", &sqs.url()),
         ],
     )?;
     let pid = worker.id().context("worker pid")?;
@@ -404,7 +454,8 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
     let cpu = cpu_seconds(pid)? - cpu_before;
     let calls = registry.take_recorded();
     let mut by_operation: BTreeMap<String, usize> = BTreeMap::new();
-    for c in &aws.take_recorded() {
+    // The bench sends the burst straight to moto; only the worker goes through `sqs`.
+    for c in &[aws.take_recorded(), sqs.take_recorded()].concat() {
         *by_operation.entry(operation_of(c)).or_default() += 1;
     }
     let aws_calls: usize = by_operation.values().sum();

@@ -421,37 +421,56 @@ impl StateStore for DynamoState {
 
     async fn record(&self, r: &RecordedResource) -> Result<(), PortError> {
         let res = &r.resource;
-        let mut put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(resource_pk(&res.arn)))
-            .item("sk", s("res"))
-            .item("kind", s(res.kind.as_str()))
-            .item("arn", s(&res.arn))
-            .item("account", s(&res.account))
-            .item("region", s(&res.region))
-            .item("id", s(&res.id))
-            .item("collection", s(r.collection.as_str()))
-            .item("path", s(&r.path))
-            .item("fingerprint", s(&r.fingerprint))
-            .item("aws_updated_at", s(&r.aws_updated_at))
-            .item("enabled_set", AttributeValue::Bool(r.enabled_set));
+        let mut row: Item = [
+            ("pk", s(resource_pk(&res.arn))),
+            ("sk", s("res")),
+            ("kind", s(res.kind.as_str())),
+            ("arn", s(&res.arn)),
+            ("account", s(&res.account)),
+            ("region", s(&res.region)),
+            ("id", s(&res.id)),
+            ("collection", s(r.collection.as_str())),
+            ("path", s(&r.path)),
+            ("fingerprint", s(&r.fingerprint)),
+            ("aws_updated_at", s(&r.aws_updated_at)),
+            ("enabled_set", AttributeValue::Bool(r.enabled_set)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
         if let Some(g) = &res.gateway_id {
-            put = put.item("gateway_id", s(g));
+            row.insert("gateway_id".into(), s(g));
         }
-        put.send()
-            .await
-            .map_err(|e| classify_sdk_error(PEER, "PutItem", &e))?;
+        let pointer: Item = [
+            ("pk", s(pointer_pk(res.kind, &res.region, &res.id))),
+            ("sk", s("ptr")),
+            ("arn", s(&res.arn)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        // One call, and the row never exists without the pointer events find it by.
+        let put = |item: Item| {
+            aws_sdk_dynamodb::types::Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .build()
+                .map(|p| {
+                    aws_sdk_dynamodb::types::TransactWriteItem::builder()
+                        .put(p)
+                        .build()
+                })
+                .map_err(build_error)
+        };
         self.client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(pointer_pk(res.kind, &res.region, &res.id)))
-            .item("sk", s("ptr"))
-            .item("arn", s(&res.arn))
+            .transact_write_items()
+            .transact_items(put(row)?)
+            .transact_items(put(pointer)?)
             .send()
             .await
-            .map_err(|e| classify_sdk_error(PEER, "PutItem (key pointer)", &e))?;
+            .map_err(|e| {
+                classify_sdk_error(PEER, "TransactWriteItems (resource and key pointer)", &e)
+            })?;
         Ok(())
     }
 
