@@ -13,8 +13,8 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, WriteRequest,
 };
 use registrar_core::PortError;
 use registrar_core::desired::Collection;
@@ -449,29 +449,49 @@ impl StateStore for DynamoState {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        // One call, and the row never exists without the pointer events find it by.
-        let put = |item: Item| {
-            aws_sdk_dynamodb::types::Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .build()
-                .map(|p| {
-                    aws_sdk_dynamodb::types::TransactWriteItem::builder()
-                        .put(p)
-                        .build()
-                })
-                .map_err(build_error)
-        };
-        self.client
-            .transact_write_items()
-            .transact_items(put(row)?)
-            .transact_items(put(pointer)?)
-            .send()
-            .await
-            .map_err(|e| {
-                classify_sdk_error(PEER, "TransactWriteItems (resource and key pointer)", &e)
-            })?;
-        Ok(())
+        // Both in one call. Not a transaction: moto answers concurrent TransactWriteItems with
+        // HTTP 500, and a pointer without its row (or the reverse) is harmless: lookups follow
+        // the pointer to the row, and the next write repairs both.
+        let mut pending: Vec<WriteRequest> = [row, pointer]
+            .into_iter()
+            .map(|item| {
+                PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .map(|put| WriteRequest::builder().put_request(put).build())
+                    .map_err(build_error)
+            })
+            .collect::<Result<_, _>>()?;
+        for attempt in 1..=4u32 {
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, pending)
+                .send()
+                .await
+                .map_err(|e| {
+                    classify_sdk_error(PEER, "BatchWriteItem (resource and key pointer)", &e)
+                })?;
+            pending = out
+                .unprocessed_items()
+                .and_then(|u| u.get(&self.table))
+                .cloned()
+                .unwrap_or_default();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            // DynamoDB hands back what it throttled: try those again shortly.
+            tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+        }
+        Err(PortError::new(
+            PEER,
+            "BatchWriteItem (resource and key pointer)",
+            registrar_core::ErrorClass::Transient,
+            format!(
+                "{} item(s) left unprocessed after 4 attempts",
+                pending.len()
+            ),
+        ))
     }
 
     async fn forget(&self, arn: &str) -> Result<(), PortError> {
