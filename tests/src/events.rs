@@ -191,6 +191,20 @@ impl EventPath {
     pub async fn depth(&self) -> anyhow::Result<u64> {
         total(&self.sqs, &self.queue_url).await
     }
+
+    /// Waits up to `limit` for the main queue to hold nothing; false if it never did.
+    pub async fn drained(&self, limit: std::time::Duration) -> anyhow::Result<bool> {
+        let started = std::time::Instant::now();
+        loop {
+            if self.depth().await? == 0 {
+                return Ok(true);
+            }
+            if started.elapsed() >= limit {
+                return Ok(false);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
 }
 
 async fn total(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<u64> {

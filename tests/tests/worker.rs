@@ -50,12 +50,7 @@ async fn events_register_update_and_deregister_through_the_real_queue() -> anyho
     );
 
     // Let every duplicate be processed, then count: one registry write in all.
-    for _ in 0..100 {
-        if path.depth().await? == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    path.drained(Duration::from_secs(20)).await?;
     let writes = env.standin.writes().len();
     assert_eq!(
         writes, 1,
@@ -63,12 +58,7 @@ async fn events_register_update_and_deregister_through_the_real_queue() -> anyho
     );
     // Ten updates that changed nothing the registry holds: still no write.
     for _ in 0..10 {
-        path.put(
-            "UpdateGateway",
-            json!({"gatewayIdentifier": id, "name": "***"}),
-            json!(null),
-        )
-        .await?;
+        announce_update(&path, &id).await?;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
@@ -342,6 +332,16 @@ async fn a_registry_503_stretch_is_retried_and_a_registry_that_keeps_failing_dea
     Ok(())
 }
 
+/// An UpdateGateway event for `id` as CloudTrail records it (the name redacted).
+async fn announce_update(path: &EventPath, id: &str) -> anyhow::Result<()> {
+    path.put(
+        "UpdateGateway",
+        json!({"gatewayIdentifier": id, "name": "***"}),
+        json!(null),
+    )
+    .await
+}
+
 async fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
     let r = reqwest::get(url).await?;
     Ok((r.status().as_u16(), r.text().await?))
@@ -539,15 +539,10 @@ async fn an_update_event_rewrites_a_changed_entry_and_a_delete_before_its_create
     .await?;
     path.put("CreateGateway", json!({}), json!({"gatewayId": gone}))
         .await?;
-    let mut drained = false;
-    for _ in 0..100 {
-        if path.depth().await? == 0 {
-            drained = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(drained, "both events processed");
+    assert!(
+        path.drained(Duration::from_secs(20)).await?,
+        "both events processed"
+    );
     assert!(
         env.standin.server("/fleeting").is_none(),
         "nothing left behind"
@@ -563,12 +558,7 @@ async fn a_backlog_of_repeated_events_costs_one_reconcile_per_resource() -> anyh
     let id = create_gateway(&env.agentcore, "busy", GatewayAuth::Iam).await?;
     // A backlog: six events for one gateway queued while no worker ran.
     for _ in 0..6 {
-        path.put(
-            "UpdateGateway",
-            json!({"gatewayIdentifier": id, "name": "***"}),
-            json!(null),
-        )
-        .await?;
+        announce_update(&path, &id).await?;
     }
     // Past the margin, so the first reconcile starts well after every event was queued.
     tokio::time::sleep(Duration::from_millis(
@@ -584,15 +574,11 @@ async fn a_backlog_of_repeated_events_costs_one_reconcile_per_resource() -> anyh
         &["--concurrency", "1", "--listen", &listen],
         &[("AWS_ENDPOINT_URL", &aws.url())],
     )?;
-    let mut drained = false;
-    for _ in 0..100 {
-        if path.depth().await? == 0 {
-            drained = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(drained, "{}", env.worker_logs());
+    assert!(
+        path.drained(Duration::from_secs(20)).await?,
+        "{}",
+        env.worker_logs()
+    );
     assert!(env.standin.server("/busy").is_some());
     let (_, metrics) = http_get(&format!("http://{listen}/metrics")).await?;
     for line in [
@@ -614,12 +600,7 @@ async fn a_backlog_of_repeated_events_costs_one_reconcile_per_resource() -> anyh
     assert_eq!(path.dlq_total().await?, 0);
 
     // An event queued after that reconcile began is not covered: it is reconciled.
-    path.put(
-        "UpdateGateway",
-        json!({"gatewayIdentifier": id, "name": "***"}),
-        json!(null),
-    )
-    .await?;
+    announce_update(&path, &id).await?;
     let second = "registrar_reconciles_total{result=\"done\"} 2";
     let mut reconciled = false;
     for _ in 0..100 {

@@ -441,15 +441,10 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
         "not every resource was registered\n{}",
         env.worker_logs()
     );
-    let mut drained = false;
-    for _ in 0..1200 {
-        if path.depth().await? == 0 {
-            drained = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    ensure!(drained, "the queue did not drain");
+    ensure!(
+        path.drained(Duration::from_secs(120)).await?,
+        "the queue did not drain"
+    );
     let drain = started.elapsed();
     let cpu = cpu_seconds(pid)? - cpu_before;
     let calls = registry.take_recorded();

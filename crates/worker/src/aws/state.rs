@@ -57,6 +57,13 @@ fn texts(item: &Item, key: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+fn item<const N: usize>(attributes: [(&str, AttributeValue); N]) -> Item {
+    attributes
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+}
+
 fn resource_pk(arn: &str) -> String {
     format!("res#{arn}")
 }
@@ -421,7 +428,7 @@ impl StateStore for DynamoState {
 
     async fn record(&self, r: &RecordedResource) -> Result<(), PortError> {
         let res = &r.resource;
-        let mut row: Item = [
+        let mut row = item([
             ("pk", s(resource_pk(&res.arn))),
             ("sk", s("res")),
             ("kind", s(res.kind.as_str())),
@@ -434,21 +441,15 @@ impl StateStore for DynamoState {
             ("fingerprint", s(&r.fingerprint)),
             ("aws_updated_at", s(&r.aws_updated_at)),
             ("enabled_set", AttributeValue::Bool(r.enabled_set)),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+        ]);
         if let Some(g) = &res.gateway_id {
             row.insert("gateway_id".into(), s(g));
         }
-        let pointer: Item = [
+        let pointer = item([
             ("pk", s(pointer_pk(res.kind, &res.region, &res.id))),
             ("sk", s("ptr")),
             ("arn", s(&res.arn)),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+        ]);
         // Both in one call. Not a transaction: moto answers concurrent TransactWriteItems with
         // HTTP 500, and a pointer without its row (or the reverse) is harmless: lookups follow
         // the pointer to the row, and the next write repairs both.

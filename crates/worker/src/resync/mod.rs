@@ -4,6 +4,7 @@ pub mod apply;
 pub mod report;
 pub mod scan;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use futures::{StreamExt, stream};
@@ -12,6 +13,7 @@ use registrar_core::desired::Collection;
 use registrar_core::enable::EnablePolicy;
 use registrar_core::plan::{Action, PlanContext, intact, plan};
 use registrar_core::ports::{AgentCore, Registry, StateStore};
+use registrar_core::tokens::ManifestFields;
 
 use self::apply::Applier;
 use self::report::{Outcome, Report, Status};
@@ -47,6 +49,8 @@ pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
         state.manifests()
     )?;
     let current: Vec<_> = servers.into_iter().chain(agents).collect();
+    let manifests: BTreeMap<String, ManifestFields> =
+        manifests.into_iter().map(|m| (m.arn.clone(), m)).collect();
     let known = if opts.deep {
         Known::default()
     } else {
@@ -84,15 +88,11 @@ pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
         .iter()
         .filter(|d| d.manifest.is_some())
         .count()
-        + {
-            let rows: std::collections::BTreeSet<&str> =
-                manifests.iter().map(|m| m.arn.as_str()).collect();
-            scanned
-                .unread
-                .iter()
-                .filter(|i| rows.contains(i.recorded.resource.arn.as_str()))
-                .count()
-        };
+        + scanned
+            .unread
+            .iter()
+            .filter(|i| manifests.contains_key(&i.recorded.resource.arn))
+            .count();
     let mut outcomes: Vec<Outcome> = scanned
         .discovered
         .iter()
@@ -141,7 +141,7 @@ pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
             .into_iter()
             .map(|r| (r.resource.arn.clone(), r))
             .collect(),
-        manifests: manifests.into_iter().map(|m| (m.arn.clone(), m)).collect(),
+        manifests,
     };
     // Deregistrations first: they may free a path a registration of this run wants.
     let (first, rest): (Vec<Action>, Vec<Action>) = actions

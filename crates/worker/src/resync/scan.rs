@@ -269,8 +269,12 @@ pub async fn scan<A: AgentCore>(
                 let listed = if opts.mcp_targets {
                     listed
                 } else {
-                    let region = ac.region().to_owned();
-                    out.skip_known(ResourceKind::Gateway, (&account, &region), listed, known)
+                    out.skip_known(
+                        ResourceKind::Gateway,
+                        (&account, ac.region()),
+                        listed,
+                        known,
+                    )
                 };
                 let reads: Vec<(Listed, Result<Option<GatewaySnapshot>, PortError>)> =
                     stream::iter(listed)
@@ -341,9 +345,12 @@ pub async fn scan<A: AgentCore>(
         match ac.list_runtimes().await {
             Ok(listed) => {
                 progress.listed.fetch_add(listed.len(), Ordering::Relaxed);
-                let region = ac.region().to_owned();
-                let listed =
-                    out.skip_known(ResourceKind::Runtime, (&account, &region), listed, known);
+                let listed = out.skip_known(
+                    ResourceKind::Runtime,
+                    (&account, ac.region()),
+                    listed,
+                    known,
+                );
                 let reads: Vec<_> = stream::iter(listed)
                     .map(|l| async move {
                         let got = ac.get_runtime(&l.id).await;
