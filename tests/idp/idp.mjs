@@ -3,7 +3,8 @@
 //
 // Env: PORT (0 = pick one), CLIENT_ID, CLIENT_SECRET, AUDIENCE, SCOPE, TOKEN_TTL (seconds),
 // ISSUER_PATH (mount under a path, e.g. `/cognito-idp.us-east-1.amazonaws.com/us-east-1_Pool`,
-// so that a discovery URL looks like a Cognito pool's).
+// so that a discovery URL looks like a Cognito pool's), PUBLIC_ORIGIN (the origin clients reach
+// it at, e.g. a recording proxy in front of it; the issuer and every URL it names use it).
 // Prints `IdP ready at <issuer>` once listening; stops on SIGTERM.
 import Provider from 'oidc-provider';
 import { generateKeyPair, exportJWK } from 'jose';
@@ -17,7 +18,9 @@ const TTL = Number(env.TOKEN_TTL || 300);
 const server = http.createServer();
 await new Promise((resolve) => server.listen(Number(env.PORT || 0), '127.0.0.1', resolve));
 const PREFIX = (env.ISSUER_PATH || '').replace(/\/$/, '');
-const ISSUER = `http://127.0.0.1:${server.address().port}${PREFIX}`;
+const ORIGIN = (env.PUBLIC_ORIGIN || `http://127.0.0.1:${server.address().port}`).replace(/\/$/, '');
+const PUBLIC_HOST = new URL(ORIGIN).host;
+const ISSUER = `${ORIGIN}${PREFIX}`;
 
 const { privateKey } = await generateKeyPair('RS256', { extractable: true });
 const jwk = { ...(await exportJWK(privateKey)), kid: 'test-key-1', alg: 'RS256', use: 'sig' };
@@ -51,6 +54,8 @@ server.on('request', (req, res) => {
     res.end();
     return;
   }
+  // URLs the provider derives from the request are the public ones.
+  req.headers.host = PUBLIC_HOST;
   req.originalUrl = req.url;
   req.url = req.url.slice(PREFIX.length) || '/';
   handle(req, res);

@@ -22,6 +22,8 @@ use crate::standin::{Standin, User};
 
 /// The registrar's admin key at the stand-in.
 pub const ADMIN_TOKEN: &str = "registrar-admin-key-0123456789abcdef0123";
+/// Another publisher at the same registry (the attacker of the ownership tests).
+pub const MALLORY_TOKEN: &str = "mallory-key-0123456789abcdef0123456789ab";
 /// A key whose groups map to nothing.
 pub const NOBODY_TOKEN: &str = "nobody-key-0123456789abcdef0123456789ab";
 
@@ -46,6 +48,13 @@ pub fn options() -> ResyncOptions {
     }
 }
 
+/// Writes a file only its owner may read (the registrar refuses a token file others can read).
+pub fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, contents)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
 /// A test's peers.
 #[derive(Debug)]
 pub struct TestEnv {
@@ -56,6 +65,8 @@ pub struct TestEnv {
     pub token_file: PathBuf,
     pub table: String,
     pub dir: PathBuf,
+    /// Issuers the `registrar` processes of this test trust (`REGISTRAR_TRUSTED_ISSUERS`).
+    trusted: std::sync::Mutex<Vec<String>>,
 }
 
 impl TestEnv {
@@ -65,6 +76,7 @@ impl TestEnv {
         let users = vec![
             (ADMIN_TOKEN.to_owned(), User::admin("registrar")),
             (NOBODY_TOKEN.to_owned(), User::nobody("nobody")),
+            (MALLORY_TOKEN.to_owned(), User::publisher("mallory")),
         ];
         let standin = Standin::start(0, users).await?;
         let config = moto.sdk_config().await;
@@ -75,9 +87,9 @@ impl TestEnv {
         ));
         std::fs::create_dir_all(&dir)?;
         let token_file = dir.join("token.json");
-        std::fs::write(
+        write_private(
             &token_file,
-            serde_json::json!({"access_token": ADMIN_TOKEN}).to_string(),
+            &serde_json::json!({"access_token": ADMIN_TOKEN}).to_string(),
         )?;
         let table = "registrar-state".to_owned();
         DynamoState::new(&config, &table)
@@ -93,7 +105,43 @@ impl TestEnv {
             token_file,
             table,
             dir,
+            trusted: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// Lets the `registrar` processes started from now on send client secrets to `issuer`.
+    pub fn trust_issuer(&self, issuer: &str) {
+        self.trusted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(issuer.to_owned());
+    }
+
+    /// The environment every `registrar` process of this test gets (extras override it).
+    fn base_env(&self) -> Vec<(String, String)> {
+        let trusted = self
+            .trusted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .join(",");
+        let mut env: Vec<(String, String)> = self
+            .moto
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.extend(
+            [
+                ("REGISTRY_URL", self.standin.url()),
+                ("REGISTRY_TOKEN_FILE", self.token_file.display().to_string()),
+                ("REGISTRAR_TABLE", self.table.clone()),
+                // The stand-in's admin user: what we register carries this `registered_by`.
+                ("REGISTRAR_REGISTRY_IDENTITY", "registrar".to_owned()),
+                ("REGISTRAR_TRUSTED_ISSUERS", trusted),
+            ]
+            .map(|(k, v)| (k.to_owned(), v)),
+        );
+        env
     }
 
     pub fn state(&self) -> DynamoState {
@@ -102,9 +150,9 @@ impl TestEnv {
 
     pub fn registry(&self, token: &str) -> RegistryClient {
         let file = self.dir.join(format!("token-{}.json", &token[..8]));
-        let _ = std::fs::write(
+        let _ = write_private(
             &file,
-            serde_json::json!({"access_token": token}).to_string(),
+            &serde_json::json!({"access_token": token}).to_string(),
         );
         let retry = RetryPolicy {
             attempts: 3,
@@ -154,10 +202,7 @@ impl TestEnv {
         let bin = registrar_bin();
         let mut cmd = tokio::process::Command::new(&bin);
         cmd.args(args)
-            .envs(self.moto.env())
-            .env("REGISTRY_URL", self.standin.url())
-            .env("REGISTRY_TOKEN_FILE", &self.token_file)
-            .env("REGISTRAR_TABLE", &self.table)
+            .envs(self.base_env())
             .envs(extra.iter().copied())
             .kill_on_drop(true);
         cmd.output()
@@ -216,10 +261,7 @@ impl TestEnv {
         let log = std::fs::File::create(self.dir.join(format!("worker-{n}.log")))?;
         let child = tokio::process::Command::new(registrar_bin())
             .args(&args)
-            .envs(self.moto.env())
-            .env("REGISTRY_URL", self.standin.url())
-            .env("REGISTRY_TOKEN_FILE", &self.token_file)
-            .env("REGISTRAR_TABLE", &self.table)
+            .envs(self.base_env())
             .env("REGISTRAR_QUEUE_URL", &path.queue_url)
             .env("REGISTRAR_DLQ_URL", &path.dlq_url)
             .env("REGISTRAR_LOG", "info")

@@ -9,6 +9,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::moto::workspace_root;
+use crate::proxy::Proxy;
 
 /// A running IdP with one client_credentials client.
 #[derive(Debug)]
@@ -36,6 +37,41 @@ impl Idp {
         client_secret: &str,
         ttl: Duration,
     ) -> anyhow::Result<Self> {
+        Self::spawn(issuer_path, client_id, client_secret, ttl, 0, None).await
+    }
+
+    /// [`Idp::start_under`] behind a recording proxy, its issuer on the proxy's address: every
+    /// request that reaches the IdP, headers and body, is in `proxy.take_recorded()`. The
+    /// attacker of the trust tests.
+    pub async fn start_recorded(
+        issuer_path: &str,
+        client_id: &str,
+        client_secret: &str,
+        ttl: Duration,
+    ) -> anyhow::Result<(Self, Proxy)> {
+        let port = crate::moto::free_port()?;
+        let proxy = Proxy::start(&format!("http://127.0.0.1:{port}")).await?;
+        proxy.record();
+        let idp = Self::spawn(
+            issuer_path,
+            client_id,
+            client_secret,
+            ttl,
+            port,
+            Some(proxy.url()),
+        )
+        .await?;
+        Ok((idp, proxy))
+    }
+
+    async fn spawn(
+        issuer_path: &str,
+        client_id: &str,
+        client_secret: &str,
+        ttl: Duration,
+        port: u16,
+        public_origin: Option<String>,
+    ) -> anyhow::Result<Self> {
         let dir = workspace_root().join(".peers/idp");
         if !dir.join("node_modules/oidc-provider").exists() {
             bail!(
@@ -50,7 +86,8 @@ impl Idp {
         )?;
         let mut child = Command::new("node")
             .arg(dir.join("idp.mjs"))
-            .env("PORT", "0")
+            .env("PORT", port.to_string())
+            .env("PUBLIC_ORIGIN", public_origin.unwrap_or_default())
             .env("ISSUER_PATH", issuer_path)
             .env("CLIENT_ID", client_id)
             .env("CLIENT_SECRET", client_secret)

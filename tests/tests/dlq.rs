@@ -30,12 +30,15 @@ async fn fill(path: &EventPath) -> anyhow::Result<()> {
     for i in 0..3 {
         dlq.send(&format!("{{broken {i}"), &poison).await?;
     }
-    dlq.send(&event("CreateGateway", "gw-a"), &HashMap::new())
+    dlq.send(&event("CreateGateway", "gw-a-0123456789"), &HashMap::new())
         .await?;
-    dlq.send(&event("CreateGateway", "gw-b"), &HashMap::new())
+    dlq.send(&event("CreateGateway", "gw-b-0123456789"), &HashMap::new())
         .await?;
-    dlq.send(&event("DeleteGateway", "gw-other"), &HashMap::new())
-        .await?;
+    dlq.send(
+        &event("DeleteGateway", "gw-other-0123456789"),
+        &HashMap::new(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -137,7 +140,7 @@ async fn replay_moves_what_the_filters_select_and_nothing_in_a_dry_run() -> anyh
     );
     assert_eq!(path.dlq_total().await?, 4);
 
-    let one = json_of(&run(&["--filter-resource", "gw-other"]).await?);
+    let one = json_of(&run(&["--filter-resource", "gw-other-0123456789"]).await?);
     assert_eq!(one["moved"][0]["event_name"], json!("DeleteGateway"));
     let capped = json_of(&run(&["--max", "1"]).await?);
     assert_eq!(capped["moved"].as_array().map(Vec::len), Some(1));
@@ -158,7 +161,10 @@ async fn an_interrupted_replay_loses_nothing_and_duplicates_at_most_the_message_
     let path = EventPath::create(&env.config, "work", 2, 30).await?;
     for i in 0..10 {
         path.dlq()
-            .send(&event("CreateGateway", &format!("gw-{i}")), &HashMap::new())
+            .send(
+                &event("CreateGateway", &format!("gw-{i}-0123456789")),
+                &HashMap::new(),
+            )
             .await?;
     }
     let mut child = tokio::process::Command::new(registrar_tests::env::registrar_bin())

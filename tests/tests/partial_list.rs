@@ -81,7 +81,10 @@ async fn list_runtimes() -> Response {
 }
 
 fn owned_entry(id: &str) -> Value {
-    json!({"path": format!("/{id}"), "server_name": id, "description": "d", "proxy_pass_url": "https://x",
+    // Pointing where we would point it (an entry of ours, verified by more than its metadata).
+    let url = format!("https://{id}.gateway.bedrock-agentcore.{REGION}.amazonaws.com/mcp");
+    json!({"path": format!("/{id}"), "server_name": id, "description": "d", "proxy_pass_url": url,
+        "auth_scheme": "bearer",
         "tags": ["agentcore", "gateway", "auto-registered"], "registered_by": "registrar", "is_enabled": true,
         "status": "active", "metadata": {"source": "agentcore-registrar", "gateway_arn": gateway_arn(id),
         "gateway_id": id, "region": REGION, "account_id": ACCOUNT, "fingerprint": "old"}})

@@ -20,6 +20,7 @@ fn opts(enable: EnablePolicy) -> ReconcileOptions {
         derive: DeriveOptions::default(),
         policy: Policy::Sync,
         adopt_legacy: true,
+        identity: None,
         enable,
         mcp_targets: false,
     }

@@ -391,9 +391,9 @@ async fn a_registry_4xx_is_not_retried_and_is_reported_with_the_registry_message
     create_gateway(&env.agentcore, "orders", GatewayAuth::Iam).await?;
     create_runtime(&env.agentcore, "helper_agent", ServerProtocol::Http).await?;
     let nobody_token = env.token_file.with_file_name("nobody.json");
-    std::fs::write(
+    registrar_tests::env::write_private(
         &nobody_token,
-        json!({"tokens": {"access_token": NOBODY_TOKEN}}).to_string(),
+        &json!({"tokens": {"access_token": NOBODY_TOKEN}}).to_string(),
     )?;
 
     let out = env
@@ -701,7 +701,7 @@ async fn bad_settings_are_refused_at_start_up_with_a_message_naming_them() -> an
         "--concurrency (REGISTRAR_CONCURRENCY) must be at least 1, got 0",
         "--wait-cap (REGISTRAR_WAIT_CAP) must be between --wait-base and 900 seconds",
         "--visibility-timeout (REGISTRAR_VISIBILITY_TIMEOUT) must be 1..=43200 seconds",
-        "--secret-name-pattern (REGISTRAR_SECRET_NAME_PATTERN) must contain {name}",
+        "--secret-name-pattern (REGISTRAR_SECRET_NAME_PATTERN) must be a fixed prefix then {name}",
     ] {
         assert!(stderr.contains(expected), "{expected}\n{stderr}");
     }

@@ -32,6 +32,7 @@ async fn a_custom_jwt_gateway_gets_a_valid_token_and_is_enabled_once_it_has_one(
 -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     let idp = Idp::start("gw-client", "s3cret-value", Duration::from_secs(300)).await?;
+    env.trust_issuer(&idp.issuer);
     create_gateway(&env.agentcore, "secured", jwt_auth(&idp, "gw-client")).await?;
     assert!(env.cli(&["resync"]).await?.status.success());
     assert_eq!(
@@ -104,6 +105,7 @@ async fn refresh_failures_are_per_resource_clear_and_leave_others_alone() -> any
         Duration::from_secs(300),
     )
     .await?;
+    env.trust_issuer(&idp.issuer);
     create_gateway(&env.agentcore, "good", jwt_auth(&idp, "good-client")).await?;
     create_gateway(&env.agentcore, "wrong-secret", jwt_auth(&idp, "bad-client")).await?;
     create_gateway(&env.agentcore, "no-secret", jwt_auth(&idp, "lonely-client")).await?;
@@ -122,6 +124,7 @@ async fn refresh_failures_are_per_resource_clear_and_leave_others_alone() -> any
             }),
         );
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    env.trust_issuer(&broken);
     create_gateway(
         &env.agentcore,
         "no-endpoint",
@@ -193,6 +196,7 @@ async fn refresh_failures_are_per_resource_clear_and_leave_others_alone() -> any
 async fn deleting_the_gateway_removes_its_manifest_row_and_token_state() -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     let idp = Idp::start("c", "s", Duration::from_secs(300)).await?;
+    env.trust_issuer(&idp.issuer);
     let doomed = create_gateway(&env.agentcore, "doomed", jwt_auth(&idp, "c")).await?;
     create_gateway(&env.agentcore, "kept", jwt_auth(&idp, "c")).await?;
     assert!(env.cli(&["resync"]).await?.status.success());
@@ -259,6 +263,7 @@ async fn a_running_worker_keeps_a_20s_token_fresh_with_about_one_request_per_lif
 -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     let idp = Idp::start("fast-client", "fast-secret", Duration::from_secs(20)).await?;
+    env.trust_issuer(&idp.issuer);
     create_gateway(&env.agentcore, "fresh", jwt_auth(&idp, "fast-client")).await?;
     assert!(env.cli(&["resync"]).await?.status.success());
     let path = registrar_tests::events::EventPath::create(&env.config, "tokens", 5, 10).await?;
@@ -285,6 +290,7 @@ async fn a_running_worker_keeps_a_20s_token_fresh_with_about_one_request_per_lif
 async fn two_workers_refresh_each_token_once_per_cycle_not_twice() -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     let idp = Idp::start("shared-client", "shared-secret", Duration::from_secs(20)).await?;
+    env.trust_issuer(&idp.issuer);
     create_gateway(&env.agentcore, "shared", jwt_auth(&idp, "shared-client")).await?;
     assert!(env.cli(&["resync"]).await?.status.success());
     let path = registrar_tests::events::EventPath::create(&env.config, "tokens2", 5, 10).await?;
@@ -307,12 +313,14 @@ async fn secrets_come_from_the_environment_secrets_manager_and_cognito_in_turn()
     let env = TestEnv::start().await?;
     // Environment.
     let env_idp = Idp::start("env-client", "env-secret", Duration::from_secs(300)).await?;
+    env.trust_issuer(&env_idp.issuer);
     create_gateway(&env.agentcore, "from-env", jwt_auth(&env_idp, "env-client")).await?;
     // Secrets Manager (moto), by the default name pattern, as JSON.
     let sm_idp = Idp::start("sm-client", "sm-secret", Duration::from_secs(300)).await?;
+    env.trust_issuer(&sm_idp.issuer);
     aws_sdk_secretsmanager::Client::new(&env.config)
         .create_secret()
-        .name("agentcore-registrar/sm-client")
+        .name("agentcore-registrar/egress/sm-client")
         .secret_string(r#"{"client_secret":"sm-secret"}"#)
         .send()
         .await?;
@@ -357,10 +365,23 @@ async fn secrets_come_from_the_environment_secrets_manager_and_cognito_in_turn()
     .await?;
     assert!(env.cli(&["resync"]).await?.status.success());
 
+    // The pool's IdP is trusted as a Cognito pool (not listed): only for the secret Cognito
+    // holds for its own app client. The emulated Cognito issuer lives on the local IdP's host.
+    let cognito_base = format!(
+        "{}/cognito-idp.{{region}}.amazonaws.com",
+        cognito_idp
+            .issuer
+            .split("/cognito-idp.")
+            .next()
+            .unwrap_or_default()
+    );
     let out = env
         .cli_with_env(
             &["tokens", "refresh"],
-            &[("OAUTH_CLIENT_SECRET_env-client", "env-secret")],
+            &[
+                ("OAUTH_CLIENT_SECRET_env-client", "env-secret"),
+                ("REGISTRAR_COGNITO_ISSUER_BASE", &cognito_base),
+            ],
         )
         .await?;
     let all = text(&out);
@@ -394,6 +415,7 @@ async fn a_long_running_worker_renews_its_registry_token_by_client_credentials()
         Duration::from_secs(4),
     )
     .await?;
+    env.trust_issuer(&idp.issuer);
     env.standin.trust_issuer(&idp.issuer, "registrar");
     let path = registrar_tests::events::EventPath::create(&env.config, "ingress", 5, 10).await?;
     let discovery = idp.discovery_url();
@@ -442,6 +464,7 @@ async fn a_long_running_worker_renews_its_registry_token_by_client_credentials()
 async fn a_token_about_to_expire_unrefreshed_raises_a_warning_and_a_metric() -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     let mut idp = Idp::start("fading-client", "fading-secret", Duration::from_secs(30)).await?;
+    env.trust_issuer(&idp.issuer);
     create_gateway(&env.agentcore, "fading", jwt_auth(&idp, "fading-client")).await?;
     assert!(env.cli(&["resync"]).await?.status.success());
     let secret = [("OAUTH_CLIENT_SECRET_fading-client", "fading-secret")];

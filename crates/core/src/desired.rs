@@ -5,12 +5,13 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::fingerprint::fingerprint;
-use crate::identity::ResourceRef;
-use crate::naming::{display_name, quote_all, registry_path};
+use crate::identity::{ResourceKind, ResourceRef};
+use crate::naming::{display_name, is_slug_path, quote_all, registry_path, target_path};
 use crate::observed::{
     Arn, AuthorizerType, GatewaySnapshot, JwtAuthorizer, RuntimeSnapshot, ServerProtocol,
     TargetSnapshot, unqualified_runtime_arn,
 };
+use crate::outbound::check_outbound_url;
 use crate::tokens::{IdpVendor, ManifestFields};
 
 /// `metadata.source` of every entry this service writes.
@@ -156,6 +157,36 @@ impl EntryBody {
     }
 }
 
+/// What an entry points at: where the registry sends its clients (and its stored egress
+/// credential, for servers). Metadata can be copied by anyone allowed to register; this is what
+/// decides whether an entry that claims to be ours really is (design invariant 2).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Pointing {
+    /// A server's `proxy_pass_url`, an agent's `url`, without a trailing `/`.
+    pub url: String,
+    /// A server's `auth_scheme`; agents have none.
+    pub auth_scheme: Option<String>,
+}
+
+impl Pointing {
+    pub fn new(url: &str, auth_scheme: Option<&str>) -> Self {
+        Self {
+            url: url.trim().trim_end_matches('/').to_owned(),
+            auth_scheme: auth_scheme.map(str::to_owned),
+        }
+    }
+}
+
+impl EntryBody {
+    /// Where this body points.
+    pub fn pointing(&self) -> Pointing {
+        match self {
+            Self::Server(s) => Pointing::new(&s.proxy_pass_url, Some(&s.auth_scheme)),
+            Self::Agent(a) => Pointing::new(&a.url, None),
+        }
+    }
+}
+
 /// The registry entry one resource should have.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredEntry {
@@ -193,6 +224,10 @@ impl DesiredEntry {
         manifest: Option<ManifestFields>,
     ) -> Self {
         let fingerprint = fingerprint(&body);
+        let manifest = manifest.map(|m| ManifestFields {
+            url: body.pointing().url,
+            ..m
+        });
         body.metadata_mut()
             .insert("fingerprint".into(), Value::String(fingerprint.clone()));
         Self {
@@ -217,6 +252,13 @@ pub struct Unregistrable {
     pub name: String,
     pub path: String,
     pub reason: String,
+}
+
+/// Why a derived path cannot be used: a path outside the slug grammar would never be addressed
+/// again (the registry client refuses such paths), so nothing is registered there. Only a
+/// resource whose name and id both lack ASCII alphanumerics gets one.
+fn unusable_path(path: &str) -> Option<String> {
+    (!is_slug_path(path)).then(|| format!("No usable registry path (derived {path:?})"))
 }
 
 /// The AWS description when present and non-empty (the registry rejects an empty one),
@@ -265,6 +307,8 @@ fn manifest_for(path: &str, arn: &str, jwt: Option<&JwtAuthorizer>) -> Option<Ma
     Some(ManifestFields {
         path: path.to_owned(),
         arn: arn.to_owned(),
+        // Set from the body by `DesiredEntry::new`.
+        url: String::new(),
         discovery_url: jwt.discovery_url.clone(),
         allowed_clients: jwt.allowed_clients.clone(),
         allowed_audience: jwt.allowed_audience.clone(),
@@ -288,9 +332,27 @@ pub fn gateway_entry(
     } else {
         gw.name.clone()
     };
-    let path = registry_path(&name, &gw.id);
+    let path = registry_path(&name, &gw.id, ResourceKind::Gateway);
+    if let Some(reason) = unusable_path(&path) {
+        return Err(Unregistrable {
+            resource,
+            name,
+            path,
+            reason,
+        });
+    }
     let url = match gw.url.as_deref() {
-        Some(u) if u.starts_with("https://") => u.to_owned(),
+        Some(u) if u.starts_with("https://") => match check_outbound_url(u, false) {
+            Ok(_) => u.to_owned(),
+            Err(e) => {
+                return Err(Unregistrable {
+                    resource,
+                    name,
+                    path,
+                    reason: format!("Invalid gateway URL: {e}"),
+                });
+            }
+        },
         _ => {
             return Err(Unregistrable {
                 resource,
@@ -355,6 +417,12 @@ pub fn gateway_entry(
 
 /// An `mcpServer` target becomes an MCP server at `/<gateway slug>-<target slug>` pointing at
 /// the upstream endpoint. Other target types get no entry (`None`).
+///
+/// The endpoint is a string whoever created the target typed: it must pass
+/// [`check_outbound_url`] without the insecure allowance (https, or http to a loopback host as
+/// parsed, never `user:pass@`), or the target is unregistrable with the refused URL in the
+/// reason. The registry gets the URL as parsed (`proxy_pass_url`), so it cannot read a
+/// different host out of it than we did.
 pub fn target_entry(
     t: &TargetSnapshot,
     opts: DeriveOptions,
@@ -372,18 +440,24 @@ pub fn target_entry(
     } else {
         t.name.as_str()
     };
-    let gw_path = registry_path(gw_name, &gw.id);
-    let path = format!(
-        "{gw_path}-{}",
-        registry_path(t_name, &t.target_id).trim_start_matches('/')
-    );
-    let Some(arn) = Arn::parse(&gw.arn) else {
-        return Some(Err(Unregistrable {
-            resource,
+    let path = target_path(gw_name, &gw.id, t_name, &t.target_id);
+    let unregistrable = |reason: String| {
+        Some(Err(Unregistrable {
+            resource: resource.clone(),
             name: t_name.to_owned(),
-            path,
-            reason: "Unparseable gateway ARN".into(),
-        }));
+            path: path.clone(),
+            reason,
+        }))
+    };
+    if let Some(reason) = unusable_path(&path) {
+        return unregistrable(reason);
+    }
+    let Some(arn) = Arn::parse(&gw.arn) else {
+        return unregistrable("Unparseable gateway ARN".into());
+    };
+    let endpoint = match check_outbound_url(endpoint, false) {
+        Ok(url) => String::from(url),
+        Err(e) => return unregistrable(format!("mcpServer endpoint refused: {e}")),
     };
     let display = format!("{} - {}", display_name(gw_name), display_name(t_name));
     let mut metadata = base_metadata(&arn);
@@ -396,8 +470,8 @@ pub fn target_entry(
             format!("MCP Server target: {}", display_name(t_name))
         }),
         name: display,
-        proxy_pass_url: endpoint.to_owned(),
-        mcp_endpoint: endpoint.to_owned(),
+        proxy_pass_url: endpoint.clone(),
+        mcp_endpoint: endpoint,
         auth_provider: AUTH_PROVIDER.into(),
         auth_scheme: "bearer".into(),
         supported_transports: "streamable-http".into(),
@@ -446,7 +520,15 @@ pub fn runtime_entry(
     } else {
         rt.name.clone()
     };
-    let path = registry_path(&name, &rt.id);
+    let path = registry_path(&name, &rt.id, ResourceKind::Runtime);
+    if let Some(reason) = unusable_path(&path) {
+        return Err(Unregistrable {
+            resource,
+            name,
+            path,
+            reason,
+        });
+    }
     let Some(arn) = Arn::parse(&unqualified) else {
         return Err(Unregistrable {
             resource,

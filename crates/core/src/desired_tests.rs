@@ -291,3 +291,144 @@ fn fingerprint_changes_with_content_only() {
         a.fingerprint
     );
 }
+
+fn mcp_target(gateway_name: &str, name: &str, endpoint: &str) -> TargetSnapshot {
+    TargetSnapshot {
+        gateway: gateway(gateway_name, AuthorizerType::AwsIam),
+        target_id: "T1A2B3C4D5".into(),
+        name: name.into(),
+        description: None,
+        lifecycle: Lifecycle::Ready,
+        mcp_endpoint: Some(endpoint.into()),
+        created_at: "c".into(),
+        updated_at: "u".into(),
+    }
+}
+
+#[test]
+fn a_target_endpoint_that_is_not_https_or_loopback_is_unregistrable_naming_the_url() {
+    for (endpoint, shown) in [
+        (
+            "http://localhost:80@evil.example/mcp",
+            "http://***@evil.example/mcp",
+        ),
+        (
+            "http://127.0.0.1.evil.example/mcp",
+            "http://127.0.0.1.evil.example/mcp",
+        ),
+        ("http://mcp.internal/mcp", "http://mcp.internal/mcp"),
+        (
+            "https://user:pw@mcp.example.com/",
+            "https://***@mcp.example.com/",
+        ),
+        ("file:///etc/passwd", "file:///etc/passwd"),
+        ("mcp.example.com/mcp", "mcp.example.com/mcp"),
+    ] {
+        let t = mcp_target("orders", "docs", endpoint);
+        let err = target_entry(&t, DeriveOptions::default())
+            .expect("an MCP target")
+            .expect_err("refused");
+        assert!(
+            err.reason.starts_with("mcpServer endpoint refused"),
+            "{endpoint}: {}",
+            err.reason
+        );
+        assert!(err.reason.contains(shown), "{endpoint}: {}", err.reason);
+        assert!(!err.reason.contains("pw@"), "{}", err.reason);
+        assert_eq!(err.path, "/orders-docs");
+        assert_eq!(err.resource.id, "T1A2B3C4D5");
+    }
+}
+
+#[test]
+fn a_target_endpoint_is_sent_as_parsed() {
+    for (endpoint, sent) in [
+        ("https://mcp.example.com/mcp", "https://mcp.example.com/mcp"),
+        ("http://127.0.0.1:9000/mcp", "http://127.0.0.1:9000/mcp"),
+        ("http://[::1]:9000/mcp", "http://[::1]:9000/mcp"),
+        // WHATWG reads `\` as `/`: the registry gets the host we checked, not `evil.example`.
+        (
+            "https://good.example\\@evil.example/mcp",
+            "https://good.example/@evil.example/mcp",
+        ),
+    ] {
+        let d = target_entry(&mcp_target("g", "t", endpoint), DeriveOptions::default())
+            .expect("an MCP target")
+            .expect("registrable");
+        let EntryBody::Server(s) = &d.body else {
+            panic!()
+        };
+        assert_eq!(s.proxy_pass_url, sent, "{endpoint}");
+        assert_eq!(s.mcp_endpoint, sent, "{endpoint}");
+    }
+}
+
+#[test]
+fn a_gateway_url_with_user_info_is_unregistrable() {
+    let mut gw = gateway("orders", AuthorizerType::AwsIam);
+    gw.url = Some("https://localhost:443@evil.example/mcp".into());
+    let err = gateway_entry(&gw, DeriveOptions::default()).expect_err("refused");
+    assert!(
+        err.reason.contains("https://***@evil.example/mcp"),
+        "{}",
+        err.reason
+    );
+}
+
+#[test]
+fn resources_named_after_registry_routes_get_a_suffixed_path() {
+    let d = gateway_entry(
+        &gateway("api", AuthorizerType::AwsIam),
+        DeriveOptions::default(),
+    )
+    .expect("ok");
+    assert_eq!(d.path, "/api-gateway");
+    assert_eq!(
+        d.name, "api",
+        "the display name and the report keep the resource's own name"
+    );
+    let d = gateway_entry(
+        &gateway("health", AuthorizerType::CustomJwt),
+        DeriveOptions::default(),
+    )
+    .expect("ok");
+    assert_eq!(d.path, "/health-gateway");
+    assert_eq!(
+        d.manifest.expect("row").path,
+        "/health-gateway",
+        "the token goes where the entry is"
+    );
+    let d = runtime_entry(
+        &runtime("login", ServerProtocol::A2a),
+        DeriveOptions::default(),
+    )
+    .expect("ok");
+    assert_eq!(d.path, "/login-runtime");
+    let EntryBody::Agent(a) = &d.body else {
+        panic!()
+    };
+    assert_eq!(
+        a.path, "/login-runtime",
+        "the agent body carries the same path"
+    );
+    let d = target_entry(
+        &mcp_target("mcp", "proxy", "https://mcp.example.com/mcp"),
+        DeriveOptions::default(),
+    )
+    .expect("an MCP target")
+    .expect("ok");
+    assert_eq!(d.path, "/mcp-proxy-target");
+}
+
+#[test]
+fn a_resource_without_a_usable_path_is_unregistrable() {
+    let mut gw = gateway("***", AuthorizerType::AwsIam);
+    gw.id = "***".into();
+    let err = gateway_entry(&gw, DeriveOptions::default()).expect_err("refused");
+    assert_eq!(err.path, "/");
+    assert!(
+        err.reason.contains("No usable registry path"),
+        "{}",
+        err.reason
+    );
+}

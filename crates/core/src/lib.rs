@@ -12,10 +12,12 @@ pub mod fingerprint;
 pub mod identity;
 pub mod naming;
 pub mod observed;
+pub mod outbound;
 pub mod plan;
 pub mod ports;
 pub mod reach;
 pub mod refresh;
 pub mod tokens;
+pub mod trust;
 
 pub use error::{ErrorClass, PortError};

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
-use crate::desired::{Collection, DesiredEntry, EntryBody};
+use crate::desired::{Collection, DesiredEntry, EntryBody, Pointing};
 use crate::identity::{Owner, ResourceRef, Scope};
 
 /// An entry as the registry holds it (from a list or a GET).
@@ -23,6 +23,26 @@ pub struct CurrentEntry {
     pub enabled: bool,
     /// An agent's `status` (`draft`, ...), kept on update since a PUT would reset it.
     pub status: Option<String>,
+    /// Where it points; `None` when the registry did not say.
+    pub pointing: Option<Pointing>,
+    /// Who registered it, when the registry says (servers: rewritten by every overwrite).
+    pub registered_by: Option<String>,
+}
+
+/// The name the registry knows this service by (`registered_by` of what it registers), when
+/// the operator configured it. Set once per process from configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistryIdentity(&'static str);
+
+impl RegistryIdentity {
+    /// Keeps `name` for the life of the process (it is configuration, read once).
+    pub fn configured(name: String) -> Self {
+        Self(Box::leak(name.into_boxed_str()))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.0
+    }
 }
 
 impl CurrentEntry {
@@ -45,11 +65,68 @@ impl CurrentEntry {
             tags,
             enabled,
             status,
+            pointing: Some(desired.body.pointing()),
+            registered_by: None,
         }
     }
 
     pub fn owner(&self, adopt_legacy: bool) -> Owner {
         Owner::classify(&self.metadata, &self.tags, adopt_legacy)
+    }
+
+    /// Whether an entry whose metadata says it is ours (or the Python tool's) for `arn` really
+    /// is: it points where we would point it (`expected`: what we want now and what we last
+    /// wrote), with the auth scheme we would give it, and, for servers, was registered by us when
+    /// the identity is configured. Metadata alone can be copied by anyone allowed to register,
+    /// and a server overwrite keeps the stored credential (`registry-contract.md` §1.6).
+    /// `Err` says what differs. With nothing in `expected`, only the identity is checked.
+    pub fn verify(
+        &self,
+        arn: &str,
+        expected: &[Pointing],
+        identity: Option<RegistryIdentity>,
+        adopt_legacy: bool,
+    ) -> Result<(), String> {
+        let legacy = match self.owner(adopt_legacy) {
+            Owner::Us(r) if r.arn == arn => false,
+            Owner::Legacy(r) if r.arn == arn => true,
+            _ => return Err(format!("its metadata does not name {arn}")),
+        };
+        let registered_by_us = || match (identity, &self.registered_by) {
+            (Some(ours), Some(by))
+                if !legacy && self.collection == Collection::Server && by != ours.as_str() =>
+            {
+                Err(format!(
+                    "it was registered by {by:?}, not by this service ({:?})",
+                    ours.as_str()
+                ))
+            }
+            _ => Ok(()),
+        };
+        if expected.is_empty() {
+            return registered_by_us();
+        }
+        let Some(have) = &self.pointing else {
+            return Err("the registry does not say where it points".into());
+        };
+        let matches = |want: &Pointing| {
+            have.url == want.url
+                // The Python tool maps auth differently: an adopted entry is checked by URL.
+                && (legacy || want.auth_scheme.is_none() || have.auth_scheme == want.auth_scheme)
+        };
+        if expected.iter().any(matches) {
+            return registered_by_us();
+        }
+        let want = &expected[0];
+        Err(if have.url == want.url {
+            format!(
+                "its auth scheme is {}, not {}",
+                have.auth_scheme.as_deref().unwrap_or("unset"),
+                want.auth_scheme.as_deref().unwrap_or("unset")
+            )
+        } else {
+            format!("it points at {:?}, not at {:?}", have.url, want.url)
+        })
     }
 }
 
@@ -63,6 +140,8 @@ pub struct RecordedResource {
     pub aws_updated_at: String,
     /// We have set this entry's enabled state once (invariant 6) and never touch it again.
     pub enabled_set: bool,
+    /// Where the entry we last wrote points; `None` in rows recorded before it was kept.
+    pub pointing: Option<Pointing>,
 }
 
 /// What a scan of AgentCore saw.
@@ -131,6 +210,24 @@ pub struct PlanContext {
     pub policy: Policy,
     pub adopt_legacy: bool,
     pub guard: DeleteGuard,
+    /// Our `registered_by`, when configured: servers registered by anyone else are not ours.
+    pub identity: Option<RegistryIdentity>,
+}
+
+/// What an entry of `arn` may point at: what we want now, and what we last wrote.
+fn expected_pointing(
+    desired: Option<&DesiredEntry>,
+    arn: &str,
+    recorded: &[RecordedResource],
+) -> Vec<Pointing> {
+    let mut out: Vec<Pointing> = desired.map(|d| d.body.pointing()).into_iter().collect();
+    out.extend(
+        recorded
+            .iter()
+            .filter(|r| r.resource.arn == arn)
+            .filter_map(|r| r.pointing.clone()),
+    );
+    out
 }
 
 /// Why an owned entry goes.
@@ -207,7 +304,7 @@ pub fn plan(
         .map(|d| (d.resource.arn.as_str(), d))
         .collect();
 
-    let candidates = deregistration_candidates(obs, current, recorded, &desired_by_arn);
+    let candidates = deregistration_candidates(obs, current, recorded, &desired_by_arn, ctx);
     let owned = owned_identities(obs, current, recorded);
     let (mut actions, freed) = guard_deregistrations(candidates, owned, ctx);
 
@@ -249,12 +346,17 @@ pub fn plan(
                 holder: format!("path wanted by {} ({})", winner.resource.arn, winner.name),
             });
         }
-        actions.push(action_for_winner(winner, &holders, ctx));
+        actions.push(action_for_winner(winner, &holders, recorded, ctx));
     }
     actions
 }
 
-fn action_for_winner(d: &DesiredEntry, holders: &[&CurrentEntry], ctx: PlanContext) -> Action {
+fn action_for_winner(
+    d: &DesiredEntry,
+    holders: &[&CurrentEntry],
+    recorded: &[RecordedResource],
+    ctx: PlanContext,
+) -> Action {
     let owned_by_winner = holders.iter().find(|e| {
         e.collection == d.collection()
             && e.owner(ctx.adopt_legacy)
@@ -263,6 +365,16 @@ fn action_for_winner(d: &DesiredEntry, holders: &[&CurrentEntry], ctx: PlanConte
     });
     match (owned_by_winner, holders.first()) {
         (Some(e), _) => {
+            let expected = expected_pointing(Some(d), &d.resource.arn, recorded);
+            if let Err(why) = e.verify(&d.resource.arn, &expected, ctx.identity, ctx.adopt_legacy) {
+                return Action::Conflict {
+                    desired: d.clone(),
+                    holder: format!(
+                        "{} claims to be ours but {why}: not verified as ours, never written to",
+                        e.collection.as_str()
+                    ),
+                };
+            }
             let ours = matches!(e.owner(false), Owner::Us(_));
             if ours && e.fingerprint() == Some(d.fingerprint.as_str()) {
                 Action::Unchanged {
@@ -320,11 +432,23 @@ fn deregistration_candidates(
     current: &[CurrentEntry],
     recorded: &[RecordedResource],
     desired_by_arn: &BTreeMap<&str, &DesiredEntry>,
+    ctx: PlanContext,
 ) -> Vec<Deregistration> {
     let mut seen: BTreeSet<(Collection, String)> = BTreeSet::new();
     let mut out = Vec::new();
+    // Only entries verified as ours (what they point at, who registered them) are removed.
     let listed = current.iter().filter_map(|e| match e.owner(false) {
-        Owner::Us(r) => Some((r, e.collection, e.path.clone(), e.name.clone())),
+        Owner::Us(r)
+            if e.verify(
+                &r.arn,
+                &expected_pointing(None, &r.arn, recorded),
+                ctx.identity,
+                false,
+            )
+            .is_ok() =>
+        {
+            Some((r, e.collection, e.path.clone(), e.name.clone()))
+        }
         _ => None,
     });
     // Recorded resources the lists did not show (lists hide some entries): the applier
@@ -445,8 +569,14 @@ pub struct Intact {
 /// Resources a rescan need not read from AgentCore (design, "do only what changed"): recorded
 /// with AWS's `updatedAt`, their enabled state settled, and their entry listed by the registry as
 /// ours, at the recorded path, with the recorded fingerprint. When AgentCore lists one of them
-/// READY with that same `updatedAt`, nothing its entry is derived from can have changed.
-pub fn intact(recorded: &[RecordedResource], current: &[CurrentEntry]) -> Vec<Intact> {
+/// READY with that same `updatedAt`, nothing its entry is derived from can have changed. The
+/// entry must also still point where we recorded writing it ([`CurrentEntry::verify`]); rows
+/// recorded before that was kept are read again, which records it.
+pub fn intact(
+    recorded: &[RecordedResource],
+    current: &[CurrentEntry],
+    identity: Option<RegistryIdentity>,
+) -> Vec<Intact> {
     let by_path: BTreeMap<(Collection, &str), &CurrentEntry> = current
         .iter()
         .map(|c| ((c.collection, c.path.as_str()), c))
@@ -456,7 +586,11 @@ pub fn intact(recorded: &[RecordedResource], current: &[CurrentEntry]) -> Vec<In
         .filter(|r| r.enabled_set && !r.aws_updated_at.is_empty())
         .filter_map(|r| {
             let entry = by_path.get(&(r.collection, r.path.as_str()))?;
-            let ours = matches!(entry.owner(false), Owner::Us(o) if o.arn == r.resource.arn);
+            let pointing = r.pointing.clone()?;
+            let ours = matches!(entry.owner(false), Owner::Us(o) if o.arn == r.resource.arn)
+                && entry
+                    .verify(&r.resource.arn, &[pointing], identity, false)
+                    .is_ok();
             (ours && entry.fingerprint() == Some(r.fingerprint.as_str())).then(|| Intact {
                 recorded: r.clone(),
                 name: entry.name.clone(),

@@ -79,6 +79,11 @@ fn foreign(collection: Collection, path: &str) -> CurrentEntry {
         tags: vec!["auto-registered".into()],
         enabled: true,
         status: None,
+        pointing: Some(Pointing::new(
+            "https://someone-else.example/mcp",
+            Some("none"),
+        )),
+        registered_by: Some("someone-else".into()),
     }
 }
 
@@ -307,6 +312,7 @@ fn a_recorded_entry_hidden_from_lists_is_still_a_deletion_candidate() {
         fingerprint: b.fingerprint.clone(),
         aws_updated_at: String::new(),
         enabled_set: true,
+        pointing: Some(b.body.pointing()),
     };
     let actions = plan(
         &observe(vec![a.clone()]),
@@ -325,6 +331,7 @@ fn recorded_as_written(d: &DesiredEntry) -> RecordedResource {
         fingerprint: d.fingerprint.clone(),
         aws_updated_at: d.aws_updated_at.clone(),
         enabled_set: true,
+        pointing: Some(d.body.pointing()),
     }
 }
 
@@ -332,25 +339,26 @@ fn recorded_as_written(d: &DesiredEntry) -> RecordedResource {
 fn only_entries_exactly_as_we_wrote_them_may_skip_the_read() {
     let a = gw("alpha", "gwa", "1");
     let recorded = recorded_as_written(&a);
-    let found = intact(std::slice::from_ref(&recorded), &[written(&a)]);
+    let found = intact(std::slice::from_ref(&recorded), &[written(&a)], None);
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].recorded, recorded);
     assert_eq!(found[0].name, written(&a).name);
     assert!(!found[0].unauthenticated);
 
     // Missing from the list (deleted in the registry, or hidden): read it.
-    assert!(intact(std::slice::from_ref(&recorded), &[]).is_empty());
+    assert!(intact(std::slice::from_ref(&recorded), &[], None).is_empty());
     // Another fingerprint at the path (edited in the registry, or written by an older version).
     let mut edited = written(&a);
     edited
         .metadata
         .insert("fingerprint".into(), json!("something else"));
-    assert!(intact(std::slice::from_ref(&recorded), &[edited]).is_empty());
+    assert!(intact(std::slice::from_ref(&recorded), &[edited], None).is_empty());
     // Someone else's entry at the path.
     assert!(
         intact(
             std::slice::from_ref(&recorded),
-            &[foreign(Collection::Server, &a.path)]
+            &[foreign(Collection::Server, &a.path)],
+            None
         )
         .is_empty()
     );
@@ -365,8 +373,102 @@ fn only_entries_exactly_as_we_wrote_them_may_skip_the_read() {
             ..recorded.clone()
         },
     ] {
-        assert!(intact(&[r], &[written(&a)]).is_empty());
+        assert!(intact(&[r], &[written(&a)], None).is_empty());
     }
+    // A row recorded before pointing was kept: read it (which records it).
+    let old = RecordedResource {
+        pointing: None,
+        ..recorded.clone()
+    };
+    assert!(intact(&[old], &[written(&a)], None).is_empty());
+    // Our metadata copied onto an entry that points elsewhere, or registered by someone else.
+    let mut hijacked = written(&a);
+    hijacked.pointing = Some(Pointing::new("https://evil.example/mcp", Some("bearer")));
+    assert!(intact(std::slice::from_ref(&recorded), &[hijacked], None).is_empty());
+    let mut overwritten = written(&a);
+    overwritten.registered_by = Some("mallory".into());
+    let us = Some(RegistryIdentity::configured("registrar".into()));
+    assert!(
+        intact(
+            std::slice::from_ref(&recorded),
+            std::slice::from_ref(&overwritten),
+            us
+        )
+        .is_empty()
+    );
+    overwritten.registered_by = Some("registrar".into());
+    assert_eq!(
+        intact(std::slice::from_ref(&recorded), &[overwritten], us).len(),
+        1
+    );
+}
+
+#[test]
+fn an_entry_with_our_metadata_that_points_elsewhere_is_a_conflict_never_written_or_removed() {
+    let a = gw("alpha", "gwa", "1");
+    let mut hijacked = written(&a);
+    hijacked.pointing = Some(Pointing::new("https://evil.example/mcp", Some("bearer")));
+    hijacked
+        .metadata
+        .insert("fingerprint".into(), json!("stale"));
+    let actions = plan(
+        &observe(vec![a.clone()]),
+        std::slice::from_ref(&hijacked),
+        &[recorded_as_written(&a)],
+        PlanContext::default(),
+    );
+    assert_eq!(kinds(&actions), ["conflict"]);
+    let Action::Conflict { holder, .. } = &actions[0] else {
+        unreachable!()
+    };
+    assert!(holder.contains("https://evil.example/mcp"), "{holder}");
+
+    // The same entry, the resource gone: never removed.
+    let gone = Observation {
+        covered: covered_all(),
+        ..Observation::default()
+    };
+    let actions = plan(&gone, &[hijacked], &[], PlanContext::default());
+    assert!(!actions.iter().any(Action::writes), "{actions:?}");
+
+    // Registered by someone else, pointing where we would: a conflict when the identity is set.
+    let mut overwritten = written(&a);
+    overwritten.registered_by = Some("mallory".into());
+    let ctx = PlanContext {
+        identity: Some(RegistryIdentity::configured("registrar".into())),
+        ..PlanContext::default()
+    };
+    let actions = plan(&observe(vec![a.clone()]), &[overwritten.clone()], &[], ctx);
+    assert_eq!(kinds(&actions), ["conflict"]);
+    // Without an identity configured, the URL decides.
+    let actions = plan(
+        &observe(vec![a.clone()]),
+        &[overwritten],
+        &[],
+        PlanContext::default(),
+    );
+    assert_eq!(kinds(&actions), ["unchanged"]);
+}
+
+#[test]
+fn an_endpoint_that_moved_in_aws_is_still_ours_by_what_we_recorded_writing() {
+    let a = gw("alpha", "gwa", "1");
+    let before = written(&a);
+    let recorded = recorded_as_written(&a);
+    // AWS now wants another URL (a target's endpoint changed): the entry points where we last
+    // wrote it, so it is ours and is updated.
+    let mut moved = a.clone();
+    if let EntryBody::Server(s) = &mut moved.body {
+        s.proxy_pass_url = "https://new.example/mcp".into();
+    }
+    moved.fingerprint = "changed".into();
+    let actions = plan(
+        &observe(vec![moved]),
+        &[before],
+        &[recorded],
+        PlanContext::default(),
+    );
+    assert_eq!(kinds(&actions), ["update"]);
 }
 
 // ---- property tests -------------------------------------------------------------------------
@@ -489,6 +591,7 @@ fn ctx(w: &World) -> PlanContext {
             force: w.force,
             ..DeleteGuard::default()
         },
+        identity: None,
     }
 }
 

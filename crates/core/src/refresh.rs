@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::backoff::Backoff;
 use crate::tokens::IdpVendor;
+use crate::trust::CognitoPool;
 
 /// What the state store keeps about one resource's egress token: times and results, never the
 /// token itself (design invariant 7).
@@ -218,23 +219,15 @@ fn vendor_variable(vendor: IdpVendor) -> Option<&'static str> {
     }
 }
 
-/// `(region, pool id)` of a Cognito discovery URL
-/// (`https://cognito-idp.<region>.amazonaws.com/<pool>/.well-known/...`).
-pub fn cognito_pool(discovery_url: &str) -> Option<(String, String)> {
-    let rest = discovery_url.split("cognito-idp.").nth(1)?;
-    let (region, after) = rest.split_once(".amazonaws.com/")?;
-    let pool = after.split('/').next().filter(|p| !p.is_empty())?;
-    Some((region.to_owned(), pool.to_owned()))
-}
-
 /// Where to look for `client_id`'s secret, first match wins: `OAUTH_CLIENT_SECRET_<client_id>`
 /// (also with `-` written as `_`), a Secrets Manager secret named by `secret_name_pattern`
-/// (`{name}` = the client id), Cognito for Cognito discovery URLs, then the vendor secret from
-/// env or Secrets Manager (`{name}` = the variable name).
+/// (`{name}` = the client id), Cognito when the trust policy recognised the issuer as a pool
+/// (`cognito`), then the vendor secret from env or Secrets Manager (`{name}` = the variable
+/// name). Whether a found secret may be sent is [`crate::trust::TrustPolicy::may_send`]'s call.
 pub fn secret_sources(
     client_id: &str,
     vendor: IdpVendor,
-    discovery_url: &str,
+    cognito: Option<&CognitoPool>,
     secret_name_pattern: &str,
 ) -> Vec<SecretSource> {
     let mut sources = vec![SecretSource::Env(format!(
@@ -247,10 +240,11 @@ pub fn secret_sources(
     sources.push(SecretSource::SecretsManager(
         secret_name_pattern.replace("{name}", client_id),
     ));
-    if vendor == IdpVendor::Cognito
-        && let Some((region, pool_id)) = cognito_pool(discovery_url)
-    {
-        sources.push(SecretSource::Cognito { region, pool_id });
+    if let Some(pool) = cognito {
+        sources.push(SecretSource::Cognito {
+            region: pool.region.clone(),
+            pool_id: pool.pool_id.clone(),
+        });
     }
     if let Some(var) = vendor_variable(vendor) {
         sources.push(SecretSource::Env(var.to_owned()));
@@ -386,11 +380,15 @@ mod tests {
 
     #[test]
     fn secrets_are_looked_for_in_the_documented_order() {
-        let url = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC/.well-known/openid-configuration";
-        let got: Vec<String> = secret_sources("a1-b2", IdpVendor::Cognito, url, "registrar/{name}")
-            .iter()
-            .map(SecretSource::describe)
-            .collect();
+        let pool = CognitoPool {
+            region: "eu-west-1".into(),
+            pool_id: "eu-west-1_AbC".into(),
+        };
+        let got: Vec<String> =
+            secret_sources("a1-b2", IdpVendor::Cognito, Some(&pool), "registrar/{name}")
+                .iter()
+                .map(SecretSource::describe)
+                .collect();
         assert_eq!(
             got,
             [
@@ -400,15 +398,10 @@ mod tests {
                 "cognito eu-west-1/eu-west-1_AbC",
             ]
         );
-        let entra: Vec<String> = secret_sources(
-            "c",
-            IdpVendor::Entra,
-            "https://login.microsoftonline.com/t",
-            "registrar/{name}",
-        )
-        .iter()
-        .map(SecretSource::describe)
-        .collect();
+        let entra: Vec<String> = secret_sources("c", IdpVendor::Entra, None, "registrar/{name}")
+            .iter()
+            .map(SecretSource::describe)
+            .collect();
         assert_eq!(
             entra,
             [
@@ -417,10 +410,6 @@ mod tests {
                 "env ENTRA_CLIENT_SECRET",
                 "secretsmanager registrar/ENTRA_CLIENT_SECRET"
             ]
-        );
-        assert_eq!(
-            cognito_pool("https://x.okta.com/.well-known/openid-configuration"),
-            None
         );
     }
 }

@@ -1,4 +1,4 @@
-//! Token-manifest rows and IdP vendor rules (the refresh arithmetic arrives with the refresher).
+//! Token-manifest rows and IdP vendor rules.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,18 +16,33 @@ pub enum IdpVendor {
 }
 
 impl IdpVendor {
+    /// The vendor decides only what a token request asks for (scope or audience) and which
+    /// vendor-wide secret variable is tried, never whether a secret may be sent (that is
+    /// [`crate::trust`]'s). It is read from the parsed host, never from a substring of the URL:
+    /// `https://evil.example/cognito-idp.us-east-1.amazonaws.com/...` is not Cognito.
     pub fn detect(discovery_url: &str) -> Self {
-        const RULES: &[(&str, IdpVendor)] = &[
-            ("cognito-idp", IdpVendor::Cognito),
-            ("auth0.com", IdpVendor::Auth0),
-            ("okta.com", IdpVendor::Okta),
-            ("microsoftonline.com", IdpVendor::Entra),
-            ("/realms/", IdpVendor::Keycloak),
-        ];
-        RULES
-            .iter()
-            .find(|(needle, _)| discovery_url.contains(needle))
-            .map_or(Self::Unknown, |(_, vendor)| *vendor)
+        let Ok(url) = url::Url::parse(discovery_url.trim()) else {
+            return Self::Unknown;
+        };
+        let host = url.host_str().unwrap_or_default();
+        let under = |domain: &str| host.ends_with(&format!(".{domain}"));
+        let cognito = host
+            .strip_prefix("cognito-idp.")
+            .and_then(|rest| rest.strip_suffix(".amazonaws.com"))
+            .is_some_and(crate::reach::is_region_code);
+        if cognito {
+            Self::Cognito
+        } else if under("auth0.com") {
+            Self::Auth0
+        } else if under("okta.com") {
+            Self::Okta
+        } else if host == "login.microsoftonline.com" {
+            Self::Entra
+        } else if url.path().contains("/realms/") {
+            Self::Keycloak
+        } else {
+            Self::Unknown
+        }
     }
 
     pub fn as_str(self) -> &'static str {
@@ -47,6 +62,10 @@ impl IdpVendor {
 pub struct ManifestFields {
     pub path: String,
     pub arn: String,
+    /// Where the entry points (a gateway's `gatewayUrl`): a token is PATCHed only into an
+    /// entry that still points there. Empty in rows written before it was recorded.
+    #[serde(default)]
+    pub url: String,
     pub discovery_url: String,
     pub allowed_clients: Vec<String>,
     pub allowed_audience: Vec<String>,
@@ -97,6 +116,7 @@ mod tests {
         let row = |path: &str| ManifestFields {
             path: path.into(),
             arn: format!("arn:aws:bedrock-agentcore:us-east-1:1:gateway{path}"),
+            url: "https://gw.example/mcp".into(),
             discovery_url:
                 "https://cognito-idp.us-east-1.amazonaws.com/p/.well-known/openid-configuration"
                     .into(),
@@ -140,6 +160,19 @@ mod tests {
             ),
             (
                 "http://127.0.0.1:4455/.well-known/openid-configuration",
+                IdpVendor::Unknown,
+            ),
+            // Substrings of a hostile URL decide nothing.
+            (
+                "https://evil.example/cognito-idp.us-east-1.amazonaws.com/us-east-1_X/.well-known/openid-configuration",
+                IdpVendor::Unknown,
+            ),
+            (
+                "https://okta.com.evil.example/.well-known/openid-configuration",
+                IdpVendor::Unknown,
+            ),
+            (
+                "https://evil.example/?login.microsoftonline.com",
                 IdpVendor::Unknown,
             ),
         ];

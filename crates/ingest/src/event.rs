@@ -2,11 +2,18 @@
 //! (`aws-facts.md` §2), reduced to the resources they name.
 //!
 //! Only ids are read, never names or configuration: CloudTrail redacts sensitive fields (`***`),
-//! and the reconciler reads the current state anyway (design invariant 1). Every field is
-//! optional and unknown fields are ignored, so new AWS fields never break parsing.
+//! and the reconciler reads the current state anyway (design invariant 1). Only the fields used
+//! are read, each on its own: unknown fields, and fields of an unexpected type that we do not
+//! use (`requestParameters.name` as a number, `responseElements.tags` as a list), never break
+//! parsing.
+//!
+//! Every id, account and region is checked against the shape AWS gives it ([`is_gateway_id`],
+//! [`is_target_id`], [`is_runtime_id`], [`is_account`], [`is_region`]) before it is used: a
+//! message is a string anyone allowed to send to the queue may have written, and an id ends up
+//! in AWS request paths and logs. An id of the wrong shape is poison, dead-lettered with the
+//! field and the (truncated) value.
 
 use registrar_core::identity::{ResourceKey, ResourceKind};
-use serde::Deserialize;
 use serde_json::Value;
 
 /// The largest body accepted (the SQS and EventBridge limit since January 2026).
@@ -14,6 +21,15 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The CloudTrail `eventSource` of the AgentCore control plane.
 const EVENT_SOURCE: &str = "bedrock-agentcore.amazonaws.com";
+
+/// The most target ids one event may name through `targetIdList`. AWS's model allows one per
+/// `SynchronizeGatewayTargets` call today; the cap leaves room for that to grow while bounding
+/// the reconciles one message can cause. A longer list is poison (no AWS call produces it), and
+/// no id of it is used.
+pub const MAX_TARGET_IDS: usize = 100;
+
+/// How much of an offending value a rejection shows.
+const SHOWN_CHARS: usize = 64;
 
 /// How to read events.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +77,23 @@ pub enum Rejection {
         event_name: String,
         field: &'static str,
     },
+    /// An id, account or region that does not have the shape AWS gives it (or is not a
+    /// string). `value` is the offending value, cut to 64 characters.
+    #[error("{event_name} event has an invalid {field}: {value}")]
+    InvalidIdentifier {
+        event_name: String,
+        field: String,
+        value: String,
+    },
+    /// `targetIdList` names more than [`MAX_TARGET_IDS`] targets.
+    #[error(
+        "{event_name} event lists {count} target ids in targetIdList; at most {limit} are accepted"
+    )]
+    TooManyTargets {
+        event_name: String,
+        count: usize,
+        limit: usize,
+    },
 }
 
 impl Rejection {
@@ -71,6 +104,8 @@ impl Rejection {
             Self::Malformed(_) => "malformed",
             Self::NotCloudTrail(_) => "not-cloudtrail",
             Self::MissingIdentifier { .. } => "missing-identifier",
+            Self::InvalidIdentifier { .. } => "invalid-identifier",
+            Self::TooManyTargets { .. } => "too-many-targets",
         }
     }
 }
@@ -90,173 +125,338 @@ pub enum Verdict {
     Reject(Rejection),
 }
 
-#[derive(Debug, Deserialize)]
-struct Envelope {
-    #[serde(rename = "detail-type")]
-    detail_type: Option<String>,
-    source: Option<String>,
-    account: Option<String>,
-    region: Option<String>,
-    id: Option<String>,
-    time: Option<String>,
-    detail: Option<Value>,
+/// A string field of an object; absent when missing or of another type (for fields whose
+/// absence is harmless: they name nothing).
+fn text<'a>(object: Option<&'a Value>, field: &str) -> Option<&'a str> {
+    object?.get(field)?.as_str()
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Record {
-    event_source: Option<String>,
-    event_name: Option<String>,
-    aws_region: Option<String>,
-    #[serde(rename = "eventID")]
-    event_id: Option<String>,
-    event_time: Option<String>,
-    error_code: Option<Value>,
-    read_only: Option<bool>,
-    recipient_account_id: Option<String>,
-    request_parameters: Option<Value>,
-    response_elements: Option<Value>,
+/// What an identifier field holds.
+enum Id<'a> {
+    /// Missing, null, empty, or redacted (`***`): look elsewhere.
+    Absent,
+    /// A value to check and use.
+    Value(&'a str),
+    /// Not a string: shown as JSON.
+    NotText(String),
 }
 
-/// A string field of an optional object, ignoring empty and redacted values.
-fn id_field<'a>(object: Option<&'a Value>, field: &str) -> Option<&'a str> {
-    object?
-        .get(field)?
-        .as_str()
-        .map(str::trim)
-        .filter(|s| !s.is_empty() && !s.contains('*'))
+fn id_field<'a>(object: Option<&'a Value>, field: &str) -> Id<'a> {
+    match object.and_then(|o| o.get(field)) {
+        None | Some(Value::Null) => Id::Absent,
+        Some(Value::String(s)) => {
+            let s = s.trim();
+            if s.is_empty() || s.contains('*') {
+                Id::Absent
+            } else {
+                Id::Value(s)
+            }
+        }
+        Some(other) => Id::NotText(other.to_string()),
+    }
+}
+
+/// `value` cut to [`SHOWN_CHARS`] characters and quoted (control characters escaped), for a
+/// rejection reason.
+fn shown(value: &str) -> String {
+    let mut cut: String = value.chars().take(SHOWN_CHARS).collect();
+    if cut.len() < value.len() {
+        cut.push_str("...");
+    }
+    format!("{cut:?}")
+}
+
+fn lower_alnum(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit()
+}
+
+/// `<head>-<10 characters>`: the head and the tail, when `id` ends that way.
+fn split_suffix(id: &str) -> Option<(&str, &str)> {
+    let at = id.len().checked_sub(11)?;
+    let (head, tail) = (id.get(..at)?, id.get(at..)?);
+    tail.strip_prefix('-').map(|suffix| (head, suffix))
+}
+
+/// A gateway id: AWS's `([0-9a-z][-]?){1,100}-[0-9a-z]{10}` (a slug of the name and ten
+/// characters, e.g. `orders-gw-8fb4mo6pqx`), or the ten lower-case characters alone that the
+/// local emulator (moto) gives gateways.
+pub fn is_gateway_id(id: &str) -> bool {
+    if id.len() == 10 && id.bytes().all(lower_alnum) {
+        return true;
+    }
+    let Some((head, suffix)) = split_suffix(id) else {
+        return false;
+    };
+    if !suffix.bytes().all(lower_alnum) {
+        return false;
+    }
+    // ([0-9a-z][-]?){1,100}: 1 to 100 characters, each followed by at most one `-`.
+    let mut characters = 0;
+    let mut after_dash = true;
+    for b in head.bytes() {
+        if lower_alnum(b) {
+            characters += 1;
+            after_dash = false;
+        } else if b == b'-' && !after_dash {
+            after_dash = true;
+        } else {
+            return false;
+        }
+    }
+    (1..=100).contains(&characters)
+}
+
+/// A gateway target id: `[0-9a-zA-Z]{10}`.
+pub fn is_target_id(id: &str) -> bool {
+    id.len() == 10 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// An agent runtime id: `[a-zA-Z][a-zA-Z0-9_]{0,99}-[a-zA-Z0-9]{10}` (the name and ten
+/// characters, e.g. `sre_agent-Xyz12AbCde`; moto's `a0123abcd-0123456789` has the same shape).
+pub fn is_runtime_id(id: &str) -> bool {
+    let Some((head, suffix)) = split_suffix(id) else {
+        return false;
+    };
+    let mut head_bytes = head.bytes();
+    head_bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && head.len() <= 100
+        && head_bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && suffix.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// An AWS account id: twelve digits.
+pub fn is_account(account: &str) -> bool {
+    account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// An AWS region as AgentCore ARNs spell it: `[a-z0-9-]{1,20}`.
+pub fn is_region(region: &str) -> bool {
+    (1..=20).contains(&region.len()) && region.bytes().all(|b| lower_alnum(b) || b == b'-')
 }
 
 /// A gateway identifier may be an id or an ARN (`...:gateway/<id>`).
-fn gateway_id(identifier: &str) -> String {
+fn gateway_id(identifier: &str) -> &str {
     match identifier.rsplit_once("gateway/") {
-        Some((head, id)) if head.starts_with("arn:") => id.to_owned(),
-        _ => identifier.to_owned(),
+        Some((head, id)) if head.starts_with("arn:") => id,
+        _ => identifier,
     }
+}
+
+/// Where an identifier may be read: a name for messages, the object, the key.
+type Source<'a> = (&'static str, Option<&'a Value>, &'static str);
+
+/// The value of the first source that holds one (absent ones are skipped), after `map`, when
+/// `valid` accepts it; `Ok(None)` when every source is absent; the rejection otherwise. Only
+/// the first value found is considered: a bad one is never passed over for a good one.
+fn pick<'a>(
+    event_name: &str,
+    sources: &[Source<'a>],
+    map: fn(&'a str) -> &'a str,
+    valid: fn(&str) -> bool,
+) -> Result<Option<&'a str>, Rejection> {
+    for (field, object, key) in sources {
+        match id_field(*object, key) {
+            Id::Absent => continue,
+            Id::Value(raw) => {
+                let id = map(raw);
+                return if valid(id) {
+                    Ok(Some(id))
+                } else {
+                    Err(invalid(event_name, field, raw))
+                };
+            }
+            Id::NotText(json) => return Err(invalid(event_name, field, &json)),
+        }
+    }
+    Ok(None)
+}
+
+fn invalid(event_name: &str, field: &str, value: &str) -> Rejection {
+    Rejection::InvalidIdentifier {
+        event_name: event_name.to_owned(),
+        field: field.to_owned(),
+        value: shown(value),
+    }
+}
+
+/// The ids of `requestParameters.targetIdList`: at most [`MAX_TARGET_IDS`], each a target id
+/// (redacted or empty entries are skipped).
+fn target_id_list<'a>(
+    event_name: &str,
+    request: Option<&'a Value>,
+) -> Result<Vec<&'a str>, Rejection> {
+    const FIELD: &str = "requestParameters.targetIdList";
+    let list = match request.and_then(|r| r.get("targetIdList")) {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(list)) => list,
+        Some(other) => return Err(invalid(event_name, FIELD, &other.to_string())),
+    };
+    if list.len() > MAX_TARGET_IDS {
+        return Err(Rejection::TooManyTargets {
+            event_name: event_name.to_owned(),
+            count: list.len(),
+            limit: MAX_TARGET_IDS,
+        });
+    }
+    let mut ids = Vec::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        let field = format!("{FIELD}[{i}]");
+        match item {
+            Value::Null => {}
+            Value::String(s) => {
+                let id = s.trim();
+                if id.is_empty() || id.contains('*') {
+                    continue;
+                }
+                if !is_target_id(id) {
+                    return Err(invalid(event_name, &field, s));
+                }
+                ids.push(id);
+            }
+            other => return Err(invalid(event_name, &field, &other.to_string())),
+        }
+    }
+    Ok(ids)
+}
+
+fn same(s: &str) -> &str {
+    s
 }
 
 /// Reads one message body.
 pub fn parse(body: &str, opts: ParseOptions) -> Verdict {
+    match read(body, opts) {
+        Ok(verdict) => verdict,
+        Err(rejection) => Verdict::Reject(rejection),
+    }
+}
+
+fn read(body: &str, opts: ParseOptions) -> Result<Verdict, Rejection> {
     if body.len() > opts.max_bytes {
-        return Verdict::Reject(Rejection::Oversized {
+        return Err(Rejection::Oversized {
             bytes: body.len(),
             limit: opts.max_bytes,
         });
     }
-    let envelope: Envelope = match serde_json::from_str::<Value>(body) {
-        Ok(v @ Value::Object(_)) => match serde_json::from_value(v) {
-            Ok(e) => e,
-            Err(e) => return Verdict::Reject(Rejection::NotCloudTrail(e.to_string())),
-        },
-        Ok(_) => return Verdict::Reject(Rejection::Malformed("top level is not an object".into())),
-        Err(e) => return Verdict::Reject(Rejection::Malformed(e.to_string())),
+    let envelope = match serde_json::from_str::<Value>(body) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => return Err(Rejection::Malformed("top level is not an object".into())),
+        Err(e) => return Err(Rejection::Malformed(e.to_string())),
     };
-    let Some(detail) = envelope.detail.filter(Value::is_object) else {
-        return Verdict::Reject(Rejection::NotCloudTrail("no `detail` object".into()));
+    let Some(record) = envelope.get("detail").filter(|d| d.is_object()) else {
+        return Err(Rejection::NotCloudTrail("no `detail` object".into()));
     };
-    let record: Record = match serde_json::from_value(detail) {
-        Ok(r) => r,
-        Err(e) => {
-            return Verdict::Reject(Rejection::NotCloudTrail(format!(
-                "unreadable `detail`: {e}"
-            )));
-        }
-    };
-    if record.event_source.as_deref() != Some(EVENT_SOURCE) {
-        let source = record
-            .event_source
-            .or(envelope.source)
-            .unwrap_or_else(|| "none".into());
-        return Verdict::Reject(Rejection::NotCloudTrail(format!("event source {source}")));
+    let (envelope, record) = (Some(&envelope), Some(record));
+    let event_source = text(record, "eventSource");
+    if event_source != Some(EVENT_SOURCE) {
+        let source = event_source
+            .or_else(|| text(envelope, "source"))
+            .unwrap_or("none");
+        return Err(Rejection::NotCloudTrail(format!(
+            "event source {}",
+            shown(source)
+        )));
     }
-    let Some(event_name) = record.event_name.clone().filter(|n| !n.is_empty()) else {
-        return Verdict::Reject(Rejection::NotCloudTrail("no `eventName`".into()));
+    let Some(event_name) = text(record, "eventName").filter(|n| !n.is_empty()) else {
+        return Err(Rejection::NotCloudTrail("no `eventName`".into()));
     };
     let meta = EventMeta {
-        event_name: event_name.clone(),
-        event_id: record.event_id.clone().or(envelope.id),
-        event_time: record.event_time.clone().or(envelope.time),
+        event_name: event_name.to_owned(),
+        event_id: text(record, "eventID")
+            .or_else(|| text(envelope, "id"))
+            .map(str::to_owned),
+        event_time: text(record, "eventTime")
+            .or_else(|| text(envelope, "time"))
+            .map(str::to_owned),
     };
-    if record.error_code.as_ref().is_some_and(|c| !c.is_null()) {
-        return Verdict::Ignore {
+    if record
+        .and_then(|r| r.get("errorCode"))
+        .is_some_and(|c| !c.is_null())
+    {
+        return Ok(Verdict::Ignore {
             reason: "the call failed (errorCode present)".into(),
             meta,
-        };
+        });
     }
-    if record.read_only == Some(true) {
-        return Verdict::Ignore {
+    if record
+        .and_then(|r| r.get("readOnly"))
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
+        return Ok(Verdict::Ignore {
             reason: "read-only call".into(),
             meta,
-        };
+        });
     }
-    let _ = envelope.detail_type; // any detail-type is accepted; the record decides
-    let account = envelope
-        .account
-        .or(record.recipient_account_id.clone())
-        .unwrap_or_default();
-    let region = record
-        .aws_region
-        .clone()
-        .or(envelope.region)
-        .unwrap_or_default();
-    let key = |kind, id: String, gateway: Option<String>| ResourceKey {
-        kind,
-        account: account.clone(),
-        region: region.clone(),
-        id,
-        gateway_id: gateway,
-    };
-    let request = record.request_parameters.as_ref();
-    let response = record.response_elements.as_ref();
-    let missing = |field| {
-        Verdict::Reject(Rejection::MissingIdentifier {
-            event_name: event_name.clone(),
-            field,
-        })
+    let request = record.and_then(|r| r.get("requestParameters"));
+    let response = record.and_then(|r| r.get("responseElements"));
+    let missing = |field| Rejection::MissingIdentifier {
+        event_name: event_name.to_owned(),
+        field,
     };
 
-    let keys = match event_name.as_str() {
+    // (kind, id, parent gateway) of every resource the event names.
+    let mut named: Vec<(ResourceKind, String, Option<String>)> = Vec::new();
+    match event_name {
         "CreateGateway" | "UpdateGateway" | "DeleteGateway" => {
-            let Some(id) =
-                id_field(request, "gatewayIdentifier").or_else(|| id_field(response, "gatewayId"))
-            else {
-                return missing("gatewayIdentifier or gatewayId");
-            };
-            vec![key(ResourceKind::Gateway, gateway_id(id), None)]
+            let id = pick(
+                event_name,
+                &[
+                    (
+                        "requestParameters.gatewayIdentifier",
+                        request,
+                        "gatewayIdentifier",
+                    ),
+                    ("responseElements.gatewayId", response, "gatewayId"),
+                ],
+                gateway_id,
+                is_gateway_id,
+            )?
+            .ok_or_else(|| missing("gatewayIdentifier or gatewayId"))?;
+            named.push((ResourceKind::Gateway, id.to_owned(), None));
         }
         "CreateGatewayTarget"
         | "UpdateGatewayTarget"
         | "DeleteGatewayTarget"
         | "SynchronizeGatewayTargets" => {
-            let Some(gw) = id_field(request, "gatewayIdentifier").or_else(|| {
-                id_field(response, "gatewayArn").or_else(|| id_field(response, "gatewayId"))
-            }) else {
-                return missing("gatewayIdentifier");
-            };
-            let gw = gateway_id(gw);
-            let mut keys = vec![key(ResourceKind::Gateway, gw.clone(), None)];
+            let gw = pick(
+                event_name,
+                &[
+                    (
+                        "requestParameters.gatewayIdentifier",
+                        request,
+                        "gatewayIdentifier",
+                    ),
+                    ("responseElements.gatewayArn", response, "gatewayArn"),
+                    ("responseElements.gatewayId", response, "gatewayId"),
+                ],
+                gateway_id,
+                is_gateway_id,
+            )?
+            .ok_or_else(|| missing("gatewayIdentifier"))?;
+            named.push((ResourceKind::Gateway, gw.to_owned(), None));
             if opts.include_targets {
-                let mut targets: Vec<String> = Vec::new();
-                if let Some(t) =
-                    id_field(request, "targetId").or_else(|| id_field(response, "targetId"))
-                {
-                    targets.push(t.to_owned());
+                let mut targets: Vec<&str> = Vec::new();
+                if let Some(t) = pick(
+                    event_name,
+                    &[
+                        ("requestParameters.targetId", request, "targetId"),
+                        ("responseElements.targetId", response, "targetId"),
+                    ],
+                    same,
+                    is_target_id,
+                )? {
+                    targets.push(t);
                 }
-                if let Some(list) = request
-                    .and_then(|r| r.get("targetIdList"))
-                    .and_then(Value::as_array)
-                {
-                    targets.extend(list.iter().filter_map(Value::as_str).map(str::to_owned));
-                }
-                targets.sort();
+                targets.extend(target_id_list(event_name, request)?);
+                targets.sort_unstable();
                 targets.dedup();
-                keys.extend(
+                named.extend(
                     targets
                         .into_iter()
-                        .map(|t| key(ResourceKind::Target, t, Some(gw.clone()))),
+                        .map(|t| (ResourceKind::Target, t.to_owned(), Some(gw.to_owned()))),
                 );
             }
-            keys
         }
         "CreateAgentRuntime"
         | "UpdateAgentRuntime"
@@ -264,19 +464,67 @@ pub fn parse(body: &str, opts: ParseOptions) -> Verdict {
         | "CreateAgentRuntimeEndpoint"
         | "UpdateAgentRuntimeEndpoint"
         | "DeleteAgentRuntimeEndpoint" => {
-            let Some(id) = id_field(request, "agentRuntimeId")
-                .or_else(|| id_field(response, "agentRuntimeId"))
-            else {
-                return missing("agentRuntimeId");
-            };
-            vec![key(ResourceKind::Runtime, id.to_owned(), None)]
+            let id = pick(
+                event_name,
+                &[
+                    (
+                        "requestParameters.agentRuntimeId",
+                        request,
+                        "agentRuntimeId",
+                    ),
+                    (
+                        "responseElements.agentRuntimeId",
+                        response,
+                        "agentRuntimeId",
+                    ),
+                ],
+                same,
+                is_runtime_id,
+            )?
+            .ok_or_else(|| missing("agentRuntimeId"))?;
+            named.push((ResourceKind::Runtime, id.to_owned(), None));
         }
         _ => {
-            return Verdict::Ignore {
-                reason: format!("event name {event_name} is not handled"),
+            return Ok(Verdict::Ignore {
+                reason: format!(
+                    "event name {} is not handled",
+                    event_name.chars().take(SHOWN_CHARS).collect::<String>()
+                ),
                 meta,
-            };
+            });
         }
-    };
-    Verdict::Reconcile { keys, meta }
+    }
+
+    // Empty when the event does not say (moto omits the EventBridge `account`).
+    let account = pick(
+        event_name,
+        &[
+            ("account", envelope, "account"),
+            ("detail.recipientAccountId", record, "recipientAccountId"),
+        ],
+        same,
+        is_account,
+    )?
+    .unwrap_or_default();
+    let region = pick(
+        event_name,
+        &[
+            ("detail.awsRegion", record, "awsRegion"),
+            ("region", envelope, "region"),
+        ],
+        same,
+        is_region,
+    )?
+    .unwrap_or_default();
+    let keys = named
+        .into_iter()
+        .map(|(kind, id, gateway_id)| ResourceKey {
+            kind,
+            account: account.to_owned(),
+            region: region.to_owned(),
+            id,
+            gateway_id,
+        })
+        .collect();
+    Ok(Verdict::Reconcile { keys, meta })
 }

@@ -19,7 +19,7 @@ fn every_event_name_of_the_pattern_is_handled() {
     for name in names.iter().filter_map(Value::as_str) {
         let body = json!({"detail": {"eventSource": "bedrock-agentcore.amazonaws.com", "eventName": name,
             "awsRegion": "us-east-1",
-            "requestParameters": {"gatewayIdentifier": "gw-1", "agentRuntimeId": "rt-1", "targetId": "t1"},
+            "requestParameters": {"gatewayIdentifier": "gw-0123456789", "agentRuntimeId": "rt-0123456789", "targetId": "T1A2B3C4D5"},
             "responseElements": null}});
         let verdict = parse(&body.to_string(), ParseOptions::default());
         assert!(

@@ -10,8 +10,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use registrar_core::desired::{DeriveOptions, Visibility};
 use registrar_core::enable::EnablePolicy;
-use registrar_core::plan::{DeleteGuard, PlanContext, Policy};
+use registrar_core::plan::{DeleteGuard, PlanContext, Policy, RegistryIdentity};
 use registrar_core::reach::{ReachRequest, is_region_code};
+use registrar_core::trust::{TrustConfig, TrustPolicy};
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::aws::agentcore::AgentCoreAws;
 use crate::aws::fleet::Fleet;
@@ -100,9 +102,13 @@ pub struct RegistryArgs {
     /// Registry base URL.
     #[arg(long, env = "REGISTRY_URL")]
     pub registry_url: String,
-    /// Registry ingress token file (JSON with access_token/token, or a bare token).
+    /// Registry ingress token file (JSON with access_token/token, or a bare token). Refused when
+    /// other users may read it.
     #[arg(long, env = "REGISTRY_TOKEN_FILE", default_value = ".token")]
     pub token_file: String,
+    /// Accept a token file that group or others may read (a mount that cannot be made private).
+    #[arg(long, env = "REGISTRAR_ALLOW_SHARED_TOKEN_FILE")]
+    pub allow_shared_token_file: bool,
     /// Allow a plain-http registry URL to a non-loopback host.
     #[arg(long, env = "REGISTRAR_ALLOW_INSECURE_REGISTRY")]
     pub allow_insecure_registry: bool,
@@ -123,17 +129,90 @@ pub struct RegistryArgs {
         requires = "registry_token_discovery_url"
     )]
     pub registry_client_id: Option<String>,
-    /// Its secret (prefer the environment variable).
+    /// A file holding its secret; or set REGISTRY_CLIENT_SECRET. Never a command-line value:
+    /// every user of the machine can read a process's arguments.
     #[arg(
         long,
-        env = "REGISTRY_CLIENT_SECRET",
-        hide_env_values = true,
+        env = "REGISTRY_CLIENT_SECRET_FILE",
         requires = "registry_token_discovery_url"
     )]
-    pub registry_client_secret: Option<String>,
+    pub registry_client_secret_file: Option<std::path::PathBuf>,
     /// Scope to ask for (space-separated), if the IdP needs one.
     #[arg(long, env = "REGISTRY_TOKEN_SCOPE")]
     pub registry_token_scope: Option<String>,
+    /// The name the registry records as `registered_by` for what this service registers (the
+    /// key name of a named API key, the client's user at the IdP). When set, a server registered
+    /// by anyone else is never treated as ours, whatever its metadata says.
+    #[arg(long, env = "REGISTRAR_REGISTRY_IDENTITY")]
+    pub registry_identity: Option<String>,
+}
+
+impl RegistryArgs {
+    fn identity(&self) -> Option<RegistryIdentity> {
+        self.registry_identity
+            .as_ref()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(|s| RegistryIdentity::configured(s.to_owned()))
+    }
+}
+
+/// Where client secrets may go (design invariant 7) and where they are read from.
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// Issuers client secrets may be sent to (comma-separated): issuer URLs
+    /// (https://idp.example.com/realms/x), or hosts (idp.example.com) whose every issuer is
+    /// trusted. Cognito user pools in the regions read are trusted without being listed, for the
+    /// secret Cognito holds for their own app clients.
+    #[arg(long, env = "REGISTRAR_TRUSTED_ISSUERS", value_delimiter = ',')]
+    pub trusted_issuers: Vec<String>,
+    /// Hosts a trusted issuer's token endpoint may be on besides the issuer's own host.
+    #[arg(long, env = "REGISTRAR_TRUSTED_TOKEN_HOSTS", value_delimiter = ',')]
+    pub trusted_token_hosts: Vec<String>,
+    /// Cognito's issuer, `{region}` standing for the region (change it only for an emulator).
+    #[arg(
+        long,
+        env = "REGISTRAR_COGNITO_ISSUER_BASE",
+        default_value = registrar_core::trust::COGNITO_ISSUER_BASE
+    )]
+    pub cognito_issuer_base: String,
+    /// Secrets Manager name of a client secret; `{name}` is the client id or the vendor
+    /// variable (ENTRA_CLIENT_SECRET, ...). Keep the registry's own secret outside this prefix.
+    #[arg(
+        long,
+        env = "REGISTRAR_SECRET_NAME_PATTERN",
+        default_value = "agentcore-registrar/egress/{name}"
+    )]
+    pub secret_name_pattern: String,
+}
+
+impl TrustArgs {
+    const PATTERN_RULE: &str = "must be a fixed prefix then {name}, such as agentcore-registrar/egress/{name} (IAM grants that prefix alone)";
+
+    /// Client ids must not choose the whole secret name: IAM scopes reads to a prefix.
+    fn pattern_has_prefix(&self) -> bool {
+        self.secret_name_pattern
+            .split_once("{name}")
+            .is_some_and(|(prefix, _)| !prefix.is_empty())
+    }
+
+    /// The trust policy; Cognito pools are trusted in `regions` (those the worker reads).
+    fn policy(&self, regions: &[String]) -> anyhow::Result<TrustPolicy> {
+        if !self.pattern_has_prefix() {
+            anyhow::bail!(
+                "--secret-name-pattern (REGISTRAR_SECRET_NAME_PATTERN) {}, got {:?}",
+                Self::PATTERN_RULE,
+                self.secret_name_pattern
+            );
+        }
+        TrustPolicy::new(&TrustConfig {
+            trusted: &self.trusted_issuers,
+            token_hosts: &self.trusted_token_hosts,
+            cognito_regions: regions,
+            cognito_issuer_base: &self.cognito_issuer_base,
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -184,9 +263,36 @@ pub struct ReachArgs {
         default_value = "agentcore-registrar-reader"
     )]
     pub member_role_name: String,
-    /// External id the member roles require, if any.
-    #[arg(long, env = "REGISTRAR_MEMBER_EXTERNAL_ID", hide_env_values = true)]
-    pub member_external_id: Option<String>,
+    /// A file holding the external id the member roles require, if any; or set
+    /// REGISTRAR_MEMBER_EXTERNAL_ID. Never a command-line value (the process list shows those).
+    #[arg(long, env = "REGISTRAR_MEMBER_EXTERNAL_ID_FILE")]
+    pub member_external_id_file: Option<std::path::PathBuf>,
+}
+
+/// A secret from its environment variable or a file, never from the command line: every user of
+/// the machine can read a process's arguments.
+fn secret_input(
+    var: &str,
+    file: Option<&std::path::Path>,
+    file_flag: &str,
+) -> anyhow::Result<Option<SecretString>> {
+    let from_env = std::env::var(var).ok().filter(|v| !v.is_empty());
+    match (from_env, file) {
+        (Some(_), Some(_)) => anyhow::bail!("both {var} and --{file_flag} are set: use one"),
+        (Some(value), None) => Ok(Some(SecretString::from(value))),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("--{file_flag} {}: {e}", path.display()))?;
+            let value = text.trim();
+            anyhow::ensure!(
+                !value.is_empty(),
+                "--{file_flag} {} is empty",
+                path.display()
+            );
+            Ok(Some(SecretString::from(value.to_owned())))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 impl ReachArgs {
@@ -194,6 +300,11 @@ impl ReachArgs {
     /// error, not a skip).
     async fn fleet(&self, config: &aws_config::SdkConfig) -> anyhow::Result<Fleet<AgentCoreAws>> {
         let home_region = config.region().map(ToString::to_string).unwrap_or_default();
+        let external_id = secret_input(
+            "REGISTRAR_MEMBER_EXTERNAL_ID",
+            self.member_external_id_file.as_deref(),
+            "member-external-id-file",
+        )?;
         let fleet = crate::aws::fleet::build(
             config,
             ReachRequest {
@@ -203,7 +314,7 @@ impl ReachArgs {
                 allowed_accounts: &self.allowed_accounts,
             },
             &self.member_role_name,
-            self.member_external_id.as_deref(),
+            external_id.as_ref().map(ExposeSecret::expose_secret),
         )
         .await?;
         tracing::info!(
@@ -351,14 +462,8 @@ pub struct WorkerArgs {
     /// Token refreshes at once (IdP requests in flight); raise it for many short-lived tokens.
     #[arg(long, env = "REGISTRAR_TOKEN_CONCURRENCY", default_value_t = 16)]
     token_concurrency: usize,
-    #[arg(
-        long,
-        env = "REGISTRAR_SECRET_NAME_PATTERN",
-        default_value = "agentcore-registrar/{name}"
-    )]
-    secret_name_pattern: String,
-    #[arg(long, env = "REGISTRAR_ALLOW_INSECURE_IDP")]
-    allow_insecure_idp: bool,
+    #[command(flatten)]
+    trust: TrustArgs,
 }
 
 impl WorkerArgs {
@@ -479,11 +584,11 @@ impl WorkerArgs {
             self.rescan_interval.to_string(),
         );
         check(
-            self.secret_name_pattern.contains("{name}"),
+            self.trust.pattern_has_prefix(),
             "secret-name-pattern",
             "REGISTRAR_SECRET_NAME_PATTERN",
-            "must contain {name}",
-            format!("{:?}", self.secret_name_pattern),
+            TrustArgs::PATTERN_RULE,
+            format!("{:?}", self.trust.secret_name_pattern),
         );
         match wrong.len() {
             0 => Ok(()),
@@ -556,19 +661,13 @@ pub enum TokensCommand {
         /// Refresh even tokens that are not due yet.
         #[arg(long)]
         force: bool,
-        /// Secrets Manager name of a client secret; `{name}` is the client id or the vendor
-        /// variable (ENTRA_CLIENT_SECRET, ...).
-        #[arg(
-            long,
-            env = "REGISTRAR_SECRET_NAME_PATTERN",
-            default_value = "agentcore-registrar/{name}"
-        )]
-        secret_name_pattern: String,
+        #[command(flatten)]
+        trust: TrustArgs,
+        /// Regions read besides the home region (Cognito pools there are trusted).
+        #[arg(long, env = "REGISTRAR_REGIONS", value_delimiter = ',')]
+        regions: Vec<String>,
         #[arg(long, env = "REGISTRAR_ENABLE_POLICY", default_value = "authenticated", value_parser = parse_enable)]
         enable_policy: EnablePolicy,
-        /// Allow plain-http IdPs beyond loopback.
-        #[arg(long, env = "REGISTRAR_ALLOW_INSECURE_IDP")]
-        allow_insecure_idp: bool,
     },
 }
 
@@ -614,7 +713,11 @@ pub struct PolicyArgs {
 
 impl PolicyArgs {
     /// The planner's settings; an out-of-range fraction is refused.
-    fn plan_context(&self, force: bool) -> anyhow::Result<PlanContext> {
+    fn plan_context(
+        &self,
+        force: bool,
+        identity: Option<RegistryIdentity>,
+    ) -> anyhow::Result<PlanContext> {
         if !(0.0..=1.0).contains(&self.max_delete_fraction) {
             anyhow::bail!(
                 "--max-delete-fraction must be between 0 and 1, got {}",
@@ -628,6 +731,7 @@ impl PolicyArgs {
                 max_fraction: self.max_delete_fraction,
                 force,
             },
+            identity,
         })
     }
 }
@@ -693,25 +797,47 @@ fn registry_client(args: &RegistryArgs) -> anyhow::Result<RegistryClient> {
         ..RetryPolicy::default()
     };
     let token = match &args.registry_token_discovery_url {
-        None => TokenSource::File(TokenFile::new(&args.token_file)),
+        None => TokenSource::File(
+            TokenFile::new(&args.token_file).allow_shared(args.allow_shared_token_file),
+        ),
         Some(url) => {
-            let (Some(client_id), Some(secret)) =
-                (&args.registry_client_id, &args.registry_client_secret)
-            else {
+            let secret = secret_input(
+                "REGISTRY_CLIENT_SECRET",
+                args.registry_client_secret_file.as_deref(),
+                "registry-client-secret-file",
+            )?;
+            let (Some(client_id), Some(secret)) = (&args.registry_client_id, secret) else {
                 anyhow::bail!(
-                    "--registry-token-discovery-url needs --registry-client-id and REGISTRY_CLIENT_SECRET"
+                    "--registry-token-discovery-url needs --registry-client-id and REGISTRY_CLIENT_SECRET (or --registry-client-secret-file)"
                 );
             };
-            let oidc = crate::tokens::oidc::Oidc::new(
-                Duration::from_secs(15),
-                Duration::from_secs(3600),
-                args.allow_insecure_registry,
-            )?;
+            let oidc =
+                crate::tokens::oidc::Oidc::new(Duration::from_secs(15), Duration::from_secs(3600))?;
+            // The operator named this IdP: it is trusted for the registry's client alone.
+            let issuer = url
+                .trim()
+                .strip_suffix(registrar_core::trust::DISCOVERY_SUFFIX)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--registry-token-discovery-url (REGISTRY_TOKEN_DISCOVERY_URL) {url:?} must end in {}",
+                        registrar_core::trust::DISCOVERY_SUFFIX
+                    )
+                })?;
+            let trust = TrustPolicy::new(&TrustConfig {
+                trusted: &[issuer.to_owned()],
+                cognito_issuer_base: registrar_core::trust::COGNITO_ISSUER_BASE,
+                ..TrustConfig::default()
+            })
+            .map_err(|e| anyhow::anyhow!("--registry-token-discovery-url: {e}"))?;
+            let trusted = trust
+                .issuer_of(url, std::slice::from_ref(client_id))
+                .map_err(|e| anyhow::anyhow!("--registry-token-discovery-url: {e}"))?;
             TokenSource::ClientCredentials(Box::new(ClientCredentialsToken::new(
                 oidc,
-                url.clone(),
+                trust,
+                trusted,
                 client_id.clone(),
-                crate::tokens::oidc::Secret(secret.clone()),
+                secret,
                 registrar_core::refresh::TokenRequest {
                     scope: args.registry_token_scope.clone(),
                     audience: None,
@@ -725,6 +851,21 @@ fn registry_client(args: &RegistryArgs) -> anyhow::Result<RegistryClient> {
         Duration::from_secs(args.registry_timeout),
         retry,
     )?)
+}
+
+/// The home region and the extra regions (where Cognito pools are trusted).
+fn regions_read(config: &aws_config::SdkConfig, extra: &[String]) -> Vec<String> {
+    let mut regions: Vec<String> = config
+        .region()
+        .map(ToString::to_string)
+        .into_iter()
+        .collect();
+    for r in extra.iter().map(|r| r.trim()).filter(|r| !r.is_empty()) {
+        if !regions.iter().any(|have| have == r) {
+            regions.push(r.to_owned());
+        }
+    }
+    regions
 }
 
 fn print_report(report: &Report, output: Output) {
@@ -777,7 +918,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             deep,
             registry_concurrency,
         } => {
-            let ctx = policy.plan_context(force)?;
+            let ctx = policy.plan_context(force, registry.identity())?;
             let client = registry_client(&registry)?;
             client_token_check(&registry)?;
             let agentcore = scope.reach.fleet(&config).await?;
@@ -904,7 +1045,7 @@ async fn run_worker(
     use registrar_ingest::event::ParseOptions;
     use registrar_ingest::sqs::Queue;
 
-    let ctx = args.policy.plan_context(false)?;
+    let ctx = args.policy.plan_context(false, args.registry.identity())?;
     args.validate()?;
     let registry = registry_client(&args.registry)?;
     client_token_check(&args.registry)?;
@@ -932,6 +1073,7 @@ async fn run_worker(
             derive: scan.derive,
             policy: ctx.policy,
             adopt_legacy: ctx.adopt_legacy,
+            identity: ctx.identity,
             enable: args.policy.enable_policy,
             mcp_targets: scan.mcp_targets,
         },
@@ -962,11 +1104,15 @@ async fn run_worker(
     };
     let tokens = if args.token_refresh {
         Some(crate::service::TokenSettings {
-            oidc: crate::tokens::oidc::Oidc::new(secs(15), secs(3600), args.allow_insecure_idp)?,
+            oidc: crate::tokens::oidc::Oidc::new(secs(15), secs(3600))?,
             secrets: crate::tokens::secrets::SecretResolver::from_process_env(
-                args.secret_name_pattern.clone(),
+                args.trust.secret_name_pattern.clone(),
                 config.clone(),
             ),
+            trust: args
+                .trust
+                .policy(&regions_read(config, &args.scope.reach.regions))?,
+            identity: ctx.identity,
             enable: args.policy.enable_policy,
             policy: registrar_core::refresh::RefreshPolicy::default(),
             schedule: crate::tokens::schedule::TokenSchedule {
@@ -1057,26 +1203,26 @@ async fn run_tokens(
             registry,
             path,
             force,
-            secret_name_pattern,
+            trust,
+            regions,
             enable_policy,
-            allow_insecure_idp,
         } => {
             let client = registry_client(&registry)?;
             client_token_check(&registry)?;
-            let oidc = crate::tokens::oidc::Oidc::new(
-                Duration::from_secs(15),
-                Duration::from_secs(3600),
-                allow_insecure_idp,
-            )?;
+            let oidc =
+                crate::tokens::oidc::Oidc::new(Duration::from_secs(15), Duration::from_secs(3600))?;
             let secrets = crate::tokens::secrets::SecretResolver::from_process_env(
-                secret_name_pattern,
+                trust.secret_name_pattern.clone(),
                 config.clone(),
             );
+            let policy = trust.policy(&regions_read(config, &regions))?;
             let refresher = crate::tokens::Refresher {
                 registry: &client,
                 state: &state,
                 oidc: &oidc,
                 secrets: &secrets,
+                trust: &policy,
+                identity: registry.identity(),
                 enable: enable_policy,
                 policy: registrar_core::refresh::RefreshPolicy::default(),
             };
@@ -1111,7 +1257,11 @@ async fn run_tokens(
                     ),
                     Some(e) => {
                         failed += 1;
-                        println!("{:<30} FAILED: {e}", done.path);
+                        if done.refused.is_some() {
+                            println!("{:<30} {e}", done.path);
+                        } else {
+                            println!("{:<30} FAILED: {e}", done.path);
+                        }
                     }
                 }
             }
@@ -1262,7 +1412,9 @@ async fn healthcheck(url: &str) -> ExitCode {
 /// Fails fast, naming the file, when the registry token cannot be read.
 fn client_token_check(args: &RegistryArgs) -> anyhow::Result<()> {
     if args.registry_token_discovery_url.is_none() {
-        TokenFile::new(&args.token_file).token()?;
+        TokenFile::new(&args.token_file)
+            .allow_shared(args.allow_shared_token_file)
+            .token()?;
     }
     Ok(())
 }

@@ -25,6 +25,8 @@ pub struct ReconcileOptions {
     pub derive: DeriveOptions,
     pub policy: registrar_core::plan::Policy,
     pub adopt_legacy: bool,
+    /// Our `registered_by` at the registry, when configured.
+    pub identity: Option<registrar_core::plan::RegistryIdentity>,
     pub enable: EnablePolicy,
     /// Whether `mcpServer` targets are registered.
     pub mcp_targets: bool,
@@ -180,6 +182,7 @@ async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
             force: true,
             ..DeleteGuard::default()
         },
+        identity: opts.identity,
     };
     let recorded_rows: Vec<RecordedResource> = recorded.iter().cloned().collect();
     let actions = plan(&obs, &current, &recorded_rows, ctx);

@@ -45,6 +45,8 @@ struct Telemetry {
 pub struct TokenSettings {
     pub oidc: crate::tokens::oidc::Oidc,
     pub secrets: crate::tokens::secrets::SecretResolver,
+    pub trust: registrar_core::trust::TrustPolicy,
+    pub identity: Option<registrar_core::plan::RegistryIdentity>,
     pub enable: registrar_core::enable::EnablePolicy,
     pub policy: registrar_core::refresh::RefreshPolicy,
     pub schedule: crate::tokens::schedule::TokenSchedule,
@@ -172,6 +174,15 @@ async fn metrics(State(t): State<Telemetry>) -> String {
         ],
     );
     metric(
+        "registrar_token_refusals_total",
+        "counter",
+        "Token refreshes refused: the client secret may not go to the IdP (untrusted_issuer), or the registry entry is not verified as ours and pointing at its gateway (unverified_entry). Nothing was sent.",
+        &[
+            ("{reason=\"untrusted_issuer\"}", get(&k.refused_secret)),
+            ("{reason=\"unverified_entry\"}", get(&k.refused_entry)),
+        ],
+    );
+    metric(
         "registrar_tokens_expiring_unrefreshed",
         "gauge",
         "Tokens expiring within a minute whose last refresh failed.",
@@ -296,6 +307,8 @@ where
                 state: &consumer.state,
                 oidc: &settings.oidc,
                 secrets: &settings.secrets,
+                trust: &settings.trust,
+                identity: settings.identity,
                 enable: settings.enable,
                 policy: settings.policy,
             };

@@ -587,6 +587,7 @@ async fn bench_tokens(args: &Args, out: &mut String) -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     let ttl = Duration::from_secs(args.token_ttl);
     let idp = Idp::start("bench-client", "bench-secret", ttl).await?;
+    env.trust_issuer(&idp.issuer);
     let ac = &env.agentcore;
     let auth = GatewayAuth::Jwt {
         discovery_url: idp.discovery_url(),

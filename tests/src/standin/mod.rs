@@ -49,6 +49,17 @@ impl User {
         }
     }
 
+    /// Another publisher: may register (and, the registry's default, overwrite any server path),
+    /// sees only what it registered.
+    pub fn publisher(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            admin: false,
+            can_write: true,
+            visible: BTreeSet::new(),
+        }
+    }
+
     /// A key whose groups map to nothing: lists come back empty, writes get 403.
     pub fn nobody(name: &str) -> Self {
         Self {

@@ -18,7 +18,7 @@ use super::classify_sdk_error;
 const PEER: &str = "agentcore";
 
 /// The AgentCore control plane of one account and region.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AgentCoreAws {
     client: Client,
     sts: aws_sdk_sts::Client,
@@ -29,6 +29,18 @@ pub struct AgentCoreAws {
     /// The account, once STS has answered (it never changes for one set of credentials).
     /// Asked of STS once; concurrent first callers share the one call.
     account: std::sync::Arc<tokio::sync::OnceCell<String>>,
+}
+
+/// Not derived: the SDK clients' `Debug` prints their credentials provider, and an AssumeRole
+/// provider's includes the member roles' external id.
+impl std::fmt::Debug for AgentCoreAws {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentCoreAws")
+            .field("region", &self.region)
+            .field("expected_account", &self.expected_account)
+            .field("account", &self.account.get())
+            .finish_non_exhaustive()
+    }
 }
 
 impl AgentCoreAws {

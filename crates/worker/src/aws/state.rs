@@ -17,7 +17,7 @@ use aws_sdk_dynamodb::types::{
     ReturnValuesOnConditionCheckFailure, ScalarAttributeType, WriteRequest,
 };
 use registrar_core::PortError;
-use registrar_core::desired::Collection;
+use registrar_core::desired::{Collection, Pointing};
 use registrar_core::identity::{ResourceKey, ResourceKind, ResourceRef};
 use registrar_core::plan::RecordedResource;
 use registrar_core::ports::StateStore;
@@ -234,6 +234,12 @@ fn recorded_from(item: &Item) -> Option<RecordedResource> {
             .and_then(|v| v.as_bool().ok())
             .copied()
             .unwrap_or(false),
+        pointing: Some(text(item, "url"))
+            .filter(|u| !u.is_empty())
+            .map(|url| {
+                let scheme = Some(text(item, "auth_scheme")).filter(|a| !a.is_empty());
+                Pointing::new(&url, scheme.as_deref())
+            }),
     })
 }
 
@@ -241,6 +247,7 @@ fn manifest_from(i: &Item) -> ManifestFields {
     ManifestFields {
         path: text(i, "path"),
         arn: text(i, "arn"),
+        url: text(i, "url"),
         discovery_url: text(i, "discovery_url"),
         allowed_clients: texts(i, "allowed_clients"),
         allowed_audience: texts(i, "allowed_audience"),
@@ -445,6 +452,12 @@ impl StateStore for DynamoState {
         if let Some(g) = &res.gateway_id {
             row.insert("gateway_id".into(), s(g));
         }
+        if let Some(p) = &r.pointing {
+            row.insert("url".into(), s(&p.url));
+            if let Some(scheme) = &p.auth_scheme {
+                row.insert("auth_scheme".into(), s(scheme));
+            }
+        }
         let pointer = item([
             ("pk", s(pointer_pk(res.kind, &res.region, &res.id))),
             ("sk", s("ptr")),
@@ -569,6 +582,7 @@ impl StateStore for DynamoState {
             .item("sk", s("manifest"))
             .item("arn", s(&row.arn))
             .item("path", s(&row.path))
+            .item("url", s(&row.url))
             .item("discovery_url", s(&row.discovery_url))
             .item("allowed_clients", list(&row.allowed_clients))
             .item("allowed_audience", list(&row.allowed_audience))

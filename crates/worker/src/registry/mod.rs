@@ -6,11 +6,14 @@ pub mod token;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use registrar_core::desired::{Collection, DesiredEntry, EntryBody, ServerFields};
+use registrar_core::desired::{Collection, DesiredEntry, EntryBody, Pointing, ServerFields};
+use registrar_core::naming::{is_slug_path, quote_all};
+use registrar_core::outbound::{OutboundUrlError, check_outbound_url};
 use registrar_core::plan::CurrentEntry;
 use registrar_core::ports::Registry;
 use registrar_core::{ErrorClass, PortError};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 
 use self::token::TokenSource;
@@ -19,11 +22,11 @@ const PEER: &str = "registry";
 /// The registry's largest page (`limit` above it is a 422).
 const PAGE: usize = 2000;
 
-/// Why a registry URL is refused.
+/// Why a registry URL is refused. The URL is shown with any user info replaced by `***`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryUrlError {
-    /// Not a URL we can use.
-    #[error("registry URL {0:?} is not an http(s) URL")]
+    /// Not an absolute http(s) URL with a host, or it carries `user:password@`.
+    #[error("registry URL {0:?} is not an http(s) URL with a host and without user:password@")]
     Malformed(String),
     /// Plain HTTP to a non-loopback host would send the ingress token in clear text.
     #[error(
@@ -32,34 +35,14 @@ pub enum RegistryUrlError {
     Insecure(String),
 }
 
-/// Checks the registry base URL: https, or http to loopback, or http explicitly allowed.
+/// Checks the registry base URL with [`check_outbound_url`]: https, or http to a host that is
+/// loopback as parsed (so `http://localhost:80@evil.example/` is refused), or http explicitly
+/// allowed; never user info. Returns the URL without trailing `/`.
 pub fn check_registry_url(url: &str, allow_insecure: bool) -> Result<String, RegistryUrlError> {
-    let trimmed = url.trim_end_matches('/').to_owned();
-    let (scheme, rest) = trimmed
-        .split_once("://")
-        .ok_or_else(|| RegistryUrlError::Malformed(url.into()))?;
-    let authority = rest.split('/').next().unwrap_or_default();
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    if host.is_empty() {
-        return Err(RegistryUrlError::Malformed(url.into()));
-    }
-    match scheme {
-        "https" => Ok(trimmed),
-        "http" => {
-            let loopback = host == "localhost"
-                || host
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback());
-            if loopback || allow_insecure {
-                Ok(trimmed)
-            } else {
-                Err(RegistryUrlError::Insecure(url.into()))
-            }
-        }
-        _ => Err(RegistryUrlError::Malformed(url.into())),
+    match check_outbound_url(url, allow_insecure) {
+        Ok(_) => Ok(url.trim().trim_end_matches('/').to_owned()),
+        Err(e @ OutboundUrlError::Insecure(_)) => Err(RegistryUrlError::Insecure(e.url().into())),
+        Err(e @ OutboundUrlError::Malformed(_)) => Err(RegistryUrlError::Malformed(e.url().into())),
     }
 }
 
@@ -109,6 +92,8 @@ impl RegistryClient {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("agentcore-registrar/", env!("CARGO_PKG_VERSION")))
+            // A redirect could carry the bearer token or a credential body elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| PortError::new(PEER, "client", ErrorClass::Terminal, e.to_string()))?;
         Ok(Self {
@@ -132,7 +117,7 @@ impl RegistryClient {
                 retry_after: None,
             })?;
             let response = build(&self.http)
-                .bearer_auth(token)
+                .bearer_auth(token.expose_secret())
                 .send()
                 .await
                 .map_err(|e| Failure {
@@ -175,11 +160,13 @@ impl RegistryClient {
         format!("{}{rest}", self.base)
     }
 
+    /// One page: the entries we may address, how many items the page held (the next offset
+    /// counts those, addressable or not), and whether more follow.
     async fn list_page(
         &self,
         collection: Collection,
         offset: usize,
-    ) -> Result<(Vec<CurrentEntry>, bool), PortError> {
+    ) -> Result<(Vec<CurrentEntry>, usize, bool), PortError> {
         let (route, key) = match collection {
             Collection::Server => ("/api/servers", "servers"),
             Collection::Agent => ("/api/agents", "agents"),
@@ -200,12 +187,9 @@ impl RegistryClient {
                 format!("response has no `{key}` array"),
             )
         })?;
-        let entries = items
-            .iter()
-            .filter_map(|v| entry_from_json(collection, v))
-            .collect();
         Ok((
-            entries,
+            addressable_entries(collection, items),
+            items.len(),
             body.get("has_next")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
@@ -335,6 +319,24 @@ fn entry_from_json(collection: Collection, v: &Value) -> Option<CurrentEntry> {
             .and_then(Value::as_bool)
             .unwrap_or(false),
         status: v.get("status").and_then(Value::as_str).map(str::to_owned),
+        pointing: match collection {
+            Collection::Server => v.get("proxy_pass_url"),
+            Collection::Agent => v.get("url"),
+        }
+        .and_then(Value::as_str)
+        .map(|url| {
+            Pointing::new(
+                url,
+                match collection {
+                    Collection::Server => v.get("auth_scheme").and_then(Value::as_str),
+                    Collection::Agent => None,
+                },
+            )
+        }),
+        registered_by: v
+            .get("registered_by")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     })
 }
 
@@ -360,19 +362,61 @@ fn server_form(path: &str, s: &ServerFields, overwrite: bool) -> Vec<(&'static s
     ]
 }
 
-/// `/x` -> `x`: the registry's GET routes take the path without its leading slash.
-fn bare(path: &str) -> &str {
-    path.trim_start_matches('/')
+/// The listed entries whose path is in our slug grammar. The others were never written by us
+/// (our paths are slugs) and are never addressed by us: not read, changed, enabled or deleted,
+/// whatever their metadata claims, so the planner never sees them.
+fn addressable_entries(collection: Collection, items: &[Value]) -> Vec<CurrentEntry> {
+    items
+        .iter()
+        .filter_map(|v| entry_from_json(collection, v))
+        .filter(|e| {
+            let ours = is_slug_path(&e.path);
+            if !ours {
+                tracing::debug!(collection = collection.as_str(), path = ?e.path, "Listed entry outside the slug grammar; ignored.");
+            }
+            ours
+        })
+        .collect()
+}
+
+/// Refuses a path outside our slug grammar ([`is_slug_path`]): we derive only slugs, so any
+/// other path was written by someone else and is never addressed, in a URL or a form.
+fn addressable(operation: &str, path: &str) -> Result<(), PortError> {
+    if is_slug_path(path) {
+        Ok(())
+    } else {
+        let shown: String = path.chars().take(100).collect();
+        Err(PortError::new(
+            PEER,
+            operation,
+            ErrorClass::Terminal,
+            format!("refusing to address registry path {shown:?}: not a path we derive (/<slug>)"),
+        ))
+    }
+}
+
+/// `/x` -> `x`, for the registry's `<route>/<path>` URLs: the path without its leading slash,
+/// each segment percent-encoded (every byte outside `A-Za-z0-9_.-~`), `/` kept between
+/// segments. Refused unless [`addressable`].
+fn bare(operation: &str, path: &str) -> Result<String, PortError> {
+    addressable(operation, path)?;
+    Ok(path
+        .trim_start_matches('/')
+        .split('/')
+        .map(quote_all)
+        .collect::<Vec<_>>()
+        .join("/"))
 }
 
 impl Registry for RegistryClient {
     async fn list(&self, collection: Collection) -> Result<Vec<CurrentEntry>, PortError> {
         let mut all = Vec::new();
+        let mut offset = 0;
         loop {
-            let (page, has_next) = self.list_page(collection, all.len()).await?;
-            let empty = page.is_empty();
+            let (page, items, has_next) = self.list_page(collection, offset).await?;
+            offset += items;
             all.extend(page);
-            if !has_next || empty {
+            if !has_next || items == 0 {
                 return Ok(all);
             }
         }
@@ -387,7 +431,7 @@ impl Registry for RegistryClient {
             Collection::Server => ("/api/servers/", "get server"),
             Collection::Agent => ("/api/agents/", "get agent"),
         };
-        let url = self.url(&format!("{route}{}", bare(path)));
+        let url = self.url(&format!("{route}{}", bare(op, path)?));
         let response = self
             .call(
                 op,
@@ -400,10 +444,24 @@ impl Registry for RegistryClient {
             return Ok(None);
         }
         let body = json_body(op, response).await?;
-        Ok(entry_from_json(collection, &body))
+        match entry_from_json(collection, &body) {
+            // The registry answers for the path asked or not at all: an entry at another path
+            // is never taken for this one (nor addressed).
+            Some(entry) if entry.path != path => Err(PortError::new(
+                PEER,
+                op,
+                ErrorClass::Terminal,
+                format!(
+                    "asked for {path}, the registry answered with an entry at {:?}",
+                    entry.path.chars().take(100).collect::<String>()
+                ),
+            )),
+            other => Ok(other),
+        }
     }
 
     async fn register(&self, d: &DesiredEntry) -> Result<(), PortError> {
+        addressable("register", &d.path)?;
         let result = match &d.body {
             EntryBody::Server(s) => {
                 let url = self.url("/api/servers/register");
@@ -429,6 +487,7 @@ impl Registry for RegistryClient {
     }
 
     async fn update(&self, d: &DesiredEntry, current: &CurrentEntry) -> Result<(), PortError> {
+        addressable("update", &d.path)?;
         let result = match &d.body {
             EntryBody::Server(s) => {
                 let url = self.url("/api/servers/register");
@@ -446,7 +505,7 @@ impl Registry for RegistryClient {
                 if let (Some(status), Some(obj)) = (&current.status, body.as_object_mut()) {
                     obj.insert("status".into(), Value::String(status.clone()));
                 }
-                let url = self.url(&format!("/api/agents/{}", bare(&d.path)));
+                let url = self.url(&format!("/api/agents/{}", bare("update agent", &d.path)?));
                 self.call(
                     "update agent",
                     |c| c.request(Method::PUT, &url).json(&body),
@@ -464,6 +523,7 @@ impl Registry for RegistryClient {
         path: &str,
         enabled: bool,
     ) -> Result<(), PortError> {
+        addressable("toggle", path)?;
         let result = match collection {
             Collection::Server => {
                 let url = self.url("/api/servers/toggle");
@@ -479,7 +539,10 @@ impl Registry for RegistryClient {
                 .await
             }
             Collection::Agent => {
-                let url = self.url(&format!("/api/agents/{}/toggle", bare(path)));
+                let url = self.url(&format!(
+                    "/api/agents/{}/toggle",
+                    bare("toggle agent", path)?
+                ));
                 let query = [("enabled", enabled.to_string())];
                 self.call(
                     "toggle agent",
@@ -493,6 +556,7 @@ impl Registry for RegistryClient {
     }
 
     async fn remove(&self, collection: Collection, path: &str) -> Result<(), PortError> {
+        addressable("remove", path)?;
         // 404 means it is already gone: removal is idempotent.
         let result = match collection {
             Collection::Server => {
@@ -506,7 +570,7 @@ impl Registry for RegistryClient {
                 .await
             }
             Collection::Agent => {
-                let url = self.url(&format!("/api/agents/{}", bare(path)));
+                let url = self.url(&format!("/api/agents/{}", bare("delete agent", path)?));
                 self.call(
                     "delete agent",
                     |c| c.delete(&url),
@@ -523,7 +587,10 @@ impl Registry for RegistryClient {
     }
 
     async fn set_credential(&self, path: &str, bearer: Option<&str>) -> Result<(), PortError> {
-        let url = self.url(&format!("/api/servers/{}/auth-credential", bare(path)));
+        let url = self.url(&format!(
+            "/api/servers/{}/auth-credential",
+            bare("set auth credential", path)?
+        ));
         let body = match bearer {
             Some(token) => serde_json::json!({"auth_scheme": "bearer", "auth_credential": token}),
             None => serde_json::json!({"auth_scheme": "none"}),
@@ -583,6 +650,84 @@ mod tests {
             check_registry_url("ftp://x", false),
             Err(RegistryUrlError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_registry_url_is_loopback_only_as_parsed_and_never_carries_user_info() {
+        for hostile in [
+            "http://localhost:80@evil.example/",
+            "http://127.0.0.1:8080@evil.example",
+            "https://user:pw@registry.example.com/",
+        ] {
+            let err = check_registry_url(hostile, false).expect_err(hostile);
+            assert!(
+                matches!(err, RegistryUrlError::Malformed(_)),
+                "{hostile}: {err}"
+            );
+            assert!(
+                !err.to_string().contains("pw@") && !err.to_string().contains("localhost:80@"),
+                "user info is never shown: {err}"
+            );
+            assert!(check_registry_url(hostile, true).is_err(), "{hostile}");
+        }
+        for hostile in [
+            "http://127.0.0.1.evil.example/",
+            "http://localhost.evil.example",
+            "http://[::2]:80",
+        ] {
+            assert_eq!(
+                check_registry_url(hostile, false),
+                Err(RegistryUrlError::Insecure(hostile.into())),
+                "{hostile}"
+            );
+        }
+        let err = check_registry_url("http://127.0.0.1.evil.example/", false).expect_err("refused");
+        assert!(
+            err.to_string().contains("--allow-insecure-registry"),
+            "{err}"
+        );
+        assert_eq!(
+            check_registry_url("http://[::1]:8080/", false).as_deref(),
+            Ok("http://[::1]:8080")
+        );
+    }
+
+    #[test]
+    fn only_slug_paths_are_addressed_and_they_are_percent_encoded() {
+        assert_eq!(bare("get", "/geo-mcp").as_deref(), Ok("geo-mcp"));
+        for hostile in [
+            "/Weird Path_1",
+            "/a/../b",
+            "/..",
+            "/api/servers",
+            "/x?y=1",
+            "/x#y",
+            "/%2e%2e",
+            "",
+            "/",
+        ] {
+            let err = bare("delete agent", hostile).expect_err(hostile);
+            assert_eq!(err.class, ErrorClass::Terminal);
+            assert!(err.message.contains("refusing to address"), "{err}");
+            assert!(addressable("remove", hostile).is_err(), "{hostile}");
+        }
+        // Encoding is the second line of defence: what it would do with a hostile segment.
+        assert_eq!(quote_all("a b/../?#"), "a%20b%2F..%2F%3F%23");
+    }
+
+    #[test]
+    fn listed_entries_outside_the_slug_grammar_are_dropped() {
+        let ours = serde_json::json!({"source": "agentcore-registrar",
+            "gateway_arn": "arn:aws:bedrock-agentcore:us-east-1:123456789012:gateway/gw0000001a"});
+        let items: Vec<Value> = ["/orders", "/Weird Path_1", "/a/../b", "/orders-docs", "/x/"]
+            .iter()
+            .map(|p| serde_json::json!({"path": p, "metadata": ours, "tags": []}))
+            .collect();
+        let kept: Vec<String> = addressable_entries(Collection::Server, &items)
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        assert_eq!(kept, ["/orders", "/orders-docs"]);
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! The registry ingress token, read from a file and re-read whenever the file changes.
+//! The registry ingress token, read from a file and re-read whenever the file changes, or
+//! obtained by client_credentials. Held as a `SecretString`: no `Debug` prints it.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 /// Why no token could be read. Names the file; never contains the token.
@@ -17,6 +19,11 @@ pub enum TokenFileError {
         "registry token file {path} has no token: expected JSON with `access_token` or `token` at the top level or under `tokens`, or a bare token"
     )]
     NoToken { path: String },
+    /// Other users of the machine could read (or replace) the token.
+    #[error(
+        "registry token file {path} is open to other users (mode {mode:04o}): chmod 600 it, or pass --allow-shared-token-file (REGISTRAR_ALLOW_SHARED_TOKEN_FILE) if a mount cannot be made private"
+    )]
+    Shared { path: String, mode: u32 },
 }
 
 /// A token file in any shape `registry-contract.md` §2.1 lists: `{"access_token"}`,
@@ -25,15 +32,26 @@ pub enum TokenFileError {
 #[derive(Debug)]
 pub struct TokenFile {
     path: PathBuf,
-    cached: Mutex<Option<(SystemTime, u64, String)>>,
+    /// Accept a file that group or others may read or write.
+    allow_shared: bool,
+    cached: Mutex<Option<(SystemTime, u64, SecretString)>>,
 }
 
 impl TokenFile {
+    /// A token file that only its owner may read or write.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
+            allow_shared: false,
             cached: Mutex::new(None),
         }
+    }
+
+    /// Also accept a file others may read (a mount that cannot be made private).
+    #[must_use]
+    pub fn allow_shared(mut self, allow: bool) -> Self {
+        self.allow_shared = allow;
+        self
     }
 
     pub fn path(&self) -> &std::path::Path {
@@ -41,13 +59,24 @@ impl TokenFile {
     }
 
     /// The current token; the file is parsed again only when its mtime or size changed.
-    pub fn token(&self) -> Result<String, TokenFileError> {
+    pub fn token(&self) -> Result<SecretString, TokenFileError> {
         let display = self.path.display().to_string();
         let unreadable = |e: std::io::Error| TokenFileError::Unreadable {
             path: display.clone(),
             reason: e.to_string(),
         };
         let meta = std::fs::metadata(&self.path).map_err(unreadable)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 && !self.allow_shared {
+                return Err(TokenFileError::Shared {
+                    path: display,
+                    mode,
+                });
+            }
+        }
         let stamp = (meta.modified().map_err(unreadable)?, meta.len());
         let mut cached = self
             .cached
@@ -58,8 +87,10 @@ impl TokenFile {
         {
             return Ok(token.clone());
         }
-        let text = std::fs::read_to_string(&self.path).map_err(unreadable)?;
-        let token = parse_token(&text).ok_or(TokenFileError::NoToken { path: display })?;
+        let text = SecretString::from(std::fs::read_to_string(&self.path).map_err(unreadable)?);
+        let token = parse_token(text.expose_secret())
+            .map(SecretString::from)
+            .ok_or(TokenFileError::NoToken { path: display })?;
         *cached = Some((stamp.0, stamp.1, token.clone()));
         Ok(token)
     }
@@ -71,24 +102,27 @@ impl TokenFile {
 #[derive(Debug)]
 pub struct ClientCredentialsToken {
     pub oidc: crate::tokens::oidc::Oidc,
-    pub discovery_url: String,
+    pub trust: registrar_core::trust::TrustPolicy,
+    pub issuer: registrar_core::trust::TrustedIssuer,
     pub client_id: String,
-    pub secret: crate::tokens::oidc::Secret,
+    pub secret: SecretString,
     pub request: registrar_core::refresh::TokenRequest,
-    cached: tokio::sync::Mutex<Option<(crate::tokens::oidc::Secret, u64)>>,
+    cached: tokio::sync::Mutex<Option<(SecretString, u64)>>,
 }
 
 impl ClientCredentialsToken {
     pub fn new(
         oidc: crate::tokens::oidc::Oidc,
-        discovery_url: String,
+        trust: registrar_core::trust::TrustPolicy,
+        issuer: registrar_core::trust::TrustedIssuer,
         client_id: String,
-        secret: crate::tokens::oidc::Secret,
+        secret: SecretString,
         request: registrar_core::refresh::TokenRequest,
     ) -> Self {
         Self {
             oidc,
-            discovery_url,
+            trust,
+            issuer,
             client_id,
             secret,
             request,
@@ -96,28 +130,44 @@ impl ClientCredentialsToken {
         }
     }
 
-    async fn token(&self) -> Result<String, registrar_core::PortError> {
+    async fn token(&self) -> Result<SecretString, registrar_core::PortError> {
         use registrar_core::refresh::{RefreshPolicy, jwt_exp, lifetime, next_refresh};
         let mut cached = self.cached.lock().await;
         let now = crate::tokens::now();
         if let Some((token, renew_at)) = cached.as_ref()
             && now < *renew_at
         {
-            return Ok(token.0.clone());
+            return Ok(token.clone());
         }
-        let discovery = self.oidc.discover(&self.discovery_url).await?;
         let issued = self
             .oidc
-            .client_credentials(&discovery, &self.client_id, &self.secret, &self.request)
-            .await?;
+            .issue(
+                &self.trust,
+                &self.issuer,
+                &self.client_id,
+                &self.secret,
+                &self.request,
+            )
+            .await
+            .map_err(|e| match e {
+                crate::tokens::oidc::IssueError::Failed(e) => e,
+                refused @ crate::tokens::oidc::IssueError::Refused(_) => {
+                    registrar_core::PortError::new(
+                        "registry",
+                        "token",
+                        registrar_core::ErrorClass::Terminal,
+                        format!("registry IdP: {refused}"),
+                    )
+                }
+            })?;
         let policy = RefreshPolicy::default();
         let life = lifetime(
             issued.expires_in,
-            jwt_exp(&issued.access_token.0),
+            jwt_exp(issued.access_token.expose_secret()),
             now,
             &policy,
         );
-        let token = issued.access_token.0.clone();
+        let token = issued.access_token.clone();
         *cached = Some((issued.access_token, next_refresh(now, life, 0.0, &policy)));
         tracing::info!(
             expires_in_s = life,
@@ -136,7 +186,7 @@ pub enum TokenSource {
 
 impl TokenSource {
     /// The current token.
-    pub async fn get(&self) -> Result<String, registrar_core::PortError> {
+    pub async fn get(&self) -> Result<SecretString, registrar_core::PortError> {
         match self {
             Self::File(f) => f.token().map_err(|e| {
                 registrar_core::PortError::new(
@@ -200,16 +250,49 @@ mod tests {
         assert_eq!(parse_token(""), None);
     }
 
+    fn set_mode(path: &std::path::Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    #[test]
+    fn a_token_file_others_can_read_is_refused_unless_allowed() {
+        let dir = std::env::temp_dir().join(format!("registrar-token-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("token.json");
+        std::fs::write(&path, r#"{"access_token":"t0ken-value"}"#).expect("write");
+        set_mode(&path, 0o644);
+        let e = TokenFile::new(&path).token().expect_err("shared");
+        assert!(
+            e.to_string().contains("mode 0644") && e.to_string().contains("chmod 600"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("t0ken-value"));
+        let shared = TokenFile::new(&path).allow_shared(true);
+        assert_eq!(
+            shared.token().expect("allowed").expose_secret(),
+            "t0ken-value"
+        );
+        set_mode(&path, 0o600);
+        assert!(TokenFile::new(&path).token().is_ok());
+        assert!(!format!("{shared:?}").contains("t0ken-value"));
+        std::fs::remove_dir_all(&dir).expect("rm");
+    }
+
     #[test]
     fn the_file_is_reread_when_it_changes() {
         let dir = std::env::temp_dir().join(format!("registrar-token-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("token.json");
         std::fs::write(&path, r#"{"access_token":"first"}"#).expect("write");
+        set_mode(&path, 0o600);
         let file = TokenFile::new(&path);
-        assert_eq!(file.token().expect("token"), "first");
+        assert_eq!(file.token().expect("token").expose_secret(), "first");
         std::fs::write(&path, r#"{"access_token":"second-longer"}"#).expect("write");
-        assert_eq!(file.token().expect("token"), "second-longer");
+        assert_eq!(
+            file.token().expect("token").expose_secret(),
+            "second-longer"
+        );
         std::fs::remove_file(&path).expect("rm");
         let err = file.token().expect_err("gone");
         assert!(err.to_string().contains("token.json"), "{err}");

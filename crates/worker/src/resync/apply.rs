@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use registrar_core::PortError;
-use registrar_core::desired::DesiredEntry;
+use registrar_core::desired::{DesiredEntry, Pointing};
 use registrar_core::enable::EnablePolicy;
 use registrar_core::identity::{Owner, ResourceKind, ResourceRef};
 use registrar_core::observed::Lifecycle;
@@ -121,7 +121,13 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
             desired: vec![d.clone()],
             ..Observation::default()
         };
-        let action = plan(&obs, std::slice::from_ref(&found), &[], self.ctx)
+        let recorded: Vec<RecordedResource> = self
+            .recorded
+            .get(&d.resource.arn)
+            .cloned()
+            .into_iter()
+            .collect();
+        let action = plan(&obs, std::slice::from_ref(&found), &recorded, self.ctx)
             .into_iter()
             .find(|a| !matches!(a, Action::Deregister(_)));
         match action {
@@ -196,6 +202,7 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
             fingerprint: d.fingerprint.clone(),
             aws_updated_at: d.aws_updated_at.clone(),
             enabled_set,
+            pointing: Some(d.body.pointing()),
         };
         if previous != Some(&row) {
             self.state.record(&row).await?;
@@ -231,20 +238,28 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
                 Err(e) => return fail(outcome, &e),
             }
         }
+        let expected: Vec<Pointing> = self
+            .recorded
+            .get(&d.resource.arn)
+            .and_then(|r| r.pointing.clone())
+            .into_iter()
+            .collect();
         match self.registry.get(d.collection, &d.path).await {
-            Ok(Some(found)) => match found.owner(false) {
-                Owner::Us(r) if r.arn == d.resource.arn => {
-                    if let Err(e) = self.registry.remove(d.collection, &d.path).await {
-                        return fail(outcome, &e);
+            Ok(Some(found)) => {
+                match found.verify(&d.resource.arn, &expected, self.ctx.identity, false) {
+                    Ok(()) => {
+                        if let Err(e) = self.registry.remove(d.collection, &d.path).await {
+                            return fail(outcome, &e);
+                        }
+                    }
+                    Err(why) => {
+                        return outcome.with(
+                            Status::Conflict,
+                            format!("kept: the entry at this path is not verified as ours: {why}"),
+                        );
                     }
                 }
-                _ => {
-                    return outcome.with(
-                        Status::Skipped,
-                        "kept: the entry at this path is no longer ours",
-                    );
-                }
-            },
+            }
             Ok(None) => {}
             Err(e) => return fail(outcome, &e),
         }

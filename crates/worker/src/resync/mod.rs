@@ -54,7 +54,7 @@ pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
     let known = if opts.deep {
         Known::default()
     } else {
-        Known::new(intact(&recorded, &current))
+        Known::new(intact(&recorded, &current, opts.ctx.identity))
     };
     let scanned = scan_fleet(agentcore, opts.scan, &known, progress).await;
 

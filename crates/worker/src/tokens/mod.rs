@@ -1,6 +1,10 @@
 //! Egress tokens for entries behind CUSTOM_JWT authorizers: secret, OIDC discovery,
 //! client_credentials, the registry's auth-credential PATCH, the enable-once after the first
 //! token, and the token state (expiry, next refresh, last result) in DynamoDB.
+//!
+//! Two gates stand before anything leaves (design invariant 7): the trust policy decides where a
+//! client secret may go, before any request; and a token is PATCHed only into an entry that a
+//! GET just showed to be ours and pointing at the gateway recorded with the manifest row.
 
 pub mod oidc;
 pub mod schedule;
@@ -8,18 +12,68 @@ pub mod secrets;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use registrar_core::PortError;
-use registrar_core::desired::{Collection, InboundAuth};
+use registrar_core::desired::{Collection, InboundAuth, Pointing};
 use registrar_core::enable::EnablePolicy;
-use registrar_core::plan::RecordedResource;
+use registrar_core::plan::{RecordedResource, RegistryIdentity};
 use registrar_core::ports::{Registry, StateStore};
 use registrar_core::refresh::{
     RefreshPolicy, TokenState, jwt_exp, lifetime, next_refresh, retry_at, token_request,
 };
 use registrar_core::tokens::ManifestFields;
+use registrar_core::trust::{Refusal, TrustPolicy};
+use registrar_core::{ErrorClass, PortError};
+use secrecy::ExposeSecret;
 
-use self::oidc::Oidc;
-use self::secrets::SecretResolver;
+use self::oidc::{IssueError, Oidc};
+use self::secrets::{SecretError, SecretResolver};
+
+/// How long a refused token waits before it is looked at again: a refusal holds until the
+/// operator's configuration or the resource changes (`tokens refresh --path` asks at once).
+pub const REFUSAL_RECHECK_SECS: u64 = 3600;
+
+/// Why a token was not delivered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// The client secret may not go to this IdP: nothing was sent to it.
+    #[error("refused: {0}")]
+    Untrusted(Refusal),
+    /// The entry is not verified as ours and pointing at its gateway: no token goes into it.
+    #[error(
+        "refused: the entry at {path} is not verified as ours ({why}); no token is written into it"
+    )]
+    Unverified { path: String, why: String },
+    #[error(transparent)]
+    Failed(PortError),
+}
+
+impl DeliveryError {
+    /// A refusal (not retried hot, counted apart from failures).
+    pub fn is_refusal(&self) -> bool {
+        !matches!(self, Self::Failed(_))
+    }
+
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Failed(e) => e.class,
+            _ => ErrorClass::Terminal,
+        }
+    }
+}
+
+impl From<PortError> for DeliveryError {
+    fn from(e: PortError) -> Self {
+        Self::Failed(e)
+    }
+}
+
+impl From<IssueError> for DeliveryError {
+    fn from(e: IssueError) -> Self {
+        match e {
+            IssueError::Refused(r) => Self::Untrusted(r),
+            IssueError::Failed(e) => Self::Failed(e),
+        }
+    }
+}
 
 /// Manifest rows of server entries (the registry has no credential API for agents), with their
 /// resource records and token states, sorted by path.
@@ -66,6 +120,9 @@ pub struct Refresher<'a, R, S> {
     pub state: &'a S,
     pub oidc: &'a Oidc,
     pub secrets: &'a SecretResolver,
+    pub trust: &'a TrustPolicy,
+    /// Our `registered_by` at the registry, when configured.
+    pub identity: Option<RegistryIdentity>,
     pub enable: EnablePolicy,
     pub policy: RefreshPolicy,
 }
@@ -75,9 +132,20 @@ pub struct Refresher<'a, R, S> {
 pub struct Refreshed {
     pub path: String,
     pub state: TokenState,
-    /// The error, when it failed (no secrets).
+    /// The error, when it failed or was refused (no secrets).
     pub error: Option<String>,
+    /// It was refused (untrusted IdP, unverified entry) rather than failed.
+    pub refused: Option<Refusing>,
     pub enabled_now: bool,
+}
+
+/// What a refusal was about (the metric's label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusing {
+    /// The IdP or the secret's binding: the secret was not sent.
+    Secret,
+    /// The registry entry: the token was not written.
+    Entry,
 }
 
 impl<R: Registry, S: StateStore> Refresher<'_, R, S> {
@@ -100,22 +168,32 @@ impl<R: Registry, S: StateStore> Refresher<'_, R, S> {
                     path: row.path.clone(),
                     state,
                     error: None,
+                    refused: None,
                     enabled_now,
                 }
             }
             Err(e) => {
                 let failures = previous.map_or(0, |p| p.failures) + 1;
                 let expires_at = previous.and_then(|p| p.expires_at);
-                let state = TokenState {
-                    expires_at,
-                    next_refresh_at: retry_at(
+                let next_refresh_at = if e.is_refusal() {
+                    started + REFUSAL_RECHECK_SECS
+                } else {
+                    retry_at(
                         started,
                         expires_at,
                         failures,
                         crate::consumer::jitter(),
                         &self.policy,
-                    ),
-                    last_result: format!("{e} ({})", e.class),
+                    )
+                };
+                let state = TokenState {
+                    expires_at,
+                    next_refresh_at,
+                    last_result: if e.is_refusal() {
+                        e.to_string()
+                    } else {
+                        format!("{e} ({})", e.class())
+                    },
                     failures,
                     client_id: previous.and_then(|p| p.client_id.clone()),
                     refreshed_at: previous.and_then(|p| p.refreshed_at),
@@ -123,11 +201,21 @@ impl<R: Registry, S: StateStore> Refresher<'_, R, S> {
                 if let Err(e) = self.state.record_token(&row.arn, &state).await {
                     tracing::warn!(path = %row.path, error = %e, "Token state could not be recorded.");
                 }
-                tracing::warn!(path = %row.path, error = %e, class = %e.class, failures, "Token refresh failed.");
+                let refused = match &e {
+                    DeliveryError::Untrusted(_) => Some(Refusing::Secret),
+                    DeliveryError::Unverified { .. } => Some(Refusing::Entry),
+                    DeliveryError::Failed(_) => None,
+                };
+                if refused.is_some() {
+                    tracing::warn!(path = %row.path, error = %e, "Token refresh refused.");
+                } else {
+                    tracing::warn!(path = %row.path, error = %e, class = %e.class(), failures, "Token refresh failed.");
+                }
                 Refreshed {
                     path: row.path.clone(),
                     error: Some(state.last_result.clone()),
                     state,
+                    refused,
                     enabled_now: false,
                 }
             }
@@ -138,48 +226,64 @@ impl<R: Registry, S: StateStore> Refresher<'_, R, S> {
         &self,
         row: &ManifestFields,
         recorded: Option<&RecordedResource>,
-    ) -> Result<(TokenState, bool), PortError> {
-        let terminal =
-            |m: String| PortError::new("tokens", "secret", registrar_core::ErrorClass::Terminal, m);
-        // The first allowed client that has a secret (the Python tool used only the first one).
+    ) -> Result<(TokenState, bool), DeliveryError> {
+        let terminal = |m: String| PortError::new("tokens", "secret", ErrorClass::Terminal, m);
+        // Decided before anything is fetched: an untrusted IdP is never asked anything.
+        let issuer = self
+            .trust
+            .issuer_of(&row.discovery_url, &row.allowed_clients)
+            .map_err(DeliveryError::Untrusted)?;
+        // The first allowed client with a secret that may go to this issuer (the Python tool
+        // used only the first client).
         let mut missing = Vec::new();
+        let mut refused = None;
         let mut found = None;
         for client_id in &row.allowed_clients {
+            if let Err(why) = secrets::check_client_id(client_id) {
+                missing.push(why);
+                continue;
+            }
             match self
                 .secrets
-                .resolve(client_id, row.idp_vendor, &row.discovery_url)
+                .resolve(client_id, row.idp_vendor, &issuer)
                 .await
             {
-                Ok((secret, source)) => {
-                    found = Some((client_id.clone(), secret, source));
+                Ok(secret) => {
+                    found = Some((client_id.clone(), secret));
                     break;
                 }
-                Err(secrets::SecretError::Missing(e)) => missing.push(e.to_string()),
-                Err(secrets::SecretError::Lookup(e)) => return Err(e),
+                Err(SecretError::Missing(e)) => missing.push(e.to_string()),
+                Err(SecretError::NotForIssuer(r)) => {
+                    refused.get_or_insert(r);
+                }
+                Err(SecretError::Lookup(e)) => return Err(e.into()),
             }
         }
-        let Some((client_id, secret, source)) = found else {
-            if row.allowed_clients.is_empty() {
-                return Err(terminal("the authorizer lists no allowed clients".into()));
+        let Some((client_id, secret)) = found else {
+            if let Some(r) = refused {
+                return Err(DeliveryError::Untrusted(r));
             }
-            return Err(terminal(missing.join("; ")));
+            if row.allowed_clients.is_empty() {
+                return Err(terminal("the authorizer lists no allowed clients".into()).into());
+            }
+            return Err(terminal(missing.join("; ")).into());
         };
-        tracing::debug!(path = %row.path, client_id, source, "Client secret found.");
-        let discovery = self.oidc.discover(&row.discovery_url).await?;
+        tracing::debug!(path = %row.path, client_id, source = %secret.source, "Client secret found.");
         let request = token_request(row.idp_vendor, &row.allowed_audience, &row.allowed_scopes);
         let token = self
             .oidc
-            .client_credentials(&discovery, &client_id, &secret, &request)
+            .issue(self.trust, &issuer, &client_id, &secret.secret, &request)
             .await?;
         let issued = now();
         let life = lifetime(
             token.expires_in,
-            jwt_exp(&token.access_token.0),
+            jwt_exp(token.access_token.expose_secret()),
             issued,
             &self.policy,
         );
+        self.verify_entry(row).await?;
         self.registry
-            .set_credential(&row.path, Some(&token.access_token.0))
+            .set_credential(&row.path, Some(token.access_token.expose_secret()))
             .await?;
         let mut enabled_now = false;
         if let Some(r) = recorded
@@ -202,5 +306,31 @@ impl<R: Registry, S: StateStore> Refresher<'_, R, S> {
             refreshed_at: Some(issued),
         };
         Ok((state, enabled_now))
+    }
+
+    /// Right before a credential PATCH: the entry must be ours for this resource (by metadata,
+    /// by who registered it when that is configured) and point at the URL recorded with the
+    /// manifest row, with the bearer scheme. Anyone allowed to register can overwrite a server
+    /// and keep our metadata; the registry keeps the stored credential across the overwrite.
+    async fn verify_entry(&self, row: &ManifestFields) -> Result<(), DeliveryError> {
+        let unverified = |why: String| DeliveryError::Unverified {
+            path: row.path.clone(),
+            why,
+        };
+        if row.url.is_empty() {
+            return Err(unverified(
+                "no URL is recorded with its manifest row (written by an older version); the next rescan records it"
+                    .into(),
+            ));
+        }
+        let entry = self
+            .registry
+            .get(Collection::Server, &row.path)
+            .await?
+            .ok_or_else(|| unverified("the registry has no entry there".into()))?;
+        let expected = [Pointing::new(&row.url, Some("bearer"))];
+        entry
+            .verify(&row.arn, &expected, self.identity, false)
+            .map_err(unverified)
     }
 }

@@ -1,31 +1,23 @@
-//! OIDC discovery (fetched once per URL and cached, issuer checked) and the client_credentials
-//! grant with the `oauth2` crate, using the client authentication the IdP advertises.
+//! OIDC discovery (fetched once per issuer and cached, issuer checked) and the client_credentials
+//! grant with the `oauth2` crate, using the client authentication the IdP advertises. Only
+//! issuers the trust policy accepted are asked anything, and the token endpoint a discovery
+//! document names is checked against the policy before a secret goes to it. Neither request
+//! follows redirects.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oauth2::basic::BasicClient;
 use oauth2::{AuthType, ClientId, ClientSecret, RequestTokenError, Scope, TokenResponse, TokenUrl};
 use registrar_core::refresh::TokenRequest;
+use registrar_core::trust::{Refusal, TrustPolicy, TrustedIssuer};
 use registrar_core::{ErrorClass, PortError};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::registry::check_registry_url;
-
 const PEER: &str = "idp";
-
-/// A client secret or token: never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
 
 /// What the registrar reads from a discovery document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,9 +38,21 @@ struct DiscoveryDocument {
 /// A token the IdP issued.
 #[derive(Debug, Clone)]
 pub struct IssuedToken {
-    pub access_token: Secret,
+    pub access_token: SecretString,
     /// `expires_in` of the token response, when present.
     pub expires_in: Option<u64>,
+}
+
+/// Why no token was issued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IssueError {
+    /// The trust policy refused: nothing was sent, and retrying cannot help until the
+    /// operator's configuration changes.
+    #[error("refused: {0}")]
+    Refused(#[from] Refusal),
+    /// The IdP could not be asked, or said no.
+    #[error(transparent)]
+    Failed(#[from] PortError),
 }
 
 /// The IdP client: one connection pool, a discovery cache.
@@ -57,7 +61,6 @@ pub struct Oidc {
     http: reqwest::Client,
     cache: Mutex<HashMap<String, (Instant, Arc<Discovery>)>>,
     cache_ttl: Duration,
-    allow_insecure: bool,
 }
 
 fn err(operation: &str, class: ErrorClass, message: impl Into<String>) -> PortError {
@@ -65,15 +68,10 @@ fn err(operation: &str, class: ErrorClass, message: impl Into<String>) -> PortEr
 }
 
 impl Oidc {
-    /// `allow_insecure` permits plain-http IdPs beyond loopback (never wise: secrets travel).
-    pub fn new(
-        timeout: Duration,
-        cache_ttl: Duration,
-        allow_insecure: bool,
-    ) -> Result<Self, PortError> {
+    pub fn new(timeout: Duration, cache_ttl: Duration) -> Result<Self, PortError> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
-            // Token endpoints must not redirect credentials elsewhere (oauth2 crate guidance).
+            // Neither discovery nor the token endpoint may send us (and a secret) elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| err("client", ErrorClass::Terminal, e.to_string()))?;
@@ -81,13 +79,30 @@ impl Oidc {
             http,
             cache: Mutex::new(HashMap::new()),
             cache_ttl,
-            allow_insecure,
         })
     }
 
-    /// The discovery document at `url`, from the cache when fresh. The issuer must be the URL
-    /// without its `/.well-known/...` suffix, and a token endpoint must be present.
-    pub async fn discover(&self, url: &str) -> Result<Arc<Discovery>, PortError> {
+    /// A token for `client_id` from a trusted issuer: discovery, the token endpoint checked
+    /// against `trust`, then the grant.
+    pub async fn issue(
+        &self,
+        trust: &TrustPolicy,
+        trusted: &TrustedIssuer,
+        client_id: &str,
+        secret: &SecretString,
+        request: &TokenRequest,
+    ) -> Result<IssuedToken, IssueError> {
+        let discovery = self.discover(trusted).await?;
+        let token_url = trust.token_endpoint(trusted, &discovery.token_endpoint)?;
+        Ok(self
+            .client_credentials(&discovery, token_url, client_id, secret, request)
+            .await?)
+    }
+
+    /// The discovery document of a trusted issuer, from the cache when fresh. It must name
+    /// that issuer and a token endpoint.
+    pub async fn discover(&self, trusted: &TrustedIssuer) -> Result<Arc<Discovery>, IssueError> {
+        let url = &trusted.discovery_url;
         if let Some((at, d)) = self
             .cache
             .lock()
@@ -98,8 +113,6 @@ impl Oidc {
             return Ok(Arc::clone(d));
         }
         let op = "discovery";
-        check_registry_url(url, self.allow_insecure)
-            .map_err(|e| err(op, ErrorClass::Terminal, format!("discovery URL: {e}")))?;
         let response = self
             .http
             .get(url)
@@ -117,7 +130,8 @@ impl Oidc {
                 op,
                 class,
                 format!("{url} answered HTTP {}", status.as_u16()),
-            ));
+            )
+            .into());
         }
         let doc: DiscoveryDocument = response.json().await.map_err(|e| {
             err(
@@ -133,15 +147,7 @@ impl Oidc {
                 format!("discovery document at {url} has no issuer"),
             )
         })?;
-        let expected_prefix = issuer.trim_end_matches('/');
-        let base = url.split("/.well-known/").next().unwrap_or_default();
-        if base != expected_prefix {
-            return Err(err(
-                op,
-                ErrorClass::Terminal,
-                format!("issuer {issuer} does not match the discovery URL {url}"),
-            ));
-        }
+        TrustPolicy::check_discovered_issuer(trusted, &issuer)?;
         let token_endpoint = doc.token_endpoint.ok_or_else(|| {
             err(
                 op,
@@ -157,17 +163,19 @@ impl Oidc {
         self.cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(url.to_owned(), (Instant::now(), Arc::clone(&discovery)));
+            .insert(url.clone(), (Instant::now(), Arc::clone(&discovery)));
         Ok(discovery)
     }
 
-    /// The client_credentials grant. Client authentication: HTTP Basic when the IdP supports it
-    /// (or says nothing), else the secret in the body.
-    pub async fn client_credentials(
+    /// The client_credentials grant at a token endpoint the trust policy accepted. Client
+    /// authentication: HTTP Basic when the IdP supports it (or says nothing), else the secret in
+    /// the body.
+    async fn client_credentials(
         &self,
         discovery: &Discovery,
+        token_url: url::Url,
         client_id: &str,
-        secret: &Secret,
+        secret: &SecretString,
         request: &TokenRequest,
     ) -> Result<IssuedToken, PortError> {
         let op = "client_credentials";
@@ -177,16 +185,9 @@ impl Oidc {
         } else {
             AuthType::RequestBody
         };
-        let token_url = TokenUrl::new(discovery.token_endpoint.clone()).map_err(|e| {
-            err(
-                op,
-                ErrorClass::Terminal,
-                format!("token endpoint {}: {e}", discovery.token_endpoint),
-            )
-        })?;
         let client = BasicClient::new(ClientId::new(client_id.to_owned()))
-            .set_client_secret(ClientSecret::new(secret.0.clone()))
-            .set_token_uri(token_url)
+            .set_client_secret(ClientSecret::new(secret.expose_secret().to_owned()))
+            .set_token_uri(TokenUrl::from_url(token_url))
             .set_auth_type(auth);
         let mut grant = client.exchange_client_credentials();
         if let Some(scope) = &request.scope {
@@ -197,7 +198,7 @@ impl Oidc {
         }
         match grant.request_async(&self.http).await {
             Ok(token) => Ok(IssuedToken {
-                access_token: Secret(token.access_token().secret().clone()),
+                access_token: SecretString::from(token.access_token().secret().as_str()),
                 expires_in: token.expires_in().map(|d| d.as_secs()),
             }),
             Err(RequestTokenError::ServerResponse(e)) => {
@@ -241,12 +242,16 @@ impl Oidc {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use registrar_core::trust::{COGNITO_ISSUER_BASE, TrustConfig};
+
     use super::*;
 
-    /// A discovery endpoint counting its hits; `issuer_suffix` makes the issuer (mis)match.
+    /// A discovery endpoint counting its hits; `issuer_suffix` makes the issuer (mis)match, and
+    /// `token_at` is where its token endpoint is (the issuer's own when `None`).
     async fn serve(
         issuer_suffix: &'static str,
         token_endpoint: bool,
+        token_at: Option<&'static str>,
     ) -> (String, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -254,29 +259,53 @@ mod tests {
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let hits = Arc::new(AtomicUsize::new(0));
         let (issuer, counter) = (format!("{base}{issuer_suffix}"), Arc::clone(&hits));
-        let app = axum::Router::new().route(
-            "/.well-known/openid-configuration",
-            axum::routing::get(move || {
-                counter.fetch_add(1, Ordering::SeqCst);
-                let mut doc = serde_json::json!({"issuer": issuer, "token_endpoint_auth_methods_supported": ["client_secret_post"]});
-                if token_endpoint {
-                    doc["token_endpoint"] = serde_json::json!(format!("{issuer}/token"));
-                }
-                async move { axum::Json(doc) }
-            }),
-        );
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                axum::routing::get(move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let mut doc = serde_json::json!({"issuer": issuer, "token_endpoint_auth_methods_supported": ["client_secret_post"]});
+                    if token_endpoint {
+                        doc["token_endpoint"] = serde_json::json!(
+                            token_at.map_or_else(|| format!("{issuer}/token"), str::to_owned)
+                        );
+                    }
+                    async move { axum::Json(doc) }
+                }),
+            )
+            .route(
+                "/redirect/.well-known/openid-configuration",
+                axum::routing::get(|| async {
+                    axum::response::Redirect::temporary("https://evil.example/.well-known/openid-configuration")
+                }),
+            );
         tokio::spawn(async move { axum::serve(listener, app).await });
         (base, hits)
     }
 
+    fn trusting(entries: &[String]) -> TrustPolicy {
+        TrustPolicy::new(&TrustConfig {
+            trusted: entries,
+            cognito_issuer_base: COGNITO_ISSUER_BASE,
+            ..TrustConfig::default()
+        })
+        .expect("policy")
+    }
+
+    fn oidc() -> Oidc {
+        Oidc::new(Duration::from_secs(5), Duration::from_secs(3600)).expect("client")
+    }
+
     #[tokio::test]
     async fn discovery_is_fetched_once_and_cached() {
-        let (base, hits) = serve("", true).await;
-        let oidc =
-            Oidc::new(Duration::from_secs(5), Duration::from_secs(3600), false).expect("client");
-        let url = format!("{base}/.well-known/openid-configuration");
-        let first = oidc.discover(&url).await.expect("discovered");
-        let second = oidc.discover(&url).await.expect("cached");
+        let (base, hits) = serve("", true, None).await;
+        let trust = trusting(std::slice::from_ref(&base));
+        let trusted = trust
+            .issuer_of(&format!("{base}/.well-known/openid-configuration"), &[])
+            .expect("trusted");
+        let oidc = oidc();
+        let first = oidc.discover(&trusted).await.expect("discovered");
+        let second = oidc.discover(&trusted).await.expect("cached");
         assert_eq!(first, second);
         assert_eq!(first.token_endpoint, format!("{base}/token"));
         assert_eq!(first.auth_methods, ["client_secret_post"]);
@@ -284,29 +313,64 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_issuer_that_does_not_match_the_url_or_a_missing_token_endpoint_is_refused() {
-        let oidc =
-            Oidc::new(Duration::from_secs(5), Duration::from_secs(3600), false).expect("client");
-        let (base, _) = serve("/someone-else", true).await;
-        let err = oidc
-            .discover(&format!("{base}/.well-known/openid-configuration"))
+    async fn a_mismatched_issuer_a_missing_or_foreign_token_endpoint_and_redirects_are_refused() {
+        let oidc = oidc();
+        let request = TokenRequest::default();
+        let secret = SecretString::from("s3cret");
+
+        let (base, _) = serve("/someone-else", true, None).await;
+        let host = base.trim_start_matches("http://").to_owned();
+        let trust = trusting(&[host]);
+        let trusted = trust
+            .issuer_of(&format!("{base}/.well-known/openid-configuration"), &[])
+            .expect("trusted host");
+        let e = oidc
+            .issue(&trust, &trusted, "c", &secret, &request)
             .await
             .expect_err("mismatch");
         assert!(
-            err.message.contains("does not match the discovery URL"),
-            "{err}"
+            matches!(e, IssueError::Refused(Refusal::IssuerMismatch { .. })),
+            "{e}"
         );
-        assert_eq!(err.class, ErrorClass::Terminal);
-        let (base, _) = serve("", false).await;
-        let err = oidc
-            .discover(&format!("{base}/.well-known/openid-configuration"))
+
+        let (base, _) = serve("", false, None).await;
+        let trust = trusting(std::slice::from_ref(&base));
+        let trusted = trust
+            .issuer_of(&format!("{base}/.well-known/openid-configuration"), &[])
+            .expect("trusted");
+        let e = oidc
+            .issue(&trust, &trusted, "c", &secret, &request)
             .await
             .expect_err("no endpoint");
-        assert!(err.message.contains("has no token_endpoint"), "{err}");
-        let err = oidc
-            .discover("http://idp.example.com/.well-known/openid-configuration")
+        assert!(e.to_string().contains("has no token_endpoint"), "{e}");
+
+        let (base, _) = serve("", true, Some("https://evil.example/token")).await;
+        let trust = trusting(std::slice::from_ref(&base));
+        let trusted = trust
+            .issuer_of(&format!("{base}/.well-known/openid-configuration"), &[])
+            .expect("trusted");
+        let e = oidc
+            .issue(&trust, &trusted, "c", &secret, &request)
             .await
-            .expect_err("insecure");
-        assert!(err.message.contains("plain http"), "{err}");
+            .expect_err("foreign endpoint");
+        assert!(
+            matches!(e, IssueError::Refused(Refusal::TokenEndpoint { .. })),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("s3cret"));
+
+        let (base, _) = serve("", true, None).await;
+        let trust = trusting(&[format!("{base}/redirect")]);
+        let trusted = trust
+            .issuer_of(
+                &format!("{base}/redirect/.well-known/openid-configuration"),
+                &[],
+            )
+            .expect("trusted");
+        let e = oidc
+            .discover(&trusted)
+            .await
+            .expect_err("redirect not followed");
+        assert!(e.to_string().contains("HTTP 307"), "{e}");
     }
 }

@@ -18,6 +18,10 @@ use super::{Refresher, now, token_rows};
 pub struct TokenStats {
     pub refreshed: AtomicU64,
     pub failed: AtomicU64,
+    /// Refused because the secret may not go to the IdP (nothing was sent).
+    pub refused_secret: AtomicU64,
+    /// Refused because the entry is not verified as ours (no token was written).
+    pub refused_entry: AtomicU64,
     /// Tokens that expire within a minute and whose last refresh failed.
     pub expiring_unrefreshed: AtomicU64,
 }
@@ -106,10 +110,11 @@ async fn tick<R: Registry, S: StateStore>(
             let result = refresher
                 .refresh(&manifest, token.as_ref(), resource.as_ref())
                 .await;
-            let counter = if result.error.is_none() {
-                &stats.refreshed
-            } else {
-                &stats.failed
+            let counter = match (&result.error, result.refused) {
+                (None, _) => &stats.refreshed,
+                (Some(_), Some(super::Refusing::Secret)) => &stats.refused_secret,
+                (Some(_), Some(super::Refusing::Entry)) => &stats.refused_entry,
+                (Some(_), None) => &stats.failed,
             };
             counter.fetch_add(1, Ordering::Relaxed);
             Some(result.state.next_refresh_at)

@@ -1,6 +1,8 @@
 //! Client secrets, first match wins, in the order `registrar_core::refresh::secret_sources`
-//! gives: environment, Secrets Manager, Cognito, then the vendor secret. The environment is read
-//! through an injectable lookup, so tests never mutate it. Values are never logged.
+//! gives: environment, Secrets Manager, Cognito, then the vendor secret. A secret found is used
+//! only when the trust policy lets it go to the issuer at hand (a secret bound to another issuer
+//! is passed over, and said so). The environment is read through an injectable lookup, so tests
+//! never mutate it. Values are never logged.
 
 use std::sync::Arc;
 
@@ -8,9 +10,10 @@ use aws_config::{Region, SdkConfig};
 use registrar_core::PortError;
 use registrar_core::refresh::{SecretSource, secret_sources};
 use registrar_core::tokens::IdpVendor;
+use registrar_core::trust::{CognitoPool, Refusal, SecretBinding, TrustPolicy, TrustedIssuer};
 
-use super::oidc::Secret;
 use crate::aws::classify_sdk_error;
+use secrecy::SecretString;
 
 /// An environment lookup.
 pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -29,9 +32,39 @@ pub enum SecretError {
     /// Every source answered "not here".
     #[error(transparent)]
     Missing(#[from] MissingSecret),
+    /// Secrets were found, but none may go to this issuer (the first refusal; never a value).
+    #[error(transparent)]
+    NotForIssuer(Refusal),
     /// A source could not be asked (access denied, throttled, unreachable).
     #[error(transparent)]
     Lookup(#[from] PortError),
+}
+
+/// A secret and where it came from.
+#[derive(Debug, Clone)]
+pub struct FoundSecret {
+    pub secret: SecretString,
+    /// `env OAUTH_CLIENT_SECRET_x`, `secretsmanager name`, `cognito region/pool`.
+    pub source: String,
+}
+
+/// Client ids name environment variables and Secrets Manager secrets: anything but letters,
+/// digits and `-_.+=@` could reach names outside the egress prefix (`/`), so it is refused.
+/// Real IdPs' client ids (Cognito, Entra GUIDs, Okta, Auth0, Keycloak) fit.
+pub fn check_client_id(client_id: &str) -> Result<(), String> {
+    let ok = !client_id.is_empty()
+        && client_id.len() <= 256
+        && client_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.+=@".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "client id {:?} is not looked up: only letters, digits and -_.+=@ (at most 256)",
+            client_id.chars().take(80).collect::<String>()
+        ))
+    }
 }
 
 /// Resolves client secrets.
@@ -51,14 +84,24 @@ impl std::fmt::Debug for SecretResolver {
     }
 }
 
-/// `client_secret` of a JSON secret, or the whole string.
-fn secret_value(text: &str) -> String {
+/// `client_secret` of a JSON secret (bound to its `issuer` when it names one), or the whole
+/// string (unbound).
+fn secret_value(text: &str) -> (String, SecretBinding) {
     match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(serde_json::Value::Object(o)) => o
-            .get("client_secret")
-            .and_then(|v| v.as_str())
-            .map_or_else(|| text.to_owned(), str::to_owned),
-        _ => text.to_owned(),
+        Ok(serde_json::Value::Object(o)) => {
+            let binding = o
+                .get("issuer")
+                .and_then(|v| v.as_str())
+                .map_or(SecretBinding::Unbound, |i| {
+                    SecretBinding::Issuer(i.to_owned())
+                });
+            let value = o
+                .get("client_secret")
+                .and_then(|v| v.as_str())
+                .map_or_else(|| text.to_owned(), str::to_owned);
+            (value, binding)
+        }
+        _ => (text.to_owned(), SecretBinding::Unbound),
     }
 }
 
@@ -82,46 +125,76 @@ impl SecretResolver {
         )
     }
 
-    /// The secret of `client_id` and where it was found.
+    /// The first secret of `client_id` that may go to `issuer`, and where it was found.
     pub async fn resolve(
         &self,
         client_id: &str,
         vendor: IdpVendor,
-        discovery_url: &str,
-    ) -> Result<(Secret, String), SecretError> {
+        issuer: &TrustedIssuer,
+    ) -> Result<FoundSecret, SecretError> {
         let mut tried = Vec::new();
-        for source in secret_sources(client_id, vendor, discovery_url, &self.name_pattern) {
+        let mut refused = None;
+        let sources = secret_sources(
+            client_id,
+            vendor,
+            issuer.cognito.as_ref(),
+            &self.name_pattern,
+        );
+        for source in sources {
             let found = match &source {
-                SecretSource::Env(name) => (self.env)(name),
+                SecretSource::Env(name) => (self.env)(name).map(|v| (v, SecretBinding::Unbound)),
                 SecretSource::SecretsManager(name) => match &self.aws {
                     Some(aws) => self.look_in_secrets_manager(aws, name).await?,
                     None => None,
                 },
                 SecretSource::Cognito { region, pool_id } => match &self.aws {
-                    Some(aws) => {
-                        self.look_in_cognito(aws, region, pool_id, client_id)
-                            .await?
-                    }
+                    Some(aws) => self
+                        .look_in_cognito(aws, region, pool_id, client_id)
+                        .await?
+                        .map(|v| {
+                            let pool = CognitoPool {
+                                region: region.clone(),
+                                pool_id: pool_id.clone(),
+                            };
+                            (v, SecretBinding::CognitoPool(pool))
+                        }),
                     None => None,
                 },
             };
+            let name = source.describe();
             match found {
-                Some(value) => return Ok((Secret(value), source.describe())),
-                None => tried.push(source.describe()),
+                Some((value, binding)) => {
+                    match TrustPolicy::may_send(issuer, client_id, &name, &binding) {
+                        Ok(()) => {
+                            return Ok(FoundSecret {
+                                secret: SecretString::from(value),
+                                source: name,
+                            });
+                        }
+                        Err(refusal) => {
+                            tracing::warn!(client_id, source = %name, issuer = %issuer.issuer, reason = %refusal, "Client secret passed over: not for this issuer.");
+                            refused.get_or_insert(refusal);
+                        }
+                    }
+                }
+                None => tried.push(name),
             }
         }
-        Err(MissingSecret {
-            client_id: client_id.to_owned(),
-            tried,
-        }
-        .into())
+        Err(match refused {
+            Some(refusal) => SecretError::NotForIssuer(refusal),
+            None => MissingSecret {
+                client_id: client_id.to_owned(),
+                tried,
+            }
+            .into(),
+        })
     }
 
     async fn look_in_secrets_manager(
         &self,
         aws: &SdkConfig,
         name: &str,
-    ) -> Result<Option<String>, PortError> {
+    ) -> Result<Option<(String, SecretBinding)>, PortError> {
         let client = aws_sdk_secretsmanager::Client::new(aws);
         match client.get_secret_value().secret_id(name).send().await {
             Ok(out) => Ok(out.secret_string().map(secret_value)),
@@ -178,6 +251,9 @@ impl SecretResolver {
 
 #[cfg(test)]
 mod tests {
+    use registrar_core::trust::{COGNITO_ISSUER_BASE, TrustConfig};
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> EnvLookup {
@@ -187,6 +263,22 @@ mod tests {
             .collect();
         Arc::new(move |name: &str| map.get(name).cloned())
     }
+
+    fn issuer(discovery_url: &str, trusted: &[&str]) -> TrustedIssuer {
+        let t: Vec<String> = trusted.iter().map(|s| (*s).to_owned()).collect();
+        let regions = vec!["us-east-1".to_owned()];
+        TrustPolicy::new(&TrustConfig {
+            trusted: &t,
+            cognito_regions: &regions,
+            cognito_issuer_base: COGNITO_ISSUER_BASE,
+            ..TrustConfig::default()
+        })
+        .expect("policy")
+        .issuer_of(discovery_url, &[])
+        .expect("trusted")
+    }
+
+    const ENTRA: &str = "https://login.microsoftonline.com/t/v2.0/.well-known/openid-configuration";
 
     #[tokio::test]
     async fn the_per_client_variable_wins_and_hyphens_may_be_underscores() {
@@ -198,38 +290,47 @@ mod tests {
             "x/{name}",
             None,
         );
-        let (secret, source) = r
-            .resolve(
-                "a-b",
-                IdpVendor::Entra,
-                "https://login.microsoftonline.com/t",
-            )
+        let entra = issuer(ENTRA, &["login.microsoftonline.com"]);
+        let found = r
+            .resolve("a-b", IdpVendor::Entra, &entra)
             .await
             .expect("found");
         assert_eq!(
-            (secret.0.as_str(), source.as_str()),
+            (found.secret.expose_secret(), found.source.as_str()),
             ("s1", "env OAUTH_CLIENT_SECRET_a_b")
         );
-        let (secret, _) = r
-            .resolve(
-                "other",
-                IdpVendor::Entra,
-                "https://login.microsoftonline.com/t",
-            )
+        let found = r
+            .resolve("other", IdpVendor::Entra, &entra)
             .await
             .expect("vendor");
-        assert_eq!(secret.0, "v");
+        assert_eq!(found.secret.expose_secret(), "v");
+    }
+
+    #[tokio::test]
+    async fn unbound_secrets_never_go_to_an_issuer_trusted_only_as_a_cognito_pool() {
+        let r = SecretResolver::new(env(&[("OAUTH_CLIENT_SECRET_c1", "zzz")]), "x/{name}", None);
+        let pool = issuer(
+            "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Ab1/.well-known/openid-configuration",
+            &[],
+        );
+        let e = r
+            .resolve("c1", IdpVendor::Cognito, &pool)
+            .await
+            .expect_err("refused");
+        assert!(matches!(e, SecretError::NotForIssuer(_)), "{e}");
+        assert!(e.to_string().contains("env OAUTH_CLIENT_SECRET_c1"), "{e}");
+        assert!(!e.to_string().contains("zzz"));
     }
 
     #[tokio::test]
     async fn a_missing_secret_names_what_was_tried_and_never_a_value() {
         let r = SecretResolver::new(env(&[("UNRELATED", "zzz")]), "x/{name}", None);
+        let okta = issuer(
+            "https://x.okta.com/oauth2/default/.well-known/openid-configuration",
+            &["x.okta.com"],
+        );
         let e = r
-            .resolve(
-                "c1",
-                IdpVendor::Okta,
-                "https://x.okta.com/.well-known/openid-configuration",
-            )
+            .resolve("c1", IdpVendor::Okta, &okta)
             .await
             .expect_err("missing");
         let text = e.to_string();
@@ -238,13 +339,37 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("zzz"));
-        assert_eq!(format!("{:?}", Secret("hunter2".into())), "Secret(***)");
     }
 
     #[test]
-    fn json_secrets_yield_their_client_secret() {
-        assert_eq!(secret_value(r#"{"client_secret":"abc","other":1}"#), "abc");
-        assert_eq!(secret_value("plain"), "plain");
-        assert_eq!(secret_value(r#"{"password":"x"}"#), r#"{"password":"x"}"#);
+    fn json_secrets_yield_their_client_secret_and_issuer() {
+        assert_eq!(
+            secret_value(r#"{"client_secret":"abc","other":1}"#),
+            ("abc".to_owned(), SecretBinding::Unbound)
+        );
+        assert_eq!(
+            secret_value(r#"{"client_secret":"abc","issuer":"https://idp.example.com"}"#),
+            (
+                "abc".to_owned(),
+                SecretBinding::Issuer("https://idp.example.com".into())
+            )
+        );
+        assert_eq!(secret_value("plain").0, "plain");
+        assert_eq!(secret_value(r#"{"password":"x"}"#).0, r#"{"password":"x"}"#);
+    }
+
+    #[test]
+    fn client_ids_that_could_name_other_secrets_are_refused() {
+        for ok in [
+            "4f1a2b3c4d5e6f7g8h9i0j1k2l",
+            "0oa1b2c3",
+            "my-client_1.x",
+            "a@b",
+        ] {
+            assert!(check_client_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["../registry-client-secret", "a/b", "", "a b", "x\ny"] {
+            assert!(check_client_id(bad).is_err(), "{bad}");
+        }
     }
 }
