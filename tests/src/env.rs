@@ -67,6 +67,8 @@ pub struct TestEnv {
     pub dir: PathBuf,
     /// Issuers the `registrar` processes of this test trust (`REGISTRAR_TRUSTED_ISSUERS`).
     trusted: std::sync::Mutex<Vec<String>>,
+    /// `client=issuer` pairs (`REGISTRAR_CLIENT_ISSUERS`).
+    client_issuers: std::sync::Mutex<Vec<String>>,
 }
 
 impl TestEnv {
@@ -106,6 +108,7 @@ impl TestEnv {
             table,
             dir,
             trusted: std::sync::Mutex::new(Vec::new()),
+            client_issuers: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -115,6 +118,14 @@ impl TestEnv {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(issuer.to_owned());
+    }
+
+    /// Lets a secret of `client` that names no issuer go to `issuer` (with several trusted).
+    pub fn map_client(&self, client: &str, issuer: &str) {
+        self.client_issuers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(format!("{client}={issuer}"));
     }
 
     /// The environment every `registrar` process of this test gets (extras override it).
@@ -138,6 +149,13 @@ impl TestEnv {
                 // The stand-in's admin user: what we register carries this `registered_by`.
                 ("REGISTRAR_REGISTRY_IDENTITY", "registrar".to_owned()),
                 ("REGISTRAR_TRUSTED_ISSUERS", trusted),
+                (
+                    "REGISTRAR_CLIENT_ISSUERS",
+                    self.client_issuers
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .join(","),
+                ),
             ]
             .map(|(k, v)| (k.to_owned(), v)),
         );

@@ -193,6 +193,16 @@ async fn list_discovers_without_touching_the_registry_and_state_init_is_idempote
 async fn the_manifest_exports_in_the_python_refreshers_format() -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     seed_faq(&env.agentcore).await?;
+    // A gateway whose IdP nobody trusted: the Python refresher would send a secret there.
+    registrar_tests::fixtures::create_gateway(
+        &env.agentcore,
+        "untrusted-idp",
+        registrar_tests::fixtures::GatewayAuth::Jwt {
+            discovery_url: "https://idp.evil.example/.well-known/openid-configuration".into(),
+            clients: vec!["client1abcdefghijklmnopqrstu".into()],
+        },
+    )
+    .await?;
     assert!(env.cli(&["resync"]).await?.status.success());
     let out_file = env.dir.join("token_refresh_manifest.json");
     let out = env
@@ -203,10 +213,11 @@ async fn the_manifest_exports_in_the_python_refreshers_format() -> anyhow::Resul
             out_file.to_str().unwrap_or_default(),
         ])
         .await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr.contains("left out /untrusted-idp: its IdP is not trusted"),
+        "{stderr}"
     );
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out_file)?)?;
     let entries = manifest

@@ -125,6 +125,11 @@ async fn refresh_failures_are_per_resource_clear_and_leave_others_alone() -> any
         );
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     env.trust_issuer(&broken);
+    // Two IdPs are trusted: each client's environment secret is mapped to its own.
+    for client in ["good-client", "bad-client", "lonely-client"] {
+        env.map_client(client, &idp.issuer);
+    }
+    env.map_client("good-client", &broken);
     create_gateway(
         &env.agentcore,
         "no-endpoint",
@@ -314,6 +319,7 @@ async fn secrets_come_from_the_environment_secrets_manager_and_cognito_in_turn()
     // Environment.
     let env_idp = Idp::start("env-client", "env-secret", Duration::from_secs(300)).await?;
     env.trust_issuer(&env_idp.issuer);
+    env.map_client("env-client", &env_idp.issuer);
     create_gateway(&env.agentcore, "from-env", jwt_auth(&env_idp, "env-client")).await?;
     // Secrets Manager (moto), by the default name pattern, as JSON.
     let sm_idp = Idp::start("sm-client", "sm-secret", Duration::from_secs(300)).await?;
@@ -321,7 +327,8 @@ async fn secrets_come_from_the_environment_secrets_manager_and_cognito_in_turn()
     aws_sdk_secretsmanager::Client::new(&env.config)
         .create_secret()
         .name("agentcore-registrar/egress/sm-client")
-        .secret_string(r#"{"client_secret":"sm-secret"}"#)
+        // Bound to its IdP: it may go nowhere else.
+        .secret_string(json!({"client_secret": "sm-secret", "issuer": sm_idp.issuer}).to_string())
         .send()
         .await?;
     create_gateway(&env.agentcore, "from-sm", jwt_auth(&sm_idp, "sm-client")).await?;

@@ -35,34 +35,12 @@ fn carries(r: &Recorded, secret: &str) -> bool {
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic "))
-        .map(|b| String::from_utf8_lossy(&base64_decode(b)).into_owned())
+        .and_then(registrar_core::refresh::base64url_decode)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
     [headers.as_str(), &body, &basic, &r.uri]
         .iter()
         .any(|t| t.contains(secret))
-}
-
-fn base64_decode(input: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    let (mut buf, mut bits) = (0u32, 0u32);
-    for c in input.trim_end_matches('=').bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return out,
-        };
-        buf = (buf << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buf >> bits) as u8);
-            buf &= (1 << bits) - 1;
-        }
-    }
-    out
 }
 
 fn host_of(proxy: &Proxy) -> String {
@@ -128,7 +106,7 @@ async fn client_secrets_never_reach_an_idp_the_operator_did_not_trust() -> anyho
     create_gateway(
         &env.agentcore,
         "evil-realm",
-        jwt(&realm, &["shared-client"]),
+        jwt(&realm, &["shared-client", "env-client"]),
     )
     .await?;
     create_gateway(
@@ -521,12 +499,26 @@ async fn no_long_lived_value_prints_a_secret_and_secrets_are_never_arguments() -
         "/run/secrets/registry",
     ])?;
 
-    let printed = format!("{client_credentials:?}\n{file:?}\n{fleet:?}\n{issued:?}\n{cli:?}");
+    // The token loop's parts: a resolver that has the environment's secrets at hand.
+    let resolver = registrar_worker::tokens::secrets::SecretResolver::new(
+        std::sync::Arc::new(|_: &str| Some("env-secret-value".to_owned())),
+        "agentcore-registrar/egress/{name}",
+        Some(env.config.clone()),
+    );
+    let found = registrar_worker::tokens::secrets::FoundSecret {
+        secret: SecretString::from("found-secret-value"),
+        source: "env OAUTH_CLIENT_SECRET_x".into(),
+    };
+    let printed = format!(
+        "{client_credentials:?}\n{file:?}\n{fleet:?}\n{issued:?}\n{cli:?}\n{resolver:?}\n{found:?}"
+    );
     for secret in [
         "ingress-secret-value",
         file_token,
         "external-id-value-42",
         "issued-token-value",
+        "env-secret-value",
+        "found-secret-value",
         "eyJ", // any JWT the IdP issued
     ] {
         assert!(
@@ -545,5 +537,66 @@ async fn no_long_lived_value_prints_a_secret_and_secrets_are_never_arguments() -
             text(&out)
         );
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_registrys_own_client_never_gets_an_egress_token() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    // The registry's IdP and the registrar's client there (its ingress token comes from it).
+    let idp = Idp::start(
+        "registrar-ingress",
+        "ingress-secret",
+        Duration::from_secs(300),
+    )
+    .await?;
+    env.standin.trust_issuer(&idp.issuer, "registrar");
+    // Whoever creates this gateway would hold a registry token in its entry.
+    create_gateway(
+        &env.agentcore,
+        "steal",
+        GatewayAuth::Jwt {
+            discovery_url: idp.discovery_url(),
+            clients: vec!["registrar-ingress".into()],
+        },
+    )
+    .await?;
+    assert!(env.cli(&["resync"]).await?.status.success());
+    let discovery = idp.discovery_url();
+    let args = [
+        "tokens",
+        "refresh",
+        "--force",
+        "--token-file",
+        "/nonexistent/token.json",
+        "--registry-token-discovery-url",
+        &discovery,
+        "--registry-client-id",
+        "registrar-ingress",
+    ];
+    let secrets = [
+        ("REGISTRY_CLIENT_SECRET", "ingress-secret"),
+        ("OAUTH_CLIENT_SECRET_registrar-ingress", "ingress-secret"),
+    ];
+    // The registry's IdP serves egress only when listed as such.
+    let out = env.cli_with_env(&args, &secrets).await?;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        line(&all, "/steal").contains("is not trusted for client registrar-ingress"),
+        "{all}"
+    );
+    // Listed, it still never mints a token for the registry's own client.
+    env.trust_issuer(&idp.issuer);
+    let out = env.cli_with_env(&args, &secrets).await?;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        line(&all, "/steal").contains("it is the registry's own client"),
+        "{all}"
+    );
+    let entry = env.standin.server("/steal").expect("entry");
+    assert!(entry.get("auth_credential").is_none(), "{entry}");
+    assert!(!all.contains("ingress-secret"));
     Ok(())
 }

@@ -27,6 +27,8 @@ pub struct CurrentEntry {
     pub pointing: Option<Pointing>,
     /// Who registered it, when the registry says (servers: rewritten by every overwrite).
     pub registered_by: Option<String>,
+    /// A server's `mcp_endpoint`, when the registry says (a GET does, a list does not).
+    pub mcp_endpoint: Option<String>,
 }
 
 /// The name the registry knows this service by (`registered_by` of what it registers), when
@@ -67,6 +69,7 @@ impl CurrentEntry {
             status,
             pointing: Some(desired.body.pointing()),
             registered_by: None,
+            mcp_endpoint: None,
         }
     }
 
@@ -92,25 +95,29 @@ impl CurrentEntry {
             Owner::Legacy(r) if r.arn == arn => true,
             _ => return Err(format!("its metadata does not name {arn}")),
         };
+        // Servers only: an agent's `registered_by` stays the first publisher's across a PUT
+        // (adopted agents keep the Python tool's), and only its owner or an admin may change it.
         let registered_by_us = || match (identity, &self.registered_by) {
-            (Some(ours), Some(by))
-                if !legacy && self.collection == Collection::Server && by != ours.as_str() =>
-            {
-                Err(format!(
+            (Some(ours), by) if !legacy && self.collection == Collection::Server => match by {
+                Some(by) if by == ours.as_str() => Ok(()),
+                Some(by) => Err(format!(
                     "it was registered by {by:?}, not by this service ({:?})",
                     ours.as_str()
-                ))
-            }
+                )),
+                None => Err("the registry does not say who registered it".into()),
+            },
             _ => Ok(()),
         };
         if expected.is_empty() {
-            return registered_by_us();
+            return Err("nothing we recorded writing tells where it should point".into());
         }
         let Some(have) = &self.pointing else {
             return Err("the registry does not say where it points".into());
         };
         let matches = |want: &Pointing| {
             have.url == want.url
+                // We send mcp_endpoint = proxy_pass_url; a GET shows it, a list does not.
+                && self.mcp_endpoint.as_ref().is_none_or(|m| *m == want.url)
                 // The Python tool maps auth differently: an adopted entry is checked by URL.
                 && (legacy || want.auth_scheme.is_none() || have.auth_scheme == want.auth_scheme)
         };
@@ -118,15 +125,19 @@ impl CurrentEntry {
             return registered_by_us();
         }
         let want = &expected[0];
-        Err(if have.url == want.url {
-            format!(
-                "its auth scheme is {}, not {}",
-                have.auth_scheme.as_deref().unwrap_or("unset"),
-                want.auth_scheme.as_deref().unwrap_or("unset")
-            )
-        } else {
-            format!("it points at {:?}, not at {:?}", have.url, want.url)
-        })
+        Err(
+            if let Some(m) = self.mcp_endpoint.as_ref().filter(|m| **m != have.url) {
+                format!("its mcp_endpoint is {m:?}, not {:?}", want.url)
+            } else if have.url == want.url {
+                format!(
+                    "its auth scheme is {}, not {}",
+                    have.auth_scheme.as_deref().unwrap_or("unset"),
+                    want.auth_scheme.as_deref().unwrap_or("unset")
+                )
+            } else {
+                format!("it points at {:?}, not at {:?}", have.url, want.url)
+            },
+        )
     }
 }
 
@@ -305,7 +316,7 @@ pub fn plan(
         .collect();
 
     let candidates = deregistration_candidates(obs, current, recorded, &desired_by_arn, ctx);
-    let owned = owned_identities(obs, current, recorded);
+    let owned = owned_identities(obs, current, recorded, ctx.identity);
     let (mut actions, freed) = guard_deregistrations(candidates, owned, ctx);
 
     let mut by_path: BTreeMap<&str, Vec<&DesiredEntry>> = BTreeMap::new();
@@ -441,7 +452,11 @@ fn deregistration_candidates(
         Owner::Us(r)
             if e.verify(
                 &r.arn,
-                &expected_pointing(None, &r.arn, recorded),
+                &expected_pointing(
+                    desired_by_arn.get(r.arn.as_str()).copied(),
+                    &r.arn,
+                    recorded,
+                ),
                 ctx.identity,
                 false,
             )
@@ -499,13 +514,25 @@ fn owned_identities(
     obs: &Observation,
     current: &[CurrentEntry],
     recorded: &[RecordedResource],
+    identity: Option<RegistryIdentity>,
 ) -> usize {
     let mut owned: BTreeSet<&str> = recorded.iter().map(|r| r.resource.arn.as_str()).collect();
     owned.extend(obs.desired.iter().map(|d| d.resource.arn.as_str()));
+    // Only entries verified as ours: entries anyone could fake would otherwise dilute the guard.
     let listed: Vec<ResourceRef> = current
         .iter()
         .filter_map(|e| match e.owner(false) {
-            Owner::Us(r) => Some(r),
+            Owner::Us(r)
+                if e.verify(
+                    &r.arn,
+                    &expected_pointing(None, &r.arn, recorded),
+                    identity,
+                    false,
+                )
+                .is_ok() =>
+            {
+                Some(r)
+            }
             _ => None,
         })
         .collect();

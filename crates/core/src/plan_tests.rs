@@ -84,6 +84,7 @@ fn foreign(collection: Collection, path: &str) -> CurrentEntry {
             Some("none"),
         )),
         registered_by: Some("someone-else".into()),
+        mcp_endpoint: None,
     }
 }
 
@@ -225,17 +226,26 @@ fn a_gone_resource_is_deregistered_only_when_its_scope_was_listed_completely() {
     let b = gw("beta", "gwb", "1");
     let c = gw("gamma", "gwc", "1");
     let current = [written(&a), written(&b), written(&c)];
+    let recorded = [recorded_as_written(&c)];
+    let actions = plan(
+        &observe(vec![a.clone(), b.clone()]),
+        &current,
+        &recorded,
+        PlanContext::default(),
+    );
+    assert_eq!(kinds(&actions), ["deregister", "unchanged", "unchanged"]);
+    // Nothing recorded about the entry (state lost): not verified as ours, never removed.
     let actions = plan(
         &observe(vec![a.clone(), b.clone()]),
         &current,
         &[],
         PlanContext::default(),
     );
-    assert_eq!(kinds(&actions), ["deregister", "unchanged", "unchanged"]);
+    assert_eq!(kinds(&actions), ["unchanged", "unchanged"]);
 
     let mut partial = observe(vec![a.clone(), b.clone()]);
     partial.covered.clear();
-    let actions = plan(&partial, &current, &[], PlanContext::default());
+    let actions = plan(&partial, &current, &recorded, PlanContext::default());
     assert_eq!(
         kinds(&actions),
         ["unchanged", "unchanged"],
@@ -244,7 +254,7 @@ fn a_gone_resource_is_deregistered_only_when_its_scope_was_listed_completely() {
 
     let mut pending = observe(vec![a, b]);
     pending.present.insert(c.resource.arn.clone());
-    let actions = plan(&pending, &current, &[], PlanContext::default());
+    let actions = plan(&pending, &current, &recorded, PlanContext::default());
     assert_eq!(
         kinds(&actions),
         ["unchanged", "unchanged"],
@@ -258,8 +268,9 @@ fn the_deletion_guard_refuses_mass_deletion_unless_forced() {
         .map(|i| gw(&format!("g{i}"), &format!("id{i}"), "1"))
         .collect();
     let current: Vec<CurrentEntry> = entries.iter().map(written).collect();
+    let recorded: Vec<RecordedResource> = entries.iter().map(recorded_as_written).collect();
     let empty = observe(vec![]);
-    let actions = plan(&empty, &current, &[], PlanContext::default());
+    let actions = plan(&empty, &current, &recorded, PlanContext::default());
     assert_eq!(kinds(&actions), ["skip"; 4]);
     let forced = PlanContext {
         guard: DeleteGuard {
@@ -269,14 +280,17 @@ fn the_deletion_guard_refuses_mass_deletion_unless_forced() {
         ..PlanContext::default()
     };
     assert_eq!(
-        kinds(&plan(&empty, &current, &[], forced)),
+        kinds(&plan(&empty, &current, &recorded, forced)),
         ["deregister"; 4]
     );
     let upsert = PlanContext {
         policy: Policy::UpsertOnly,
         ..forced
     };
-    assert_eq!(kinds(&plan(&empty, &current, &[], upsert)), ["skip"; 4]);
+    assert_eq!(
+        kinds(&plan(&empty, &current, &recorded, upsert)),
+        ["skip"; 4]
+    );
 }
 
 #[test]

@@ -123,7 +123,8 @@ pub fn jwt_exp(token: &str) -> Option<u64> {
     jwt_claims(token)?.get("exp")?.as_u64()
 }
 
-fn base64url_decode(input: &str) -> Option<Vec<u8>> {
+/// Base64, the URL-safe or the standard alphabet, padding optional.
+pub fn base64url_decode(input: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(input.len() * 3 / 4);
     let (mut buf, mut bits) = (0u32, 0u32);
     for c in input.trim_end_matches('=').bytes() {

@@ -95,6 +95,11 @@ pub struct TrustPolicy {
     token_hosts: Vec<String>,
     cognito_regions: Vec<String>,
     cognito_base: String,
+    cognito_pools: Vec<String>,
+    /// (client, issuer) pairs for secrets that name no issuer.
+    client_issuers: Vec<(String, String)>,
+    registry_client: Option<String>,
+    registry_issuer: Option<String>,
 }
 
 /// What the operator configured.
@@ -109,26 +114,37 @@ pub struct TrustConfig<'a> {
     pub cognito_regions: &'a [String],
     /// [`COGNITO_ISSUER_BASE`] unless overridden.
     pub cognito_issuer_base: &'a str,
+    /// When not empty, the only Cognito pools trusted without being listed (pool ids, or user
+    /// pool ARNs): those the worker's IAM grants let it read.
+    pub cognito_pools: &'a [String],
+    /// `client=issuer` pairs: where a secret that names no issuer (an environment variable, a
+    /// plain Secrets Manager string, a vendor variable) may go for that client. Without a pair,
+    /// such a secret goes only to the one configured issuer, when exactly one is configured.
+    pub client_issuers: &'a [String],
+    /// The registry's own client at its IdP: it never gets an egress token.
+    pub registry_client: Option<&'a str>,
+    /// The registry's own IdP: trusted for egress only when listed in `trusted`.
+    pub registry_issuer: Option<&'a str>,
 }
 
-/// `http` only to loopback (decided on the parsed host), never userinfo, always a host.
+/// An attacker-chosen string as it may appear in a message: control characters replaced, at
+/// most 200 characters.
+pub fn shown(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(200)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if s.chars().count() > 200 {
+        out.push_str("...");
+    }
+    out
+}
+
+/// `http` only to loopback (decided on the parsed host), never userinfo, always a host: the
+/// outbound rule every request we make follows, with no operator override for IdPs.
 fn parse_outbound(raw: &str) -> Result<Url, String> {
-    let url = Url::parse(raw.trim()).map_err(|e| format!("not a URL ({e})"))?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("a URL with user information is never used".into());
-    }
-    let loopback = match url.host() {
-        None => return Err("the URL has no host".into()),
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-    };
-    match url.scheme() {
-        "https" => Ok(url),
-        "http" if loopback => Ok(url),
-        "http" => Err("plain http is allowed only to loopback".into()),
-        other => Err(format!("scheme {other} is not https")),
-    }
+    crate::outbound::check_outbound_url(raw, false).map_err(|e| e.to_string())
 }
 
 /// `host[:port]` as the URL parser normalised it (lower-case, default port dropped).
@@ -201,6 +217,41 @@ impl TrustPolicy {
                 .token_hosts
                 .push(parse_host(entry, "--trusted-token-hosts")?);
         }
+        for entry in config
+            .cognito_pools
+            .iter()
+            .map(|e| e.trim())
+            .filter(|e| !e.is_empty())
+        {
+            // `arn:aws:cognito-idp:<region>:<account>:userpool/<pool id>`, or the pool id.
+            let pool = entry.rsplit('/').next().unwrap_or(entry);
+            let region = pool.split('_').next().unwrap_or_default();
+            if !is_pool_id(pool, region) {
+                return Err(format!(
+                    "--trusted-cognito-pools entry {entry:?} is neither a user pool id nor a user pool ARN"
+                ));
+            }
+            policy.cognito_pools.push(pool.to_owned());
+        }
+        for entry in config
+            .client_issuers
+            .iter()
+            .map(|e| e.trim())
+            .filter(|e| !e.is_empty())
+        {
+            let (client, issuer) = entry.split_once('=').ok_or_else(|| {
+                format!("--client-issuers entry {entry:?} is not client=issuer-url")
+            })?;
+            let issuer = normalise_issuer(issuer)
+                .map_err(|e| format!("--client-issuers entry {entry:?}: {e}"))?;
+            policy
+                .client_issuers
+                .push((client.trim().to_owned(), issuer));
+        }
+        policy.registry_client = config.registry_client.map(str::to_owned);
+        policy.registry_issuer = config
+            .registry_issuer
+            .and_then(|i| normalise_issuer(i).ok());
         Ok(policy)
     }
 
@@ -226,15 +277,19 @@ impl TrustPolicy {
             .trim_end_matches('/')
             .to_owned();
         let host = host_port(&url);
+        let listed = self.issuers.contains(&issuer);
+        // The registry's own IdP mints tokens for the registry: only an explicit listing (of
+        // that issuer, not its host) trusts it for egress.
+        let registry_idp = self.registry_issuer.as_ref() == Some(&issuer);
         let cognito = self.cognito_pool(&issuer);
-        let configured = self.issuers.contains(&issuer) || self.hosts.contains(&host);
-        if !configured && cognito.is_none() {
+        let configured = listed || (self.hosts.contains(&host) && !registry_idp);
+        if !configured && (cognito.is_none() || registry_idp) {
             return Err(Refusal::UntrustedIssuer {
-                issuer,
+                issuer: shown(&issuer),
                 clients: if clients.is_empty() {
                     "(none listed)".to_owned()
                 } else {
-                    clients.join(", ")
+                    shown(&clients.join(", "))
                 },
             });
         }
@@ -252,7 +307,9 @@ impl TrustPolicy {
         self.cognito_regions.iter().find_map(|region| {
             let base = self.cognito_base.replace("{region}", region);
             let pool = issuer.strip_prefix(&base)?.strip_prefix('/')?;
-            is_pool_id(pool, region).then(|| CognitoPool {
+            let allowed =
+                self.cognito_pools.is_empty() || self.cognito_pools.iter().any(|p| p == pool);
+            (is_pool_id(pool, region) && allowed).then(|| CognitoPool {
                 region: region.clone(),
                 pool_id: pool.to_owned(),
             })
@@ -267,7 +324,7 @@ impl TrustPolicy {
             Err(Refusal::IssuerMismatch {
                 url: trusted.discovery_url.clone(),
                 issuer: trusted.issuer.clone(),
-                claimed: claimed.to_owned(),
+                claimed: shown(claimed),
             })
         }
     }
@@ -278,7 +335,7 @@ impl TrustPolicy {
     pub fn token_endpoint(&self, trusted: &TrustedIssuer, endpoint: &str) -> Result<Url, Refusal> {
         let refuse = |why: String| Refusal::TokenEndpoint {
             issuer: trusted.issuer.clone(),
-            endpoint: endpoint.to_owned(),
+            endpoint: shown(endpoint),
             why,
         };
         let url = parse_outbound(endpoint).map_err(refuse)?;
@@ -305,30 +362,37 @@ impl TrustPolicy {
         }
     }
 
-    /// Whether a secret from `source_name`, bound as `binding`, may go to `trusted`.
+    /// Whether a secret of `client` from `source_name`, bound as `binding`, may go to `trusted`.
     pub fn may_send(
+        &self,
         trusted: &TrustedIssuer,
         client: &str,
         source_name: &str,
         binding: &SecretBinding,
     ) -> Result<(), Refusal> {
         let refuse = |why: String| Refusal::SecretNotForIssuer {
-            client: client.to_owned(),
+            client: shown(client),
             source_name: source_name.to_owned(),
             issuer: trusted.issuer.clone(),
             why,
         };
+        if self.registry_client.as_deref() == Some(client) {
+            return Err(refuse(
+                "it is the registry's own client (--registry-client-id): it never gets an egress token"
+                    .into(),
+            ));
+        }
         match binding {
-            SecretBinding::Unbound if trusted.configured => Ok(()),
-            SecretBinding::Unbound => Err(refuse(
+            SecretBinding::Unbound if !trusted.configured => Err(refuse(
                 "the secret names no issuer, and this Cognito pool is trusted only with the secret \
                  Cognito holds for it or a Secrets Manager secret whose JSON names it as `issuer`; \
                  or list the issuer in --trusted-issuers"
                     .into(),
             )),
+            SecretBinding::Unbound => self.unbound_may_go(client, &trusted.issuer).map_err(refuse),
             SecretBinding::Issuer(bound) => match normalise_issuer(bound) {
                 Ok(b) if b == trusted.issuer => Ok(()),
-                _ => Err(refuse(format!("the secret is bound to issuer {bound}"))),
+                _ => Err(refuse(format!("the secret is bound to issuer {}", shown(bound)))),
             },
             SecretBinding::CognitoPool(pool) if trusted.cognito.as_ref() == Some(pool) => Ok(()),
             SecretBinding::CognitoPool(pool) => Err(refuse(format!(
@@ -337,10 +401,45 @@ impl TrustPolicy {
             ))),
         }
     }
+
+    /// A secret that names no issuer goes where `--client-issuers` maps its client, or, for a
+    /// client not mapped at all, to the one issuer configured when exactly one is.
+    fn unbound_may_go(&self, client: &str, issuer: &str) -> Result<(), String> {
+        let mapped: Vec<&str> = self
+            .client_issuers
+            .iter()
+            .filter(|(c, _)| c == client)
+            .map(|(_, i)| i.as_str())
+            .collect();
+        if mapped.contains(&issuer) {
+            return Ok(());
+        }
+        if mapped.is_empty() && self.issuers.len() + self.hosts.len() == 1 {
+            return Ok(());
+        }
+        Err(if mapped.is_empty() {
+            format!(
+                "the secret names no issuer and several issuers are trusted; bind it (a Secrets \
+                 Manager secret with JSON `issuer`) or map the client with --client-issuers \
+                 {}={issuer}",
+                shown(client)
+            )
+        } else {
+            format!(
+                "the secret names no issuer and --client-issuers maps the client to {}",
+                mapped.join(", ")
+            )
+        })
+    }
 }
 
 /// A `host[:port]` entry, normalised as a URL parser would.
 fn parse_host(entry: &str, flag: &str) -> Result<String, String> {
+    if entry.contains('*') {
+        return Err(format!(
+            "{flag} entry {entry:?}: wildcards are not supported; list each host or issuer URL"
+        ));
+    }
     let url = Url::parse(&format!("https://{entry}/"))
         .map_err(|e| format!("{flag} entry {entry:?} is neither an issuer URL nor a host ({e})"))?;
     let host = host_port(&url);
@@ -369,6 +468,7 @@ mod tests {
             token_hosts: &h,
             cognito_regions: &regions,
             cognito_issuer_base: COGNITO_ISSUER_BASE,
+            ..TrustConfig::default()
         })
         .expect("valid")
     }
@@ -416,22 +516,25 @@ mod tests {
         assert_eq!(t.cognito.as_ref(), Some(&pool));
         assert!(!t.configured);
         assert!(
-            TrustPolicy::may_send(&t, "c1", "cognito", &SecretBinding::CognitoPool(pool)).is_ok()
+            p.may_send(&t, "c1", "cognito", &SecretBinding::CognitoPool(pool))
+                .is_ok()
         );
         let other = CognitoPool {
             region: "us-east-1".into(),
             pool_id: "us-east-1_Other".into(),
         };
         assert!(
-            TrustPolicy::may_send(&t, "c1", "cognito", &SecretBinding::CognitoPool(other)).is_err()
+            p.may_send(&t, "c1", "cognito", &SecretBinding::CognitoPool(other))
+                .is_err()
         );
-        let unbound = TrustPolicy::may_send(
-            &t,
-            "c1",
-            "env OAUTH_CLIENT_SECRET_c1",
-            &SecretBinding::Unbound,
-        )
-        .expect_err("unbound");
+        let unbound = p
+            .may_send(
+                &t,
+                "c1",
+                "env OAUTH_CLIENT_SECRET_c1",
+                &SecretBinding::Unbound,
+            )
+            .expect_err("unbound");
         assert!(
             unbound.to_string().contains("env OAUTH_CLIENT_SECRET_c1"),
             "{unbound}"
@@ -439,7 +542,7 @@ mod tests {
         let bound = SecretBinding::Issuer(
             "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_AbC123/".into(),
         );
-        assert!(TrustPolicy::may_send(&t, "c1", "secretsmanager x", &bound).is_ok());
+        assert!(p.may_send(&t, "c1", "secretsmanager x", &bound).is_ok());
     }
 
     #[test]
@@ -513,9 +616,12 @@ mod tests {
                 &clients(),
             )
             .expect("trusted");
-        assert!(TrustPolicy::may_send(&t, "c1", "env X", &SecretBinding::Unbound).is_ok());
         assert!(
-            TrustPolicy::may_send(
+            p.may_send(&t, "c1", "env X", &SecretBinding::Unbound)
+                .is_ok()
+        );
+        assert!(
+            p.may_send(
                 &t,
                 "c1",
                 "sm",
@@ -523,13 +629,14 @@ mod tests {
             )
             .is_ok()
         );
-        let e = TrustPolicy::may_send(
-            &t,
-            "c1",
-            "secretsmanager r/c1",
-            &SecretBinding::Issuer("https://other.example.com".into()),
-        )
-        .expect_err("bound elsewhere");
+        let e = p
+            .may_send(
+                &t,
+                "c1",
+                "secretsmanager r/c1",
+                &SecretBinding::Issuer("https://other.example.com".into()),
+            )
+            .expect_err("bound elsewhere");
         assert!(
             e.to_string()
                 .contains("bound to issuer https://other.example.com"),
@@ -602,6 +709,127 @@ mod tests {
     }
 
     #[test]
+    fn unbound_secrets_go_only_where_their_client_is_mapped_or_to_the_only_issuer() {
+        let two = policy(&["https://a.example", "https://b.example"], &[]);
+        let a = two
+            .issuer_of(
+                "https://a.example/.well-known/openid-configuration",
+                &clients(),
+            )
+            .expect("a");
+        let e = two
+            .may_send(
+                &a,
+                "c1",
+                "env OAUTH_CLIENT_SECRET_c1",
+                &SecretBinding::Unbound,
+            )
+            .expect_err("ambiguous");
+        assert!(
+            e.to_string()
+                .contains("--client-issuers c1=https://a.example"),
+            "{e}"
+        );
+        let pairs = vec!["c1=https://a.example/".to_owned()];
+        let regions = vec!["us-east-1".to_owned()];
+        let trusted = vec![
+            "https://a.example".to_owned(),
+            "https://b.example".to_owned(),
+        ];
+        let mapped = TrustPolicy::new(&TrustConfig {
+            trusted: &trusted,
+            client_issuers: &pairs,
+            cognito_regions: &regions,
+            cognito_issuer_base: COGNITO_ISSUER_BASE,
+            ..TrustConfig::default()
+        })
+        .expect("valid");
+        assert!(
+            mapped
+                .may_send(&a, "c1", "env", &SecretBinding::Unbound)
+                .is_ok()
+        );
+        let b = mapped
+            .issuer_of(
+                "https://b.example/.well-known/openid-configuration",
+                &clients(),
+            )
+            .expect("b");
+        assert!(
+            mapped
+                .may_send(&b, "c1", "env", &SecretBinding::Unbound)
+                .is_err(),
+            "mapped elsewhere"
+        );
+        let one = policy(&["https://a.example"], &[]);
+        let a1 = one
+            .issuer_of(
+                "https://a.example/.well-known/openid-configuration",
+                &clients(),
+            )
+            .expect("a");
+        assert!(
+            one.may_send(&a1, "c1", "env", &SecretBinding::Unbound)
+                .is_ok(),
+            "the only issuer"
+        );
+    }
+
+    #[test]
+    fn the_registrys_own_client_and_idp_never_serve_egress() {
+        let regions = vec!["us-east-1".to_owned()];
+        let registry_idp = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_AbC123";
+        let p = TrustPolicy::new(&TrustConfig {
+            cognito_regions: &regions,
+            cognito_issuer_base: COGNITO_ISSUER_BASE,
+            registry_client: Some("registrar-ingress"),
+            registry_issuer: Some(registry_idp),
+            ..TrustConfig::default()
+        })
+        .expect("valid");
+        // The registry's Cognito pool is not trusted by default for egress.
+        assert!(matches!(
+            p.issuer_of(POOL_URL, &clients()),
+            Err(Refusal::UntrustedIssuer { .. })
+        ));
+        let other = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Other/.well-known/openid-configuration";
+        let t = p.issuer_of(other, &clients()).expect("another pool");
+        let pool = t.cognito.clone().expect("pool");
+        let e = p
+            .may_send(
+                &t,
+                "registrar-ingress",
+                "cognito",
+                &SecretBinding::CognitoPool(pool),
+            )
+            .expect_err("the registry's client");
+        assert!(e.to_string().contains("registry's own client"), "{e}");
+    }
+
+    #[test]
+    fn only_the_configured_cognito_pools_are_trusted_when_some_are_named() {
+        let regions = vec!["us-east-1".to_owned()];
+        let pools =
+            vec!["arn:aws:cognito-idp:us-east-1:111122223333:userpool/us-east-1_AbC123".to_owned()];
+        let p = TrustPolicy::new(&TrustConfig {
+            cognito_regions: &regions,
+            cognito_issuer_base: COGNITO_ISSUER_BASE,
+            cognito_pools: &pools,
+            ..TrustConfig::default()
+        })
+        .expect("valid");
+        assert!(p.issuer_of(POOL_URL, &clients()).is_ok());
+        let other = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Other/.well-known/openid-configuration";
+        assert!(p.issuer_of(other, &clients()).is_err());
+    }
+
+    #[test]
+    fn attacker_strings_are_shown_without_control_characters_and_bounded() {
+        assert_eq!(shown("a\u{1b}[31mb\nc"), "a?[31mb?c");
+        assert!(shown(&"x".repeat(500)).len() <= 203);
+    }
+
+    #[test]
     fn bad_configuration_is_refused_by_name() {
         let t = vec!["not a host/".to_owned()];
         let e = TrustPolicy::new(&TrustConfig {
@@ -622,5 +850,13 @@ mod tests {
         })
         .expect_err("plain http");
         assert!(e.contains("plain http"), "{e}");
+        let t = vec!["*.okta.com".to_owned()];
+        let e = TrustPolicy::new(&TrustConfig {
+            trusted: &t,
+            cognito_issuer_base: COGNITO_ISSUER_BASE,
+            ..TrustConfig::default()
+        })
+        .expect_err("wildcard");
+        assert!(e.contains("wildcards are not supported"), "{e}");
     }
 }

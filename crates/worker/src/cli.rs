@@ -184,6 +184,15 @@ pub struct TrustArgs {
         default_value = "agentcore-registrar/egress/{name}"
     )]
     pub secret_name_pattern: String,
+    /// `client=issuer-url` pairs (comma-separated): where a secret that names no issuer (an
+    /// environment variable, a plain Secrets Manager string, a vendor variable) may go for that
+    /// client. Without a pair it goes only to the one trusted issuer, when exactly one is listed.
+    #[arg(long, env = "REGISTRAR_CLIENT_ISSUERS", value_delimiter = ',')]
+    pub client_issuers: Vec<String>,
+    /// The only Cognito user pools trusted without being listed (pool ids or ARNs,
+    /// comma-separated); empty trusts every pool in the regions read.
+    #[arg(long, env = "REGISTRAR_TRUSTED_COGNITO_POOLS", value_delimiter = ',')]
+    pub trusted_cognito_pools: Vec<String>,
 }
 
 impl TrustArgs {
@@ -196,8 +205,14 @@ impl TrustArgs {
             .is_some_and(|(prefix, _)| !prefix.is_empty())
     }
 
-    /// The trust policy; Cognito pools are trusted in `regions` (those the worker reads).
-    fn policy(&self, regions: &[String]) -> anyhow::Result<TrustPolicy> {
+    /// The trust policy; Cognito pools are trusted in `regions` (those the worker reads). The
+    /// registry's own client never gets an egress token, and its IdP serves egress only when
+    /// listed.
+    fn policy(
+        &self,
+        regions: &[String],
+        registry: Option<&RegistryArgs>,
+    ) -> anyhow::Result<TrustPolicy> {
         if !self.pattern_has_prefix() {
             anyhow::bail!(
                 "--secret-name-pattern (REGISTRAR_SECRET_NAME_PATTERN) {}, got {:?}",
@@ -205,11 +220,21 @@ impl TrustArgs {
                 self.secret_name_pattern
             );
         }
+        let registry_issuer = registry
+            .and_then(|r| r.registry_token_discovery_url.as_deref())
+            .and_then(|u| {
+                u.trim()
+                    .strip_suffix(registrar_core::trust::DISCOVERY_SUFFIX)
+            });
         TrustPolicy::new(&TrustConfig {
             trusted: &self.trusted_issuers,
             token_hosts: &self.trusted_token_hosts,
             cognito_regions: regions,
             cognito_issuer_base: &self.cognito_issuer_base,
+            cognito_pools: &self.trusted_cognito_pools,
+            client_issuers: &self.client_issuers,
+            registry_client: registry.and_then(|r| r.registry_client_id.as_deref()),
+            registry_issuer,
         })
         .map_err(|e| anyhow::anyhow!("{e}"))
     }
@@ -675,10 +700,17 @@ pub enum TokensCommand {
 pub enum ManifestCommand {
     /// Write the Python tool's `token_refresh_manifest.json` (server entries only: the registry
     /// has no credential API for agents), so its refresher can still read it.
+    /// Only rows whose IdP the worker trusts are written: the Python refresher sends secrets
+    /// wherever a discovery document says.
     Export {
         /// Write here (atomically) instead of stdout.
         #[arg(long)]
         out: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        trust: TrustArgs,
+        /// Regions read besides the home region (Cognito pools there are trusted).
+        #[arg(long, env = "REGISTRAR_REGIONS", value_delimiter = ',')]
+        regions: Vec<String>,
     },
 }
 
@@ -823,8 +855,20 @@ fn registry_client(args: &RegistryArgs) -> anyhow::Result<RegistryClient> {
                         registrar_core::trust::DISCOVERY_SUFFIX
                     )
                 })?;
+            // A Cognito IdP's token endpoint is on its `amazoncognito.com` domain.
+            let cognito_region: Vec<String> = url::Url::parse(issuer)
+                .ok()
+                .and_then(|u| {
+                    u.host_str()?
+                        .strip_prefix("cognito-idp.")?
+                        .strip_suffix(".amazonaws.com")
+                        .map(str::to_owned)
+                })
+                .into_iter()
+                .collect();
             let trust = TrustPolicy::new(&TrustConfig {
                 trusted: &[issuer.to_owned()],
+                cognito_regions: &cognito_region,
                 cognito_issuer_base: registrar_core::trust::COGNITO_ISSUER_BASE,
                 ..TrustConfig::default()
             })
@@ -990,7 +1034,12 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tokens { command } => run_tokens(&config, &cli.global.table, command).await,
         Command::Dlq { command } => run_dlq(&config, command).await,
         Command::Manifest {
-            command: ManifestCommand::Export { out },
+            command:
+                ManifestCommand::Export {
+                    out,
+                    trust,
+                    regions,
+                },
         } => {
             use registrar_core::ports::StateStore;
             let state = DynamoState::new(&config, &cli.global.table);
@@ -1000,10 +1049,22 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 .filter(|r| r.collection == registrar_core::desired::Collection::Server)
                 .map(|r| r.resource.arn.clone())
                 .collect();
-            let rows: Vec<_> = rows
+            let policy = trust.policy(&regions_read(&config, &regions), None)?;
+            let (rows, untrusted): (Vec<_>, Vec<_>) = rows
                 .into_iter()
                 .filter(|m| servers.contains(&m.arn))
-                .collect();
+                .partition(|m| {
+                    policy
+                        .issuer_of(&m.discovery_url, &m.allowed_clients)
+                        .is_ok()
+                });
+            for m in &untrusted {
+                eprintln!(
+                    "left out {}: its IdP is not trusted ({})",
+                    m.path,
+                    registrar_core::trust::shown(&m.discovery_url)
+                );
+            }
             let text =
                 serde_json::to_string_pretty(&registrar_core::tokens::python_manifest(&rows))?
                     + "\n";
@@ -1046,6 +1107,11 @@ async fn run_worker(
     use registrar_ingest::sqs::Queue;
 
     let ctx = args.policy.plan_context(false, args.registry.identity())?;
+    if ctx.identity.is_none() {
+        tracing::warn!(
+            "No --registry-identity (REGISTRAR_REGISTRY_IDENTITY): entries are verified as ours by what they point at only, not by who registered them. Set it to the registered_by the registry records for this service."
+        );
+    }
     args.validate()?;
     let registry = registry_client(&args.registry)?;
     client_token_check(&args.registry)?;
@@ -1109,9 +1175,10 @@ async fn run_worker(
                 args.trust.secret_name_pattern.clone(),
                 config.clone(),
             ),
-            trust: args
-                .trust
-                .policy(&regions_read(config, &args.scope.reach.regions))?,
+            trust: args.trust.policy(
+                &regions_read(config, &args.scope.reach.regions),
+                Some(&args.registry),
+            )?,
             identity: ctx.identity,
             enable: args.policy.enable_policy,
             policy: registrar_core::refresh::RefreshPolicy::default(),
@@ -1215,7 +1282,7 @@ async fn run_tokens(
                 trust.secret_name_pattern.clone(),
                 config.clone(),
             );
-            let policy = trust.policy(&regions_read(config, &regions))?;
+            let policy = trust.policy(&regions_read(config, &regions), Some(&registry))?;
             let refresher = crate::tokens::Refresher {
                 registry: &client,
                 state: &state,

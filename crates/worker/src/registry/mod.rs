@@ -40,7 +40,12 @@ pub enum RegistryUrlError {
 /// allowed; never user info. Returns the URL without trailing `/`.
 pub fn check_registry_url(url: &str, allow_insecure: bool) -> Result<String, RegistryUrlError> {
     match check_outbound_url(url, allow_insecure) {
-        Ok(_) => Ok(url.trim().trim_end_matches('/').to_owned()),
+        // Paths are appended to the base: a query or fragment would swallow them.
+        Ok(u) if u.query().is_some() || u.fragment().is_some() => {
+            Err(RegistryUrlError::Malformed(url.into()))
+        }
+        // As parsed: the host we checked is the host we call.
+        Ok(u) => Ok(u.as_str().trim_end_matches('/').to_owned()),
         Err(e @ OutboundUrlError::Insecure(_)) => Err(RegistryUrlError::Insecure(e.url().into())),
         Err(e @ OutboundUrlError::Malformed(_)) => Err(RegistryUrlError::Malformed(e.url().into())),
     }
@@ -337,6 +342,14 @@ fn entry_from_json(collection: Collection, v: &Value) -> Option<CurrentEntry> {
             .get("registered_by")
             .and_then(Value::as_str)
             .map(str::to_owned),
+        mcp_endpoint: match collection {
+            Collection::Server => v
+                .get("mcp_endpoint")
+                .and_then(Value::as_str)
+                .filter(|m| !m.is_empty())
+                .map(|m| m.trim().trim_end_matches('/').to_owned()),
+            Collection::Agent => None,
+        },
     })
 }
 
@@ -650,6 +663,19 @@ mod tests {
             check_registry_url("ftp://x", false),
             Err(RegistryUrlError::Malformed(_))
         ));
+        for swallowing in ["https://r.example/?x=1", "https://r.example/#frag"] {
+            assert!(
+                matches!(
+                    check_registry_url(swallowing, false),
+                    Err(RegistryUrlError::Malformed(_))
+                ),
+                "{swallowing}"
+            );
+        }
+        assert_eq!(
+            check_registry_url("https://Registry.Example.com:443/base/", false),
+            Ok("https://registry.example.com/base".to_owned())
+        );
     }
 
     #[test]

@@ -228,11 +228,13 @@ impl<R: Registry, S: StateStore> Refresher<'_, R, S> {
         recorded: Option<&RecordedResource>,
     ) -> Result<(TokenState, bool), DeliveryError> {
         let terminal = |m: String| PortError::new("tokens", "secret", ErrorClass::Terminal, m);
-        // Decided before anything is fetched: an untrusted IdP is never asked anything.
+        // Decided before anything is fetched: an untrusted IdP is never asked anything, and no
+        // token is minted for an entry that is not ours.
         let issuer = self
             .trust
             .issuer_of(&row.discovery_url, &row.allowed_clients)
             .map_err(DeliveryError::Untrusted)?;
+        self.verify_entry(row).await?;
         // The first allowed client with a secret that may go to this issuer (the Python tool
         // used only the first client).
         let mut missing = Vec::new();
@@ -245,7 +247,7 @@ impl<R: Registry, S: StateStore> Refresher<'_, R, S> {
             }
             match self
                 .secrets
-                .resolve(client_id, row.idp_vendor, &issuer)
+                .resolve(client_id, row.idp_vendor, self.trust, &issuer)
                 .await
             {
                 Ok(secret) => {
@@ -308,9 +310,9 @@ impl<R: Registry, S: StateStore> Refresher<'_, R, S> {
         Ok((state, enabled_now))
     }
 
-    /// Right before a credential PATCH: the entry must be ours for this resource (by metadata,
-    /// by who registered it when that is configured) and point at the URL recorded with the
-    /// manifest row, with the bearer scheme. Anyone allowed to register can overwrite a server
+    /// Before a token is minted and again right before its PATCH: the entry must be ours for
+    /// this resource (by metadata, by who registered it when that is configured) and point at
+    /// the URL recorded with the manifest row, with the bearer scheme. Anyone allowed to register can overwrite a server
     /// and keep our metadata; the registry keeps the stored credential across the overwrite.
     async fn verify_entry(&self, row: &ManifestFields) -> Result<(), DeliveryError> {
         let unverified = |why: String| DeliveryError::Unverified {
@@ -318,10 +320,17 @@ impl<R: Registry, S: StateStore> Refresher<'_, R, S> {
             why,
         };
         if row.url.is_empty() {
-            return Err(unverified(
-                "no URL is recorded with its manifest row (written by an older version); the next rescan records it"
-                    .into(),
-            ));
+            // Written by an older version: the start-up rescan rewrites the row. Not a
+            // refusal (an hour's wait), a failure retried soon.
+            return Err(DeliveryError::Failed(PortError::new(
+                "tokens",
+                "verify entry",
+                ErrorClass::Transient,
+                format!(
+                    "the manifest row of {} records no entry URL yet (written by an older version); the next rescan records it",
+                    row.path
+                ),
+            )));
         }
         let entry = self
             .registry

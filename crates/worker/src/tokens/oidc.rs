@@ -292,6 +292,15 @@ mod tests {
         .expect("policy")
     }
 
+    /// The issuer at `base`, trusted as `entry` (an issuer URL or a host).
+    fn trusted_at(base: &str, entry: String) -> (TrustPolicy, TrustedIssuer) {
+        let trust = trusting(&[entry]);
+        let trusted = trust
+            .issuer_of(&format!("{base}/.well-known/openid-configuration"), &[])
+            .expect("trusted");
+        (trust, trusted)
+    }
+
     fn oidc() -> Oidc {
         Oidc::new(Duration::from_secs(5), Duration::from_secs(3600)).expect("client")
     }
@@ -299,10 +308,7 @@ mod tests {
     #[tokio::test]
     async fn discovery_is_fetched_once_and_cached() {
         let (base, hits) = serve("", true, None).await;
-        let trust = trusting(std::slice::from_ref(&base));
-        let trusted = trust
-            .issuer_of(&format!("{base}/.well-known/openid-configuration"), &[])
-            .expect("trusted");
+        let (_, trusted) = trusted_at(&base, base.clone());
         let oidc = oidc();
         let first = oidc.discover(&trusted).await.expect("discovered");
         let second = oidc.discover(&trusted).await.expect("cached");
@@ -319,11 +325,7 @@ mod tests {
         let secret = SecretString::from("s3cret");
 
         let (base, _) = serve("/someone-else", true, None).await;
-        let host = base.trim_start_matches("http://").to_owned();
-        let trust = trusting(&[host]);
-        let trusted = trust
-            .issuer_of(&format!("{base}/.well-known/openid-configuration"), &[])
-            .expect("trusted host");
+        let (trust, trusted) = trusted_at(&base, base.trim_start_matches("http://").to_owned());
         let e = oidc
             .issue(&trust, &trusted, "c", &secret, &request)
             .await
@@ -334,10 +336,7 @@ mod tests {
         );
 
         let (base, _) = serve("", false, None).await;
-        let trust = trusting(std::slice::from_ref(&base));
-        let trusted = trust
-            .issuer_of(&format!("{base}/.well-known/openid-configuration"), &[])
-            .expect("trusted");
+        let (trust, trusted) = trusted_at(&base, base.clone());
         let e = oidc
             .issue(&trust, &trusted, "c", &secret, &request)
             .await
@@ -345,10 +344,7 @@ mod tests {
         assert!(e.to_string().contains("has no token_endpoint"), "{e}");
 
         let (base, _) = serve("", true, Some("https://evil.example/token")).await;
-        let trust = trusting(std::slice::from_ref(&base));
-        let trusted = trust
-            .issuer_of(&format!("{base}/.well-known/openid-configuration"), &[])
-            .expect("trusted");
+        let (trust, trusted) = trusted_at(&base, base.clone());
         let e = oidc
             .issue(&trust, &trusted, "c", &secret, &request)
             .await

@@ -52,11 +52,13 @@ pub struct FoundSecret {
 /// digits and `-_.+=@` could reach names outside the egress prefix (`/`), so it is refused.
 /// Real IdPs' client ids (Cognito, Entra GUIDs, Okta, Auth0, Keycloak) fit.
 pub fn check_client_id(client_id: &str) -> Result<(), String> {
+    // A vendor variable's name (`ENTRA_CLIENT_SECRET`) would read the vendor-wide secret.
     let ok = !client_id.is_empty()
         && client_id.len() <= 256
         && client_id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.+=@".contains(&b));
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.+=@".contains(&b))
+        && !client_id.to_ascii_uppercase().ends_with("_CLIENT_SECRET");
     if ok {
         Ok(())
     } else {
@@ -84,24 +86,23 @@ impl std::fmt::Debug for SecretResolver {
     }
 }
 
-/// `client_secret` of a JSON secret (bound to its `issuer` when it names one), or the whole
-/// string (unbound).
-fn secret_value(text: &str) -> (String, SecretBinding) {
+/// A JSON secret's string `client_secret`, bound to its `issuer` when it names one; or a plain
+/// string (unbound). A JSON object without a string `client_secret`, or with an `issuer` that is
+/// not a string, is refused (`Err` says why; never a value).
+fn secret_value(text: &str) -> Result<(String, SecretBinding), String> {
     match serde_json::from_str::<serde_json::Value>(text) {
         Ok(serde_json::Value::Object(o)) => {
-            let binding = o
-                .get("issuer")
-                .and_then(|v| v.as_str())
-                .map_or(SecretBinding::Unbound, |i| {
-                    SecretBinding::Issuer(i.to_owned())
-                });
-            let value = o
-                .get("client_secret")
-                .and_then(|v| v.as_str())
-                .map_or_else(|| text.to_owned(), str::to_owned);
-            (value, binding)
+            let binding = match o.get("issuer") {
+                None => SecretBinding::Unbound,
+                Some(serde_json::Value::String(i)) => SecretBinding::Issuer(i.clone()),
+                Some(_) => return Err("its `issuer` is not a string".into()),
+            };
+            match o.get("client_secret") {
+                Some(serde_json::Value::String(v)) if !v.is_empty() => Ok((v.clone(), binding)),
+                _ => Err("it is JSON without a string `client_secret`".into()),
+            }
         }
-        _ => (text.to_owned(), SecretBinding::Unbound),
+        _ => Ok((text.to_owned(), SecretBinding::Unbound)),
     }
 }
 
@@ -125,15 +126,17 @@ impl SecretResolver {
         )
     }
 
-    /// The first secret of `client_id` that may go to `issuer`, and where it was found.
+    /// The first secret of `client_id`, and where it was found, when it may go to `issuer`. The
+    /// search stops at the first secret found: one that may not go there is refused, never
+    /// replaced by a later (say, vendor-wide) one.
     pub async fn resolve(
         &self,
         client_id: &str,
         vendor: IdpVendor,
+        trust: &TrustPolicy,
         issuer: &TrustedIssuer,
     ) -> Result<FoundSecret, SecretError> {
         let mut tried = Vec::new();
-        let mut refused = None;
         let sources = secret_sources(
             client_id,
             vendor,
@@ -141,63 +144,81 @@ impl SecretResolver {
             &self.name_pattern,
         );
         for source in sources {
+            let name = source.describe();
             let found = match &source {
-                SecretSource::Env(name) => (self.env)(name).map(|v| (v, SecretBinding::Unbound)),
-                SecretSource::SecretsManager(name) => match &self.aws {
-                    Some(aws) => self.look_in_secrets_manager(aws, name).await?,
+                SecretSource::Env(var) => (self.env)(var).map(|v| (v, SecretBinding::Unbound)),
+                SecretSource::SecretsManager(secret) => match &self.aws {
+                    Some(aws) => match self.look_in_secrets_manager(aws, secret).await? {
+                        Some(text) => Some(secret_value(&text).map_err(|why| {
+                            SecretError::Lookup(PortError::new(
+                                "secretsmanager",
+                                format!("GetSecretValue {secret}"),
+                                registrar_core::ErrorClass::Terminal,
+                                format!("secret {secret} is not usable: {why}"),
+                            ))
+                        })?),
+                        None => None,
+                    },
                     None => None,
                 },
                 SecretSource::Cognito { region, pool_id } => match &self.aws {
-                    Some(aws) => self
-                        .look_in_cognito(aws, region, pool_id, client_id)
-                        .await?
-                        .map(|v| {
-                            let pool = CognitoPool {
-                                region: region.clone(),
-                                pool_id: pool_id.clone(),
-                            };
-                            (v, SecretBinding::CognitoPool(pool))
-                        }),
+                    Some(aws) => {
+                        let value = self
+                            .look_in_cognito(aws, region, pool_id, client_id)
+                            .await
+                            .map_err(|e| {
+                                // Not granted (a pool outside TrustedCognitoUserPoolArns):
+                                // refused, not retried as a failure.
+                                if e.message.contains("AccessDenied") {
+                                    SecretError::NotForIssuer(Refusal::SecretNotForIssuer {
+                                        client: registrar_core::trust::shown(client_id),
+                                        source_name: name.clone(),
+                                        issuer: issuer.issuer.clone(),
+                                        why: "the worker may not read this pool's app clients \
+                                              (not in TrustedCognitoUserPoolArns)"
+                                            .into(),
+                                    })
+                                } else {
+                                    SecretError::Lookup(e)
+                                }
+                            })?;
+                        let pool = CognitoPool {
+                            region: region.clone(),
+                            pool_id: pool_id.clone(),
+                        };
+                        value.map(|v| (v, SecretBinding::CognitoPool(pool)))
+                    }
                     None => None,
                 },
             };
-            let name = source.describe();
             match found {
                 Some((value, binding)) => {
-                    match TrustPolicy::may_send(issuer, client_id, &name, &binding) {
-                        Ok(()) => {
-                            return Ok(FoundSecret {
-                                secret: SecretString::from(value),
-                                source: name,
-                            });
-                        }
-                        Err(refusal) => {
-                            tracing::warn!(client_id, source = %name, issuer = %issuer.issuer, reason = %refusal, "Client secret passed over: not for this issuer.");
-                            refused.get_or_insert(refusal);
-                        }
-                    }
+                    trust
+                        .may_send(issuer, client_id, &name, &binding)
+                        .map_err(SecretError::NotForIssuer)?;
+                    return Ok(FoundSecret {
+                        secret: SecretString::from(value),
+                        source: name,
+                    });
                 }
                 None => tried.push(name),
             }
         }
-        Err(match refused {
-            Some(refusal) => SecretError::NotForIssuer(refusal),
-            None => MissingSecret {
-                client_id: client_id.to_owned(),
-                tried,
-            }
-            .into(),
-        })
+        Err(MissingSecret {
+            client_id: client_id.to_owned(),
+            tried,
+        }
+        .into())
     }
 
     async fn look_in_secrets_manager(
         &self,
         aws: &SdkConfig,
         name: &str,
-    ) -> Result<Option<(String, SecretBinding)>, PortError> {
+    ) -> Result<Option<String>, PortError> {
         let client = aws_sdk_secretsmanager::Client::new(aws);
         match client.get_secret_value().secret_id(name).send().await {
-            Ok(out) => Ok(out.secret_string().map(secret_value)),
+            Ok(out) => Ok(out.secret_string().map(str::to_owned)),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_resource_not_found_exception()) =>
@@ -264,18 +285,18 @@ mod tests {
         Arc::new(move |name: &str| map.get(name).cloned())
     }
 
-    fn issuer(discovery_url: &str, trusted: &[&str]) -> TrustedIssuer {
+    fn issuer(discovery_url: &str, trusted: &[&str]) -> (TrustPolicy, TrustedIssuer) {
         let t: Vec<String> = trusted.iter().map(|s| (*s).to_owned()).collect();
         let regions = vec!["us-east-1".to_owned()];
-        TrustPolicy::new(&TrustConfig {
+        let policy = TrustPolicy::new(&TrustConfig {
             trusted: &t,
             cognito_regions: &regions,
             cognito_issuer_base: COGNITO_ISSUER_BASE,
             ..TrustConfig::default()
         })
-        .expect("policy")
-        .issuer_of(discovery_url, &[])
-        .expect("trusted")
+        .expect("policy");
+        let trusted = policy.issuer_of(discovery_url, &[]).expect("trusted");
+        (policy, trusted)
     }
 
     const ENTRA: &str = "https://login.microsoftonline.com/t/v2.0/.well-known/openid-configuration";
@@ -292,7 +313,7 @@ mod tests {
         );
         let entra = issuer(ENTRA, &["login.microsoftonline.com"]);
         let found = r
-            .resolve("a-b", IdpVendor::Entra, &entra)
+            .resolve("a-b", IdpVendor::Entra, &entra.0, &entra.1)
             .await
             .expect("found");
         assert_eq!(
@@ -300,7 +321,7 @@ mod tests {
             ("s1", "env OAUTH_CLIENT_SECRET_a_b")
         );
         let found = r
-            .resolve("other", IdpVendor::Entra, &entra)
+            .resolve("other", IdpVendor::Entra, &entra.0, &entra.1)
             .await
             .expect("vendor");
         assert_eq!(found.secret.expose_secret(), "v");
@@ -314,7 +335,7 @@ mod tests {
             &[],
         );
         let e = r
-            .resolve("c1", IdpVendor::Cognito, &pool)
+            .resolve("c1", IdpVendor::Cognito, &pool.0, &pool.1)
             .await
             .expect_err("refused");
         assert!(matches!(e, SecretError::NotForIssuer(_)), "{e}");
@@ -330,7 +351,7 @@ mod tests {
             &["x.okta.com"],
         );
         let e = r
-            .resolve("c1", IdpVendor::Okta, &okta)
+            .resolve("c1", IdpVendor::Okta, &okta.0, &okta.1)
             .await
             .expect_err("missing");
         let text = e.to_string();
@@ -345,17 +366,47 @@ mod tests {
     fn json_secrets_yield_their_client_secret_and_issuer() {
         assert_eq!(
             secret_value(r#"{"client_secret":"abc","other":1}"#),
-            ("abc".to_owned(), SecretBinding::Unbound)
+            Ok(("abc".to_owned(), SecretBinding::Unbound))
         );
         assert_eq!(
             secret_value(r#"{"client_secret":"abc","issuer":"https://idp.example.com"}"#),
-            (
+            Ok((
                 "abc".to_owned(),
                 SecretBinding::Issuer("https://idp.example.com".into())
-            )
+            ))
         );
-        assert_eq!(secret_value("plain").0, "plain");
-        assert_eq!(secret_value(r#"{"password":"x"}"#).0, r#"{"password":"x"}"#);
+        assert_eq!(
+            secret_value("plain"),
+            Ok(("plain".to_owned(), SecretBinding::Unbound))
+        );
+        // Never the whole JSON as a secret, never an issuer that is not a string.
+        assert!(secret_value(r#"{"password":"x"}"#).is_err());
+        assert!(secret_value(r#"{"client_secret":"abc","issuer":["https://a"]}"#).is_err());
+        assert!(secret_value(r#"{"client_secret":"abc","issuer":null}"#).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_secret_refused_for_this_issuer_is_never_replaced_by_a_vendor_secret() {
+        // The per-client variable is found first; with two issuers trusted and no mapping it
+        // may not go to this one, and the vendor-wide secret is not tried instead.
+        let r = SecretResolver::new(
+            env(&[
+                ("OAUTH_CLIENT_SECRET_c1", "mine"),
+                ("OKTA_CLIENT_SECRET", "vendor"),
+            ]),
+            "x/{name}",
+            None,
+        );
+        let okta = issuer(
+            "https://x.okta.com/oauth2/default/.well-known/openid-configuration",
+            &["x.okta.com", "https://other.example"],
+        );
+        let e = r
+            .resolve("c1", IdpVendor::Okta, &okta.0, &okta.1)
+            .await
+            .expect_err("refused");
+        assert!(matches!(e, SecretError::NotForIssuer(_)), "{e}");
+        assert!(e.to_string().contains("env OAUTH_CLIENT_SECRET_c1"), "{e}");
     }
 
     #[test]
@@ -368,7 +419,15 @@ mod tests {
         ] {
             assert!(check_client_id(ok).is_ok(), "{ok}");
         }
-        for bad in ["../registry-client-secret", "a/b", "", "a b", "x\ny"] {
+        for bad in [
+            "../registry-client-secret",
+            "a/b",
+            "",
+            "a b",
+            "x\ny",
+            "ENTRA_CLIENT_SECRET",
+            "okta_client_secret",
+        ] {
             assert!(check_client_id(bad).is_err(), "{bad}");
         }
     }
