@@ -146,6 +146,14 @@ impl TestEnv {
                 ("REGISTRY_URL", self.standin.url()),
                 ("REGISTRY_TOKEN_FILE", self.token_file.display().to_string()),
                 ("REGISTRAR_TABLE", self.table.clone()),
+                // Every AWS call, by principal: scripts/iam-check.py proves the policies allow it.
+                (
+                    "REGISTRAR_AWS_CALL_LOG",
+                    crate::moto::workspace_root()
+                        .join("target/aws-calls.log")
+                        .display()
+                        .to_string(),
+                ),
                 // The stand-in's admin user: what we register carries this `registered_by`.
                 ("REGISTRAR_REGISTRY_IDENTITY", "registrar".to_owned()),
                 ("REGISTRAR_TRUSTED_ISSUERS", trusted),

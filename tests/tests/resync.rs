@@ -629,10 +629,22 @@ async fn a_gateway_anyone_can_invoke_is_tagged_warned_about_and_never_enabled() 
 {
     let env = TestEnv::start().await?;
     create_gateway(&env.agentcore, "wide-open", GatewayAuth::None).await?;
+    create_gateway(&env.agentcore, "also-open", GatewayAuth::None).await?;
     create_gateway(&env.agentcore, "guarded", GatewayAuth::Iam).await?;
     let out = env.cli(&["resync"]).await?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
+    // The log warns once per rescan, with the count and the first paths (the report lists all).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("no inbound authorization"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].contains("count=2") && warnings[0].contains("/also-open, /wide-open"),
+        "{stderr}"
+    );
     assert!(
         stdout.contains(
             "WARNING: gateway /wide-open has no inbound authorization (authorizerType NONE)"
@@ -738,5 +750,42 @@ async fn bad_settings_are_refused_at_start_up_with_a_message_naming_them() -> an
         .await?;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("plain http to a non-loopback host"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_a_rescan_did_not_read_show_the_same_names_and_auth_as_rows_it_read()
+-> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    create_gateway(&env.agentcore, "my_custom_gw", GatewayAuth::Iam).await?;
+    create_runtime(&env.agentcore, "my_custom_sre_agent", ServerProtocol::Http).await?;
+    let rows = |out: &std::process::Output| -> anyhow::Result<Vec<serde_json::Value>> {
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        Ok(report["results"].as_array().cloned().unwrap_or_default())
+    };
+    let first = rows(&env.cli(&["resync", "--output", "json"]).await?)?;
+    let second = rows(&env.cli(&["resync", "--output", "json"]).await?)?;
+    assert_eq!(first.len(), 2, "{first:?}");
+    for row in &second {
+        assert!(
+            row["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("not read")),
+            "the second rescan reads nothing: {row}"
+        );
+        let read = first
+            .iter()
+            .find(|r| r["path"] == row["path"])
+            .expect("same path");
+        assert_eq!(
+            row["resource_name"], read["resource_name"],
+            "{row} vs {read}"
+        );
+        assert_eq!(row["auth_type"], read["auth_type"], "{row} vs {read}");
+        assert!(
+            row["auth_type"].as_str().is_some_and(|a| !a.is_empty()),
+            "{row}"
+        );
+    }
     Ok(())
 }

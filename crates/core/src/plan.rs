@@ -153,6 +153,10 @@ pub struct RecordedResource {
     pub enabled_set: bool,
     /// Where the entry we last wrote points; `None` in rows recorded before it was kept.
     pub pointing: Option<Pointing>,
+    /// The resource's AWS name and the report's auth label, so rows of resources a rescan did not
+    /// read look like rows it read; empty in rows recorded before they were kept.
+    pub name: String,
+    pub auth_label: String,
 }
 
 /// What a scan of AgentCore saw.
@@ -587,7 +591,7 @@ fn guard_deregistrations(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Intact {
     pub recorded: RecordedResource,
-    /// The entry's display name (reports show it; the AWS name is not recorded).
+    /// The resource's AWS name, as recorded (reports show it).
     pub name: String,
     /// The entry carries the unauthenticated-gateway tag.
     pub unauthenticated: bool,
@@ -610,7 +614,7 @@ pub fn intact(
         .collect();
     recorded
         .iter()
-        .filter(|r| r.enabled_set && !r.aws_updated_at.is_empty())
+        .filter(|r| r.enabled_set && !r.aws_updated_at.is_empty() && !r.name.is_empty())
         .filter_map(|r| {
             let entry = by_path.get(&(r.collection, r.path.as_str()))?;
             let pointing = r.pointing.clone()?;
@@ -620,7 +624,7 @@ pub fn intact(
                     .is_ok();
             (ours && entry.fingerprint() == Some(r.fingerprint.as_str())).then(|| Intact {
                 recorded: r.clone(),
-                name: entry.name.clone(),
+                name: r.name.clone(),
                 unauthenticated: entry
                     .tags
                     .iter()

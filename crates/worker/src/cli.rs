@@ -467,6 +467,9 @@ pub struct WorkerArgs {
     /// Seconds in-flight work may take to finish after SIGTERM before it is released.
     #[arg(long, env = "REGISTRAR_SHUTDOWN_GRACE", default_value_t = 25)]
     shutdown_grace: u64,
+    /// Seconds one key's reconcile may take, whatever it waits on; then it fails (transient).
+    #[arg(long, env = "REGISTRAR_RECONCILE_DEADLINE", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    reconcile_deadline: u64,
     /// Long-poll wait of one receive, seconds (0..=20).
     #[arg(long, env = "REGISTRAR_RECEIVE_WAIT", default_value_t = 20)]
     receive_wait: u64,
@@ -941,6 +944,11 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Healthcheck { url } = &cli.command {
         return Ok(healthcheck(url).await);
     }
+    crate::aws::clients::set_principal(match cli.command {
+        Command::Worker(_) => crate::aws::clients::Principal::Task,
+        Command::State { .. } => crate::aws::clients::Principal::Local,
+        _ => crate::aws::clients::Principal::Operator,
+    });
     let config = load_config(cli.global.region.as_deref()).await;
     match config.region() {
         None => anyhow::bail!("no AWS region: set AWS_REGION or pass --region"),
@@ -1131,6 +1139,7 @@ async fn run_worker(
             cap: secs(args.retry_cap.max(1)),
         },
         shutdown_grace: secs(args.shutdown_grace),
+        reconcile_deadline: secs(args.reconcile_deadline),
         parse: ParseOptions {
             include_targets: scan.mcp_targets,
             ..ParseOptions::default()
@@ -1145,7 +1154,7 @@ async fn run_worker(
         },
     };
     let queue = Queue::new(
-        aws_sdk_sqs::Client::new(config),
+        crate::aws::clients::sqs(config),
         args.queue_url.clone(),
         args.dlq_url.clone(),
     );
@@ -1351,7 +1360,7 @@ fn queue(
         );
     }
     Ok(registrar_ingest::sqs::Queue::new(
-        aws_sdk_sqs::Client::new(config),
+        crate::aws::clients::sqs(config),
         url.to_owned(),
         None,
     ))

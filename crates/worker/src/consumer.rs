@@ -41,6 +41,8 @@ pub struct ConsumerConfig {
     pub retry_backoff: Backoff,
     /// On shutdown, in-flight work may finish for this long; then it is released.
     pub shutdown_grace: Duration,
+    /// One key's reconcile ends (transient failure) after this long, whatever it waits on.
+    pub reconcile_deadline: Duration,
     pub parse: ParseOptions,
     pub reconcile: ReconcileOptions,
 }
@@ -62,6 +64,9 @@ pub struct ConsumerStats {
     pub in_flight: Arc<AtomicU64>,
     /// Milliseconds from the event's time to when its message was received, last seen.
     pub last_queue_lag_ms: AtomicU64,
+    /// Unix milliseconds when the receive loop last went round (`/healthz` reads it); 0 before
+    /// it starts.
+    pub last_tick_ms: AtomicU64,
     /// Key reconciles by result: done, waiting, failed.
     pub reconciles: [AtomicU64; 3],
     /// Failed reconciles by error class: transient, terminal, conflict.
@@ -135,6 +140,43 @@ fn now_ms() -> u64 {
 }
 
 /// A jitter in `0.0..1.0` (no crate needed: the std hasher is randomly seeded).
+/// A lease owner unique in the fleet: every container's pid is 1, so the pid alone is not; the
+/// random part comes from the OS (hasher keys), and the ECS task's id is added when known.
+pub fn lease_owner() -> String {
+    let random = {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(now_ms());
+        h.finish()
+    };
+    // ECS_CONTAINER_METADATA_URI_V4 ends in a per-task container id.
+    let task = std::env::var("ECS_CONTAINER_METADATA_URI_V4")
+        .ok()
+        .and_then(|u| {
+            u.rsplit('/')
+                .next()
+                .map(|id| id.chars().take(32).collect::<String>())
+        })
+        .filter(|id| !id.is_empty())
+        .map(|id| format!("{id}-"))
+        .unwrap_or_default();
+    format!("worker-{task}{}-{random:016x}", std::process::id())
+}
+
+/// Whether the receive loop is alive: it went round within `limit` of `now` (both Unix ms), or
+/// has not started yet (the start-up rescan runs first).
+pub fn liveness(last_tick_ms: u64, now_ms: u64, limit: Duration) -> Result<(), String> {
+    let stalled = now_ms.saturating_sub(last_tick_ms);
+    if last_tick_ms == 0 || stalled <= limit.as_millis() as u64 {
+        Ok(())
+    } else {
+        Err(format!(
+            "the receive loop has not gone round for {} s (limit {} s)",
+            stalled / 1000,
+            limit.as_secs()
+        ))
+    }
+}
+
 pub fn jitter() -> f64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(now_ms());
@@ -161,15 +203,17 @@ where
             state,
             config,
             stats: Arc::new(ConsumerStats::default()),
-            owner: format!(
-                "worker-{}-{:04}",
-                std::process::id(),
-                (jitter() * 10_000.0) as u32
-            ),
+            owner: lease_owner(),
             gate: KeyGate::default(),
             fresh: Freshness::default(),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// How long the receive loop may go without a round before `/healthz` calls it stalled:
+    /// every permit may be held for a whole reconcile deadline, then a receive waits.
+    pub fn stall_limit(&self) -> Duration {
+        self.config.reconcile_deadline + self.config.receive_wait + Duration::from_secs(60)
     }
 
     /// Receives and processes until `shutdown` fires; then stops receiving, lets in-flight
@@ -182,6 +226,7 @@ where
         let deleter = tokio::spawn(Arc::clone(&self).delete_batches(done_rx));
 
         while !shutdown.is_cancelled() {
+            self.stats.last_tick_ms.store(now_ms(), Ordering::Relaxed);
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -420,19 +465,37 @@ where
             // Another worker is on it: check again shortly, without burning the receive count.
             return KeyOutcome::Waiting("lease held by another worker".into());
         }
+        // A lease that could not be renewed ends the work it protects: dropping the reconcile
+        // stops it at its next await, before its next write.
         let renew = async {
             loop {
                 tokio::time::sleep(ttl / 3).await;
-                if let Err(e) = self.state.acquire_lease(&name, &self.owner, ttl).await {
-                    tracing::warn!(error = %e, "Lease renewal failed.");
-                }
+                let lost = match self.state.acquire_lease(&name, &self.owner, ttl).await {
+                    Ok(true) => continue,
+                    Ok(false) => "another worker holds it now".to_owned(),
+                    Err(e) => format!("renewal failed: {e}"),
+                };
+                return PortError::new(
+                    "lease",
+                    name.clone(),
+                    ErrorClass::Transient,
+                    format!("lease lost ({lost}); the reconcile was stopped"),
+                );
             }
         };
         let opts = self.config.reconcile;
+        let deadline = self.config.reconcile_deadline;
         let started_ms = now_ms();
         let outcome = tokio::select! {
-            o = reconcile(&self.agentcore, &self.registry, &self.state, key, opts) => o,
-            () = renew => unreachable!("the renewal loop never ends"),
+            o = tokio::time::timeout(deadline, reconcile(&self.agentcore, &self.registry, &self.state, key, opts)) => {
+                o.unwrap_or_else(|_| KeyOutcome::Failed(PortError::new(
+                    "reconcile",
+                    format!("{key:?}"),
+                    ErrorClass::Transient,
+                    format!("exceeded its deadline of {} s", deadline.as_secs()),
+                )))
+            }
+            e = renew => KeyOutcome::Failed(e),
         };
         if matches!(outcome, KeyOutcome::Done(_)) {
             self.fresh.mark(key, started_ms);
@@ -552,4 +615,27 @@ fn event_time_ms(iso: &str) -> Option<u64> {
         aws_smithy_types::DateTime::from_str(iso, aws_smithy_types::date_time::Format::DateTime)
             .ok()?;
     u64::try_from(t.to_millis().ok()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_receive_loop_is_alive_until_it_stalls_past_the_limit() {
+        let limit = Duration::from_secs(120);
+        assert!(liveness(0, 1_000_000, limit).is_ok(), "not started yet");
+        assert!(liveness(1_000_000, 1_000_000 + 120_000, limit).is_ok());
+        let e = liveness(1_000_000, 1_000_000 + 121_000, limit).expect_err("stalled");
+        assert!(e.contains("121 s") && e.contains("limit 120 s"), "{e}");
+    }
+
+    #[test]
+    fn lease_owners_differ_between_processes_with_the_same_pid() {
+        // Two consumers in one process stand for two containers whose pid is 1.
+        let (a, b) = (lease_owner(), lease_owner());
+        assert_ne!(a, b);
+        assert!(a.starts_with("worker-"), "{a}");
+        assert!(a.contains(&std::process::id().to_string()), "{a}");
+    }
 }

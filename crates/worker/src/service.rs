@@ -35,6 +35,8 @@ pub struct RescanStats {
 
 #[derive(Debug, Clone)]
 struct Telemetry {
+    /// `/healthz` fails once the receive loop has not gone round for this long.
+    stall_limit: std::time::Duration,
     consumer: Arc<ConsumerStats>,
     rescans: Arc<RescanStats>,
     tokens: Arc<crate::tokens::schedule::TokenStats>,
@@ -52,8 +54,23 @@ pub struct TokenSettings {
     pub schedule: crate::tokens::schedule::TokenSchedule,
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// 200 while the receive loop goes round; 503, saying for how long, once it has stalled.
+async fn healthz(State(t): State<Telemetry>) -> (StatusCode, String) {
+    let last = t.consumer.last_tick_ms.load(Ordering::Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    match crate::consumer::liveness(last, now, t.stall_limit) {
+        Ok(()) => (StatusCode::OK, "ok\n".into()),
+        Err(why) => {
+            tracing::error!(reason = %why, "Unhealthy.");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("unhealthy: {why}\n"),
+            )
+        }
+    }
 }
 
 async fn readyz(State(t): State<Telemetry>) -> (StatusCode, &'static str) {
@@ -258,6 +275,7 @@ where
     let rescans = Arc::new(RescanStats::default());
     let token_stats = Arc::new(crate::tokens::schedule::TokenStats::default());
     let telemetry = Telemetry {
+        stall_limit: consumer.stall_limit(),
         consumer: Arc::clone(&consumer.stats),
         rescans: Arc::clone(&rescans),
         tokens: Arc::clone(&token_stats),

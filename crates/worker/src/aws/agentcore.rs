@@ -61,8 +61,8 @@ impl AgentCoreAws {
 
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         Self::with_clients(
-            Client::new(config),
-            aws_sdk_sts::Client::new(config),
+            super::clients::agentcore(config, false),
+            super::clients::sts(config, false),
             config.region().map(ToString::to_string).unwrap_or_default(),
         )
     }
@@ -72,7 +72,11 @@ impl AgentCoreAws {
     pub fn member(config: &aws_config::SdkConfig, account: impl Into<String>) -> Self {
         Self {
             expected_account: Some(account.into()),
-            ..Self::new(config)
+            ..Self::with_clients(
+                super::clients::agentcore(config, true),
+                super::clients::sts(config, true),
+                config.region().map(ToString::to_string).unwrap_or_default(),
+            )
         }
     }
 }

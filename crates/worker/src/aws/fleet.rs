@@ -103,6 +103,8 @@ pub async fn build(
             role = role.external_id(id);
         }
         let credentials = SharedCredentialsProvider::new(role.build().await);
+        // Made by the credentials provider, outside our clients: noted once per member.
+        super::clients::note_call("sts", "AssumeRole");
         let assumed = base.to_builder().credentials_provider(credentials).build();
         members.extend(
             reach

@@ -1,6 +1,7 @@
 //! AWS adapters: SDK configuration and error classification shared by every client.
 
 pub mod agentcore;
+pub mod clients;
 pub mod fleet;
 pub mod state;
 

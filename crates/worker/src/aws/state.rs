@@ -75,7 +75,7 @@ fn pointer_pk(kind: ResourceKind, region: &str, id: &str) -> String {
 impl DynamoState {
     pub fn new(config: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
         Self {
-            client: Client::new(config),
+            client: super::clients::dynamodb(config),
             table: table.into(),
         }
     }
@@ -234,6 +234,8 @@ fn recorded_from(item: &Item) -> Option<RecordedResource> {
             .and_then(|v| v.as_bool().ok())
             .copied()
             .unwrap_or(false),
+        name: text(item, "name"),
+        auth_label: text(item, "auth_label"),
         pointing: Some(text(item, "url"))
             .filter(|u| !u.is_empty())
             .map(|url| {
@@ -448,6 +450,8 @@ impl StateStore for DynamoState {
             ("fingerprint", s(&r.fingerprint)),
             ("aws_updated_at", s(&r.aws_updated_at)),
             ("enabled_set", AttributeValue::Bool(r.enabled_set)),
+            ("name", s(&r.name)),
+            ("auth_label", s(&r.auth_label)),
         ]);
         if let Some(g) = &res.gateway_id {
             row.insert("gateway_id".into(), s(g));

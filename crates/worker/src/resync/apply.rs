@@ -203,6 +203,8 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
             aws_updated_at: d.aws_updated_at.clone(),
             enabled_set,
             pointing: Some(d.body.pointing()),
+            name: d.name.clone(),
+            auth_label: d.auth_label.clone(),
         };
         if previous != Some(&row) {
             self.state.record(&row).await?;

@@ -76,10 +76,15 @@ pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
                 .map(|i| i.recorded.path.clone()),
         )
         .collect();
-    for path in &unauthenticated {
+    // One line per rescan, not one per gateway (a large fleet would print hundreds).
+    if !unauthenticated.is_empty() {
+        let mut sorted: Vec<&String> = unauthenticated.iter().collect();
+        sorted.sort();
+        let first: Vec<&str> = sorted.iter().take(5).map(|p| p.as_str()).collect();
         tracing::warn!(
-            path,
-            "Gateway has no inbound authorization (authorizerType NONE): anyone who can reach it can invoke its tools."
+            count = unauthenticated.len(),
+            first = %first.join(", "),
+            "Gateways have no inbound authorization (authorizerType NONE): anyone who can reach them can invoke their tools. The full list is in the resync report (registrar resync --dry-run) and the metric registrar_unauthenticated_gateways counts them."
         );
     }
     let manifest_entries = scanned

@@ -104,6 +104,7 @@ impl Outcome {
         let r = &i.recorded;
         Self {
             registration_type: Some(registration_type(r.collection)),
+            auth_type: r.auth_label.clone(),
             ..Self::for_resource(
                 &r.resource,
                 &i.name,

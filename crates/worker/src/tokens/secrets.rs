@@ -216,7 +216,7 @@ impl SecretResolver {
         aws: &SdkConfig,
         name: &str,
     ) -> Result<Option<String>, PortError> {
-        let client = aws_sdk_secretsmanager::Client::new(aws);
+        let client = crate::aws::clients::secretsmanager(aws);
         match client.get_secret_value().secret_id(name).send().await {
             Ok(out) => Ok(out.secret_string().map(str::to_owned)),
             Err(e)
@@ -240,10 +240,11 @@ impl SecretResolver {
         pool_id: &str,
         client_id: &str,
     ) -> Result<Option<String>, PortError> {
-        let config = aws_sdk_cognitoidentityprovider::config::Builder::from(aws)
+        let in_region = aws
+            .to_builder()
             .region(Region::new(region.to_owned()))
             .build();
-        let client = aws_sdk_cognitoidentityprovider::Client::from_conf(config);
+        let client = crate::aws::clients::cognito(&in_region);
         match client
             .describe_user_pool_client()
             .user_pool_id(pool_id)
