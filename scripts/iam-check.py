@@ -164,6 +164,24 @@ def principals():
     }
 
 
+def execution_role_gaps():
+    """The ECS agent reads each secret the task definition injects with the execution role."""
+    central = load(ROOT / "infra/cloudformation/registrar.yaml")
+    docs = role_policies(central, "ExecutionRole")
+    gaps = []
+    for container in render(central["Resources"]["TaskDefinition"]["Properties"], central)["ContainerDefinitions"]:
+        for secret in container.get("Secrets", []):
+            allowed_here = any(
+                IAMPolicy(json.dumps(doc)).is_action_permitted("secretsmanager:GetSecretValue", secret["ValueFrom"])
+                == PermissionResult.PERMITTED for doc in docs)
+            print(f"  execution role reads {secret['Name']} from {secret['ValueFrom']}: "
+                  f"{'allowed' if allowed_here else 'NOT allowed'}")
+            if not allowed_here:
+                gaps.append(f"execution: secretsmanager:GetSecretValue on {secret['ValueFrom']} "
+                            f"({secret['Name']}) is not allowed by the ExecutionRole")
+    return gaps
+
+
 def statements(doc):
     s = doc["Statement"]
     return s if isinstance(s, list) else [s]
@@ -242,6 +260,7 @@ def main():
                 print(f"  granted to {principal} by {name} but never used in the tests: {', '.join(unused)}")
     print(f"  made on the caller's behalf by DynamoDB, SQS and Secrets Manager (customer-managed key), "
           f"so never in the log: {', '.join(sorted(IMPLIED))}")
+    missing.extend(execution_role_gaps())
     if missing:
         print("iam-check: FAILED, calls the shipped policies do not allow:")
         for m in missing:

@@ -520,3 +520,43 @@ async fn a_token_about_to_expire_unrefreshed_raises_a_warning_and_a_metric() -> 
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_whose_registry_client_secret_is_refused_stops_at_once_with_one_line()
+-> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let idp = Idp::start(
+        "registrar-ingress",
+        "the-real-secret",
+        Duration::from_secs(300),
+    )
+    .await?;
+    let discovery = idp.discovery_url();
+    let out = env
+        .cli_with_env(
+            &[
+                "worker",
+                "--queue-url",
+                "https://sqs.us-east-1.amazonaws.com/123456789012/never-read",
+                "--token-file",
+                "/nonexistent/token.json",
+                "--registry-token-discovery-url",
+                &discovery,
+                "--registry-client-id",
+                "registrar-ingress",
+            ],
+            // The stack's generated placeholder, not the IdP's value.
+            &[("REGISTRY_CLIENT_SECRET", "GeneratedPlaceholder0123456789")],
+        )
+        .await?;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains("the registry token could not be obtained")
+            && all.contains("invalid_client")
+            && all.contains("replace its generated placeholder"),
+        "{all}"
+    );
+    assert!(!all.contains("GeneratedPlaceholder0123456789"));
+    Ok(())
+}

@@ -1123,6 +1123,15 @@ async fn run_worker(
     args.validate()?;
     let registry = registry_client(&args.registry)?;
     client_token_check(&args.registry)?;
+    // A secret the registry's IdP refuses (the stack's generated placeholder) would only
+    // crash-loop later: say so once and stop. An IdP that is down is retried as usual.
+    if let Err(e) = registry.check_token().await
+        && e.class == registrar_core::ErrorClass::Terminal
+    {
+        anyhow::bail!(
+            "the registry token could not be obtained: {e}. If REGISTRY_CLIENT_SECRET comes from the stack's <stack>/registry-client-secret, replace its generated placeholder with the client secret the registry's IdP issued"
+        );
+    }
     let secs = Duration::from_secs;
     let scan = args.scope.scan_options();
     let consumer_config = crate::consumer::ConsumerConfig {

@@ -161,6 +161,12 @@ impl RegistryClient {
             .await
     }
 
+    /// Obtains the ingress token once (read the file, or ask the registry's IdP): a start-up
+    /// check, so a wrong client secret stops the worker with one clear line.
+    pub async fn check_token(&self) -> Result<(), PortError> {
+        self.token.get().await.map(drop)
+    }
+
     fn url(&self, rest: &str) -> String {
         format!("{}{rest}", self.base)
     }
