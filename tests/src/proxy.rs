@@ -41,6 +41,9 @@ pub struct Controls {
     /// Report AgentCore resources that are UPDATING as READY (moto never finishes an update;
     /// AWS does within minutes).
     pub complete_updates: bool,
+    /// Report READY gateway targets with this status instead (moto never produces
+    /// `*_PENDING_AUTH`, which needs an administrator's OAuth consent in AWS).
+    pub target_status: Option<String>,
     /// Keep every request (for a replay).
     pub record: bool,
     pub recorded: Vec<Recorded>,
@@ -180,7 +183,7 @@ async fn forward(State(shared): State<Shared>, request: Request) -> Response {
         .path_and_query()
         .map_or_else(|| "/".to_owned(), ToString::to_string);
     let service = service_of(&parts.headers);
-    let (latency, complete_updates) = {
+    let (latency, complete_updates, target_status) = {
         let mut c = lock(&shared.controls);
         if c.throttle_until.is_some_and(|t| Instant::now() < t) && c.throttled_service == service {
             c.throttled += 1;
@@ -201,6 +204,9 @@ async fn forward(State(shared): State<Shared>, request: Request) -> Response {
         (
             c.latency,
             c.complete_updates && service == "bedrock-agentcore",
+            c.target_status
+                .clone()
+                .filter(|_| service == "bedrock-agentcore" && uri.contains("/targets")),
         )
     };
     if !latency.is_zero() {
@@ -216,10 +222,32 @@ async fn forward(State(shared): State<Shared>, request: Request) -> Response {
     )
     .await
     {
+        Ok(response) if target_status.is_some() => {
+            let status = target_status.unwrap_or_default();
+            rewrite(response, |text| {
+                text.replace(
+                    "\"status\": \"READY\"",
+                    &format!("\"status\": \"{status}\""),
+                )
+                .replace("\"status\":\"READY\"", &format!("\"status\":\"{status}\""))
+            })
+            .await
+        }
         Ok(response) if complete_updates => updates_completed(response).await,
         Ok(response) => response,
         Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     }
+}
+
+async fn rewrite(response: Response, edit: impl FnOnce(String) -> String) -> Response {
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 << 20).await else {
+        return StatusCode::BAD_GATEWAY.into_response();
+    };
+    let text = edit(String::from_utf8_lossy(&bytes).into_owned());
+    let mut parts = parts;
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(text))
 }
 
 async fn updates_completed(response: Response) -> Response {

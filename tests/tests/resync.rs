@@ -789,3 +789,85 @@ async fn rows_a_rescan_did_not_read_show_the_same_names_and_auth_as_rows_it_read
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_waiting_for_oauth_consent_is_reported_as_needing_authorization_not_waited_for()
+-> anyhow::Result<()> {
+    use aws_sdk_bedrockagentcorecontrol::types::{
+        McpServerTargetConfiguration, McpTargetConfiguration, TargetConfiguration,
+    };
+    let env = TestEnv::start().await?;
+    let gw = create_gateway(&env.agentcore, "crm", GatewayAuth::Iam).await?;
+    let target = env
+        .agentcore
+        .create_gateway_target()
+        .gateway_identifier(&gw)
+        .name("salesforce")
+        .target_configuration(TargetConfiguration::Mcp(McpTargetConfiguration::McpServer(
+            McpServerTargetConfiguration::builder()
+                .endpoint("https://mcp.salesforce.example/mcp")
+                .build()?,
+        )))
+        .send()
+        .await?;
+    // AWS holds the target in CREATE_PENDING_AUTH until an administrator consents.
+    let aws = Proxy::start(&env.moto.url()).await?;
+    aws.controls().target_status = Some("CREATE_PENDING_AUTH".into());
+
+    // The rescan reports it, with what the administrator must do; the gateway goes on.
+    let ac = AgentCoreAws::new(&env.config.to_builder().endpoint_url(aws.url()).build());
+    let mut opts = options();
+    opts.scan.mcp_targets = true;
+    let report = env
+        .resync_with(&ac, &env.registry(ADMIN_TOKEN), opts)
+        .await?;
+    assert_eq!(report.needs_authorization, 1, "{}", report.to_text());
+    let row = report
+        .results
+        .iter()
+        .find(|r| r.status == Status::NeedsAuthorization)
+        .expect("row");
+    assert!(
+        row.message
+            .starts_with("CREATE_PENDING_AUTH: needs authorization")
+            && row.message.contains("CompleteResourceTokenAuth"),
+        "{}",
+        row.message
+    );
+    assert!(report.to_text().contains("Needs authorization: 1"));
+    assert!(env.standin.server("/crm").is_some());
+    assert!(env.standin.server("/crm-salesforce").is_none());
+
+    // The event path ends the message at once (not waiting until --max-wait dead-letters it).
+    let path = registrar_tests::events::EventPath::create(&env.config, "consent", 5, 10).await?;
+    let proxied = aws.url();
+    let mut worker = env.spawn_worker_with_env(
+        &path,
+        &[],
+        &[
+            ("AWS_ENDPOINT_URL", proxied.as_str()),
+            ("REGISTRAR_INCLUDE_MCP_TARGETS", "true"),
+        ],
+    )?;
+    path.put(
+        "UpdateGatewayTarget",
+        json!({"gatewayIdentifier": gw, "targetId": target.target_id()}),
+        json!({"gatewayArn": format!("arn:aws:bedrock-agentcore:{REGION}:{ACCOUNT}:gateway/{gw}"),
+               "targetId": target.target_id(), "status": "UPDATE_PENDING_AUTH"}),
+    )
+    .await?;
+    assert!(
+        path.drained(std::time::Duration::from_secs(60)).await?,
+        "{}",
+        env.worker_logs()
+    );
+    worker.kill().await?;
+    assert_eq!(path.dlq_total().await?, 0, "nothing dead-lettered");
+    assert!(
+        env.worker_logs().contains("needs authorization"),
+        "{}",
+        env.worker_logs()
+    );
+    assert!(env.standin.server("/crm-salesforce").is_none());
+    Ok(())
+}

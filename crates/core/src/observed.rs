@@ -8,9 +8,14 @@ use std::fmt;
 pub enum Lifecycle {
     /// `READY`: register or update.
     Ready,
-    /// `CREATING`, `UPDATING`, `SYNCHRONIZING`, `*_PENDING_AUTH`, or a value we do not know:
-    /// re-check later, and never treat as gone.
+    /// `CREATING`, `UPDATING`, `SYNCHRONIZING`, or a value we do not know: re-check later, and
+    /// never treat as gone.
     InProgress(String),
+    /// `CREATE_PENDING_AUTH`, `UPDATE_PENDING_AUTH`, `SYNCHRONIZE_PENDING_AUTH`: a target waits
+    /// for an administrator's OAuth consent, which may never come by itself. Reported (see
+    /// [`AUTHORIZATION_NEEDED`]), never treated as gone, checked again on the target's next
+    /// event or rescan rather than polled.
+    NeedsAuthorization(String),
     /// `UPDATE_UNSUCCESSFUL`, `UPDATE_FAILED`, `DELETE_FAILED`: the resource still exists and the
     /// previous configuration may still serve, so an existing entry is kept as it is.
     Degraded(String),
@@ -31,6 +36,9 @@ impl Lifecycle {
             | "UPDATE_FAILED"
             | "DELETE_FAILED"
             | "SYNCHRONIZE_UNSUCCESSFUL" => Self::Degraded(status.to_owned()),
+            pending if pending.ends_with("_PENDING_AUTH") => {
+                Self::NeedsAuthorization(status.to_owned())
+            }
             other => Self::InProgress(other.to_owned()),
         }
     }
@@ -40,10 +48,21 @@ impl Lifecycle {
         match self {
             Self::Ready => "READY",
             Self::Deleting => "DELETING",
-            Self::InProgress(s) | Self::Degraded(s) | Self::Failed(s) => s,
+            Self::InProgress(s)
+            | Self::NeedsAuthorization(s)
+            | Self::Degraded(s)
+            | Self::Failed(s) => s,
         }
     }
 }
+
+/// What an administrator must do for a target that waits for OAuth consent
+/// (seed: blog-agentcore-gateway-oauth-authorization-code).
+pub const AUTHORIZATION_NEEDED: &str = "needs authorization: an administrator must complete the \
+OAuth authorization code flow for this target (open the authorization URL its CreateGatewayTarget, \
+UpdateGatewayTarget or SynchronizeGatewayTargets call returned, consent, and complete it with \
+CompleteResourceTokenAuth within 10 minutes), or give the target its tool schema so no consent is \
+needed; it is checked again on its next UpdateGatewayTarget/SynchronizeGatewayTargets event or rescan";
 
 /// A gateway's or runtime's inbound authorizer type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,6 +257,16 @@ mod tests {
             Lifecycle::from_status("UPDATE_UNSUCCESSFUL"),
             Lifecycle::Degraded(_)
         ));
+        for pending in [
+            "CREATE_PENDING_AUTH",
+            "UPDATE_PENDING_AUTH",
+            "SYNCHRONIZE_PENDING_AUTH",
+        ] {
+            assert_eq!(
+                Lifecycle::from_status(pending),
+                Lifecycle::NeedsAuthorization(pending.into())
+            );
+        }
         assert!(matches!(
             Lifecycle::from_status("CREATE_FAILED"),
             Lifecycle::Failed(_)

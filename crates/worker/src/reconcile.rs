@@ -49,6 +49,8 @@ enum Seen {
     /// READY but not registrable (an http gateway URL, a non-MCP target): nothing to register.
     NothingToRegister(String),
     InProgress(String),
+    /// A target waits for an administrator's OAuth consent: reported, not waited for.
+    NeedsAuthorization(String),
     /// The previous configuration may still serve: keep the entry as it is.
     Degraded(String),
     /// NotFound, DELETING or FAILED: deregister what we own.
@@ -63,6 +65,7 @@ async fn observe<A: AgentCore>(
     let lifecycle_seen = |lifecycle: &Lifecycle| match lifecycle {
         Lifecycle::Ready => None,
         Lifecycle::InProgress(s) => Some(Seen::InProgress(s.clone())),
+        Lifecycle::NeedsAuthorization(s) => Some(Seen::NeedsAuthorization(s.clone())),
         Lifecycle::Degraded(s) => Some(Seen::Degraded(s.clone())),
         Lifecycle::Failed(_) | Lifecycle::Deleting => Some(Seen::Gone),
     };
@@ -132,6 +135,22 @@ async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
     let mut obs = Observation::default();
     match observe(ac, key, opts).await? {
         Seen::InProgress(status) => return Ok(KeyOutcome::Waiting(status)),
+        Seen::NeedsAuthorization(status) => {
+            // Waiting would only dead-letter it after --max-wait: consent may take days. Its
+            // next Update/Synchronize event (or a rescan) looks again.
+            tracing::warn!(key = ?key, status, "{}", registrar_core::observed::AUTHORIZATION_NEEDED);
+            return Ok(KeyOutcome::Done(vec![Outcome::for_kind(
+                key.kind,
+                &key.id,
+                "",
+                "",
+                Status::NeedsAuthorization,
+                format!(
+                    "{status}: {}",
+                    registrar_core::observed::AUTHORIZATION_NEEDED
+                ),
+            )]));
+        }
         Seen::Degraded(status) => {
             tracing::info!(key = ?key, status, "Resource degraded; its entry is kept as it is.");
             return Ok(KeyOutcome::Done(Vec::new()));

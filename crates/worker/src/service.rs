@@ -31,6 +31,8 @@ pub struct RescanStats {
     pub last_success_unix: AtomicU64,
     /// Gateways with no inbound authorization, as the last rescan saw them.
     pub unauthenticated: AtomicU64,
+    /// Targets waiting for an administrator's OAuth consent, as the last rescan saw them.
+    pub needs_authorization: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -210,6 +212,12 @@ async fn metrics(State(t): State<Telemetry>) -> String {
         "gauge",
         "Gateways with no inbound authorization (authorizerType NONE), as the last rescan saw them.",
         &[("", get(&r.unauthenticated))],
+    );
+    metric(
+        "registrar_targets_needing_authorization",
+        "gauge",
+        "Gateway targets waiting for an administrator's OAuth consent (*_PENDING_AUTH), as the last rescan saw them.",
+        &[("", get(&r.needs_authorization))],
     );
     metric(
         "registrar_ready",
@@ -436,6 +444,9 @@ async fn rescan_loop<A, R, S>(
                 stats
                     .unauthenticated
                     .store(report.unauthenticated.len() as u64, Ordering::Relaxed);
+                stats
+                    .needs_authorization
+                    .store(report.needs_authorization as u64, Ordering::Relaxed);
                 stats.runs.fetch_add(1, Ordering::Relaxed);
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)

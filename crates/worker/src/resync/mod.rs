@@ -11,6 +11,7 @@ use futures::{StreamExt, stream};
 use registrar_core::PortError;
 use registrar_core::desired::Collection;
 use registrar_core::enable::EnablePolicy;
+use registrar_core::observed::Lifecycle;
 use registrar_core::plan::{Action, PlanContext, intact, plan};
 use registrar_core::ports::{AgentCore, Registry, StateStore};
 use registrar_core::tokens::ManifestFields;
@@ -110,6 +111,18 @@ pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
                     &d.path,
                     Status::Skipped,
                     reason.clone(),
+                ))
+            } else if let Lifecycle::NeedsAuthorization(status) = &d.lifecycle {
+                Some(Outcome::for_kind(
+                    d.kind,
+                    &d.name,
+                    &d.arn,
+                    "",
+                    Status::NeedsAuthorization,
+                    format!(
+                        "{status}: {}",
+                        registrar_core::observed::AUTHORIZATION_NEEDED
+                    ),
                 ))
             } else if d.path.is_empty() {
                 Some(Outcome::for_kind(

@@ -21,6 +21,8 @@ pub enum Status {
     Failed,
     /// Not READY yet: left alone, re-checked on the next run.
     Waiting,
+    /// A target waits for an administrator's OAuth consent.
+    NeedsAuthorization,
     /// `--dry-run`: the write that would be made.
     DryRun,
 }
@@ -36,6 +38,7 @@ impl Status {
             Self::Skipped => "skipped",
             Self::Failed => "failed",
             Self::Waiting => "waiting",
+            Self::NeedsAuthorization => "needs_authorization",
             Self::DryRun => "dry_run",
         }
     }
@@ -191,6 +194,8 @@ pub struct Report {
     pub skipped: usize,
     pub failed: usize,
     pub waiting: usize,
+    /// Targets waiting for an administrator's OAuth consent.
+    pub needs_authorization: usize,
     pub would_change: usize,
     pub manifest_entries: usize,
     pub planned_writes: usize,
@@ -234,6 +239,7 @@ impl Report {
             skipped: count(Status::Skipped),
             failed: count(Status::Failed),
             waiting: count(Status::Waiting),
+            needs_authorization: count(Status::NeedsAuthorization),
             would_change: count(Status::DryRun),
             manifest_entries,
             planned_writes,
@@ -275,6 +281,13 @@ impl Report {
                 self.failed,
                 self.manifest_entries,
                 self.planned_writes
+            );
+        }
+        if self.needs_authorization > 0 {
+            let _ = writeln!(
+                out,
+                "Needs authorization: {} (an administrator must complete OAuth consent; see NOTES)",
+                self.needs_authorization
             );
         }
         let _ = writeln!(out, "\nDETAILS:\n{thin}");
