@@ -29,7 +29,7 @@ ACCOUNT, REGION, PARTITION, STACK = "123456789012", "us-east-1", "aws", "agentco
 # The deployment whose policies are proven: a worker, member accounts, an external id, no
 # explicit Cognito pool list (the broadest default grant).
 TRUE_CONDITIONS = {"WithWorker", "HasMembers", "WorkerWithMembers", "HasAlarmTopic",
-                   "WithTrail", "WorkerWithExternalId", "IsCentral"}
+                   "WithTrail", "WorkerWithExternalId"}
 
 
 # Not our calls: services make them with the caller's credentials when a table, queue or secret

@@ -216,7 +216,7 @@ async fn the_manifest_exports_in_the_python_refreshers_format() -> anyhow::Resul
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("left out /untrusted-idp: its IdP is not trusted"),
+        stderr.contains("left out /untrusted-idp: issuer https://idp.evil.example is not trusted"),
         "{stderr}"
     );
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out_file)?)?;

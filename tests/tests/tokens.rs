@@ -522,7 +522,7 @@ async fn a_token_about_to_expire_unrefreshed_raises_a_warning_and_a_metric() -> 
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_worker_whose_registry_client_secret_is_refused_stops_at_once_with_one_line()
+async fn a_worker_whose_registry_client_secret_is_refused_says_so_once_at_start_up()
 -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     let idp = Idp::start(
@@ -532,31 +532,33 @@ async fn a_worker_whose_registry_client_secret_is_refused_stops_at_once_with_one
     )
     .await?;
     let discovery = idp.discovery_url();
-    let out = env
-        .cli_with_env(
-            &[
-                "worker",
-                "--queue-url",
-                "https://sqs.us-east-1.amazonaws.com/123456789012/never-read",
-                "--token-file",
-                "/nonexistent/token.json",
-                "--registry-token-discovery-url",
-                &discovery,
-                "--registry-client-id",
-                "registrar-ingress",
-            ],
-            // The stack's generated placeholder, not the IdP's value.
-            &[("REGISTRY_CLIENT_SECRET", "GeneratedPlaceholder0123456789")],
-        )
-        .await?;
-    let all = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{all}");
+    let path =
+        registrar_tests::events::EventPath::create(&env.config, "placeholder", 5, 10).await?;
+    let _worker = env.spawn_worker_with_env(
+        &path,
+        &[
+            "--token-file",
+            "/nonexistent/token.json",
+            "--registry-token-discovery-url",
+            &discovery,
+            "--registry-client-id",
+            "registrar-ingress",
+        ],
+        // The stack's generated placeholder, not the IdP's value.
+        &[("REGISTRY_CLIENT_SECRET", "GeneratedPlaceholder0123456789")],
+    )?;
+    let said = "replace its generated placeholder";
     assert!(
-        all.contains("the registry token could not be obtained")
-            && all.contains("invalid_client")
-            && all.contains("replace its generated placeholder"),
-        "{all}"
+        registrar_tests::env::eventually(Duration::from_secs(30), || env
+            .worker_logs()
+            .contains(said))
+        .await,
+        "{}",
+        env.worker_logs()
     );
-    assert!(!all.contains("GeneratedPlaceholder0123456789"));
+    let logs = env.worker_logs();
+    assert!(logs.contains("invalid_client"), "{logs}");
+    assert_eq!(logs.matches(said).count(), 1, "once: {logs}");
+    assert!(!logs.contains("GeneratedPlaceholder0123456789"));
     Ok(())
 }

@@ -109,7 +109,12 @@ impl CurrentEntry {
             _ => Ok(()),
         };
         if expected.is_empty() {
-            return Err("nothing we recorded writing tells where it should point".into());
+            // Rows recorded before pointing was kept (or state lost): with an identity, a server
+            // registered by us is ours; otherwise nothing tells, and nothing is removed.
+            return match identity {
+                Some(_) if self.collection == Collection::Server && !legacy => registered_by_us(),
+                _ => Err("nothing we recorded writing tells where it should point".into()),
+            };
         }
         let Some(have) = &self.pointing else {
             return Err("the registry does not say where it points".into());

@@ -671,3 +671,41 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_row_recorded_before_pointing_was_kept_is_verified_by_identity_alone() {
+    let gone = gw("gone", "gwg", "1");
+    let old_row = RecordedResource {
+        pointing: None,
+        ..recorded_as_written(&gone)
+    };
+    let mut ours = written(&gone);
+    ours.registered_by = Some("registrar".into());
+    let obs = Observation {
+        covered: covered_all(),
+        ..Observation::default()
+    };
+    let forced = DeleteGuard {
+        force: true,
+        ..DeleteGuard::default()
+    };
+    let with_identity = PlanContext {
+        identity: Some(RegistryIdentity::configured("registrar".into())),
+        guard: forced,
+        ..PlanContext::default()
+    };
+    let actions = plan(
+        &obs,
+        std::slice::from_ref(&ours),
+        std::slice::from_ref(&old_row),
+        with_identity,
+    );
+    assert_eq!(kinds(&actions), ["deregister"]);
+    // Without an identity nothing tells where it should point: kept.
+    let without = PlanContext {
+        guard: forced,
+        ..PlanContext::default()
+    };
+    let actions = plan(&obs, &[ours], &[old_row], without);
+    assert!(!actions.iter().any(Action::writes), "{actions:?}");
+}

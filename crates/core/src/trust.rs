@@ -376,7 +376,11 @@ impl TrustPolicy {
             issuer: trusted.issuer.clone(),
             why,
         };
-        if self.registry_client.as_deref() == Some(client) {
+        if self
+            .registry_client
+            .as_deref()
+            .is_some_and(|c| c.eq_ignore_ascii_case(client))
+        {
             return Err(refuse(
                 "it is the registry's own client (--registry-client-id): it never gets an egress token"
                     .into(),

@@ -220,12 +220,19 @@ impl TrustArgs {
                 self.secret_name_pattern
             );
         }
-        let registry_issuer = registry
-            .and_then(|r| r.registry_token_discovery_url.as_deref())
-            .and_then(|u| {
-                u.trim()
-                    .strip_suffix(registrar_core::trust::DISCOVERY_SUFFIX)
-            });
+        // Also from the environment, so a process that reads a token file (or `manifest
+        // export`, which has no registry) still knows the registry's own client and IdP.
+        let from_env = |var: &str| std::env::var(var).ok().filter(|v| !v.trim().is_empty());
+        let registry_url = registry
+            .and_then(|r| r.registry_token_discovery_url.clone())
+            .or_else(|| from_env("REGISTRY_TOKEN_DISCOVERY_URL"));
+        let registry_client = registry
+            .and_then(|r| r.registry_client_id.clone())
+            .or_else(|| from_env("REGISTRY_CLIENT_ID"));
+        let registry_issuer = registry_url.as_deref().and_then(|u| {
+            u.trim()
+                .strip_suffix(registrar_core::trust::DISCOVERY_SUFFIX)
+        });
         TrustPolicy::new(&TrustConfig {
             trusted: &self.trusted_issuers,
             token_hosts: &self.trusted_token_hosts,
@@ -233,7 +240,7 @@ impl TrustArgs {
             cognito_issuer_base: &self.cognito_issuer_base,
             cognito_pools: &self.trusted_cognito_pools,
             client_issuers: &self.client_issuers,
-            registry_client: registry.and_then(|r| r.registry_client_id.as_deref()),
+            registry_client: registry_client.as_deref(),
             registry_issuer,
         })
         .map_err(|e| anyhow::anyhow!("{e}"))
@@ -1058,21 +1065,38 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map(|r| r.resource.arn.clone())
                 .collect();
             let policy = trust.policy(&regions_read(&config, &regions), None)?;
-            let (rows, untrusted): (Vec<_>, Vec<_>) = rows
-                .into_iter()
-                .filter(|m| servers.contains(&m.arn))
-                .partition(|m| {
-                    policy
-                        .issuer_of(&m.discovery_url, &m.allowed_clients)
-                        .is_ok()
-                });
-            for m in &untrusted {
-                eprintln!(
-                    "left out {}: its IdP is not trusted ({})",
-                    m.path,
-                    registrar_core::trust::shown(&m.discovery_url)
-                );
+            // The Python refresher sends an environment secret of the first allowed client to
+            // whatever token endpoint discovery names: export only rows the worker would serve.
+            let refusal = |m: &registrar_core::tokens::ManifestFields| -> Option<String> {
+                let issuer = match policy.issuer_of(&m.discovery_url, &m.allowed_clients) {
+                    Ok(i) => i,
+                    Err(e) => return Some(e.to_string()),
+                };
+                let client = m.allowed_clients.first()?;
+                if let Err(why) = crate::tokens::secrets::check_client_id(client) {
+                    return Some(why);
+                }
+                // A listed issuer gets the environment's (unbound) secret; a Cognito pool trusted
+                // by default, the secret Cognito holds for its own client.
+                let binding = match (&issuer.cognito, issuer.configured) {
+                    (Some(pool), false) => {
+                        registrar_core::trust::SecretBinding::CognitoPool(pool.clone())
+                    }
+                    _ => registrar_core::trust::SecretBinding::Unbound,
+                };
+                policy
+                    .may_send(&issuer, client, "the Python refresher's secret", &binding)
+                    .err()
+                    .map(|e| e.to_string())
+            };
+            let mut rows_out = Vec::new();
+            for m in rows.into_iter().filter(|m| servers.contains(&m.arn)) {
+                match refusal(&m) {
+                    None => rows_out.push(m),
+                    Some(why) => eprintln!("left out {}: {why}", m.path),
+                }
             }
+            let rows = rows_out;
             let text =
                 serde_json::to_string_pretty(&registrar_core::tokens::python_manifest(&rows))?
                     + "\n";
@@ -1123,13 +1147,15 @@ async fn run_worker(
     args.validate()?;
     let registry = registry_client(&args.registry)?;
     client_token_check(&args.registry)?;
-    // A secret the registry's IdP refuses (the stack's generated placeholder) would only
-    // crash-loop later: say so once and stop. An IdP that is down is retried as usual.
+    // A secret the registry's IdP refuses (the stack's generated placeholder, before the
+    // operator fills it in) is said once, clearly, at start-up. The worker keeps running (a stopped
+    // task would fail the stack's first deployment and roll it back), and registry calls retry.
     if let Err(e) = registry.check_token().await
         && e.class == registrar_core::ErrorClass::Terminal
     {
-        anyhow::bail!(
-            "the registry token could not be obtained: {e}. If REGISTRY_CLIENT_SECRET comes from the stack's <stack>/registry-client-secret, replace its generated placeholder with the client secret the registry's IdP issued"
+        tracing::error!(
+            error = %e,
+            "The registry token could not be obtained. If REGISTRY_CLIENT_SECRET comes from the stack's <stack>/registry-client-secret, replace its generated placeholder with the client secret the registry's IdP issued, then force a new deployment."
         );
     }
     let secs = Duration::from_secs;

@@ -83,6 +83,9 @@ pub const DURATION_BUCKETS: [f64; 9] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 
 impl ConsumerStats {
     fn observe(&self, outcome: &KeyOutcome, took: Duration) {
+        // A finished reconcile is progress too: a busy loop (every permit held through a registry
+        // outage) is not a stalled one.
+        self.last_tick_ms.store(now_ms(), Ordering::Relaxed);
         let (result, class) = match outcome {
             KeyOutcome::Done(_) => (0, None),
             KeyOutcome::Waiting(_) => (1, None),
@@ -468,12 +471,21 @@ where
         // A lease that could not be renewed ends the work it protects: dropping the reconcile
         // stops it at its next await, before its next write.
         let renew = async {
+            let mut held_until = tokio::time::Instant::now() + ttl;
             loop {
-                tokio::time::sleep(ttl / 3).await;
+                tokio::time::sleep(ttl / 6).await;
                 let lost = match self.state.acquire_lease(&name, &self.owner, ttl).await {
-                    Ok(true) => continue,
+                    Ok(true) => {
+                        held_until = tokio::time::Instant::now() + ttl;
+                        continue;
+                    }
                     Ok(false) => "another worker holds it now".to_owned(),
-                    Err(e) => format!("renewal failed: {e}"),
+                    // A throttled or slow renewal is tried again while the lease still holds.
+                    Err(e) if tokio::time::Instant::now() + ttl / 6 < held_until => {
+                        tracing::warn!(error = %e, "Lease renewal failed; trying again.");
+                        continue;
+                    }
+                    Err(e) => format!("it could not be renewed before it ran out: {e}"),
                 };
                 return PortError::new(
                     "lease",

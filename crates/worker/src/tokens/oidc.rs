@@ -206,9 +206,21 @@ impl Oidc {
                     .error_description()
                     .map(|d| format!(": {d}"))
                     .unwrap_or_default();
+                // Only what the client got wrong is terminal; an IdP that is busy or broken
+                // (`temporarily_unavailable`, `server_error`, anything else) is retried.
+                use oauth2::basic::BasicErrorResponseType as T;
+                let class = match e.error() {
+                    T::InvalidClient
+                    | T::UnauthorizedClient
+                    | T::InvalidGrant
+                    | T::InvalidScope
+                    | T::InvalidRequest
+                    | T::UnsupportedGrantType => ErrorClass::Terminal,
+                    T::Extension(_) => ErrorClass::Transient,
+                };
                 Err(err(
                     op,
-                    ErrorClass::Terminal,
+                    class,
                     format!(
                         "{} refused client {client_id}: {}{description}",
                         discovery.token_endpoint,
@@ -221,9 +233,10 @@ impl Oidc {
                 ErrorClass::Transient,
                 format!("{} unreachable: {e}", discovery.token_endpoint),
             )),
+            // Typically a proxy's HTML error page in front of an IdP that is down.
             Err(RequestTokenError::Parse(e, _)) => Err(err(
                 op,
-                ErrorClass::Terminal,
+                ErrorClass::Transient,
                 format!(
                     "{} answered an unreadable token response: {e}",
                     discovery.token_endpoint

@@ -13,6 +13,7 @@ use registrar_core::tokens::IdpVendor;
 use registrar_core::trust::{CognitoPool, Refusal, SecretBinding, TrustPolicy, TrustedIssuer};
 
 use crate::aws::classify_sdk_error;
+use aws_sdk_cognitoidentityprovider::error::ProvideErrorMetadata;
 use secrecy::SecretString;
 
 /// An environment lookup.
@@ -169,7 +170,7 @@ impl SecretResolver {
                             .map_err(|e| {
                                 // Not granted (a pool outside TrustedCognitoUserPoolArns):
                                 // refused, not retried as a failure.
-                                if e.message.contains("AccessDenied") {
+                                if e.operation == COGNITO_DENIED {
                                     SecretError::NotForIssuer(Refusal::SecretNotForIssuer {
                                         client: registrar_core::trust::shown(client_id),
                                         source_name: name.clone(),
@@ -262,6 +263,13 @@ impl SecretResolver {
             {
                 Ok(None)
             }
+            // Decided on the error code, never on its message (which may echo our input).
+            Err(e) if e.code() == Some("AccessDeniedException") => Err(PortError::new(
+                "cognito",
+                COGNITO_DENIED,
+                registrar_core::ErrorClass::Terminal,
+                format!("DescribeUserPoolClient {pool_id}: access denied"),
+            )),
             Err(e) => Err(classify_sdk_error(
                 "cognito",
                 &format!("DescribeUserPoolClient {pool_id}"),
@@ -270,6 +278,9 @@ impl SecretResolver {
         }
     }
 }
+
+/// The operation of a Cognito lookup IAM refused (a pool outside the worker's grants).
+const COGNITO_DENIED: &str = "DescribeUserPoolClient (access denied)";
 
 #[cfg(test)]
 mod tests {
