@@ -273,3 +273,35 @@ fn the_standalone_operator_policy_grants_what_the_stack_policy_grants() {
             && !stack_policy.contains("bedrock-agentcore:Delete")
     );
 }
+
+#[test]
+fn the_redrive_policy_outlives_a_ten_minute_registry_outage() {
+    let template = repo_file("infra/cloudformation/registrar.yaml");
+    let number = |key: &str| -> u64 {
+        template
+            .lines()
+            .find_map(|l| {
+                let l = l.trim();
+                l.strip_prefix(key)
+                    .map(|rest| {
+                        rest.trim()
+                            .trim_matches(|c| c == '"' || c == '}' || c == ' ')
+                    })
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|v| v.trim_matches('"').parse().ok())
+            })
+            .unwrap_or_else(|| panic!("{key} in the template"))
+    };
+    let max_receives = number("maxReceiveCount:");
+    let base = number("- { Name: REGISTRAR_RETRY_BASE, Value:");
+    let cap = number("- { Name: REGISTRAR_RETRY_CAP, Value:");
+    let backoff = registrar_core::backoff::Backoff {
+        base: Duration::from_secs(base),
+        cap: Duration::from_secs(cap),
+    };
+    let window = backoff.window(max_receives as u32 - 1);
+    assert!(
+        window >= Duration::from_secs(600),
+        "{max_receives} receives at {base}/{cap} s span only {window:?}"
+    );
+}

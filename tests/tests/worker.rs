@@ -614,3 +614,51 @@ async fn a_backlog_of_repeated_events_costs_one_reconcile_per_resource() -> anyh
     assert!(reconciled, "{}", env.worker_logs());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_outage_shorter_than_the_retry_window_dead_letters_nothing() -> anyhow::Result<()>
+{
+    let env = TestEnv::start().await?;
+    // Six receives; retries back off by receive count: 2, 4, 8, 8, 8 s (at least half of each
+    // with jitter), so a message outlives an outage of at least 15 s.
+    let path = EventPath::create(&env.config, "outage", 6, 10).await?;
+    let mut ids = Vec::new();
+    for name in ["alpha", "beta", "gamma"] {
+        ids.push(create_gateway(&env.agentcore, name, GatewayAuth::Iam).await?);
+    }
+    // The registry is down (every write answers 503) until the test says otherwise.
+    env.standin.inject(registrar_tests::standin::Fault {
+        writes_only: true,
+        ..registrar_tests::standin::Fault::status(503, 1_000_000)
+    });
+    let _worker = env.spawn_worker(&path, &["--retry-base", "2", "--retry-cap", "8"])?;
+    for id in &ids {
+        path.put("CreateGateway", json!({}), json!({"gatewayId": id}))
+            .await?;
+    }
+    // Every message has met the outage and been retried at least twice.
+    assert!(
+        eventually(Duration::from_secs(60), || registrations(&env)
+            .iter()
+            .filter(|s| **s == 503)
+            .count()
+            >= 3 * 2 * 2)
+        .await,
+        "{:?}\n{}",
+        registrations(&env),
+        env.worker_logs()
+    );
+    // The outage lasts a stretch longer than the first retries took (about 10 s in all).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    env.standin.db().faults.clear();
+    assert!(
+        eventually(Duration::from_secs(90), || env.standin.db().servers.len()
+            == 3)
+        .await,
+        "converged once the registry came back\n{}",
+        env.worker_logs()
+    );
+    assert!(path.drained(Duration::from_secs(30)).await?);
+    assert_eq!(path.dlq_total().await?, 0, "nothing dead-lettered");
+    Ok(())
+}

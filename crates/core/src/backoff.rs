@@ -19,11 +19,28 @@ impl Backoff {
         let jitter = jitter.clamp(0.0, 1.0);
         raw.mul_f64(1.0 - jitter / 2.0)
     }
+
+    /// The shortest time `retries` retries can span (every delay at its most jittered): how long
+    /// an outage a message outlives before SQS dead-letters it, with `retries + 1` receives.
+    pub fn window(self, retries: u32) -> Duration {
+        (1..=retries).map(|a| self.delay(a, 1.0)).sum()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_retry_window_is_the_sum_of_the_shortest_delays() {
+        let b = Backoff {
+            base: Duration::from_secs(5),
+            cap: Duration::from_secs(300),
+        };
+        // 2.5 + 5 + 10 + 20 + 40 + 80 + 150 + 150 + 150 + 150 + 150 s.
+        assert_eq!(b.window(11), Duration::from_millis(907_500));
+        assert_eq!(b.window(0), Duration::ZERO);
+    }
 
     #[test]
     fn delays_grow_and_are_capped() {

@@ -2,10 +2,9 @@
 //! waiting (a delayed copy), retried (visibility backoff, counted toward the DLQ), or
 //! dead-lettered with its reason (design invariants 5 and 8).
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use registrar_core::backoff::Backoff;
@@ -37,7 +36,7 @@ pub struct ConsumerConfig {
     pub wait_backoff: Backoff,
     /// Give up waiting (dead-letter) after this long.
     pub max_wait: Duration,
-    /// Per-key backoff of transient failures; it resets when the key succeeds.
+    /// Backoff of transient failures, by the message's receive count.
     pub retry_backoff: Backoff,
     /// On shutdown, in-flight work may finish for this long; then it is released.
     pub shutdown_grace: Duration,
@@ -132,7 +131,6 @@ pub struct Consumer<A, R, S> {
     pub owner: String,
     gate: KeyGate<KeyOutcome>,
     fresh: Freshness,
-    failures: Mutex<HashMap<ResourceKey, u32>>,
 }
 
 fn now_ms() -> u64 {
@@ -209,7 +207,6 @@ where
             owner: lease_owner(),
             gate: KeyGate::default(),
             fresh: Freshness::default(),
-            failures: Mutex::new(HashMap::new()),
         }
     }
 
@@ -405,7 +402,7 @@ where
             }
             return;
         };
-        let ending = self.decide(&keys, &outcomes);
+        let ending = self.decide(&outcomes, message.receive_count);
         let _enter = span.enter();
         self.end(message, ending, done).await;
     }
@@ -430,18 +427,6 @@ where
             }
             KeyOutcome::Failed(e) => {
                 tracing::warn!(parent: &span, error = %e, class = %e.class, "Reconcile failed.")
-            }
-        }
-        let mut failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match &outcome {
-            KeyOutcome::Failed(e) if e.class == ErrorClass::Transient => {
-                *failures.entry(key.clone()).or_default() += 1
-            }
-            _ => {
-                failures.remove(key);
             }
         }
         outcome
@@ -518,7 +503,10 @@ where
         outcome
     }
 
-    fn decide(&self, keys: &[ResourceKey], outcomes: &[KeyOutcome]) -> Ending {
+    /// Transient failures back off by the message's receive count, which SQS keeps across
+    /// workers and restarts (a per-process count would restart at 1 on another replica and
+    /// reach the dead-letter queue sooner).
+    fn decide(&self, outcomes: &[KeyOutcome], receive_count: u32) -> Ending {
         let failed = |class: ErrorClass| {
             outcomes.iter().find_map(|o| match o {
                 KeyOutcome::Failed(e) if e.class == class => Some(e.clone()),
@@ -532,18 +520,11 @@ where
             };
         }
         if let Some(error) = failed(ErrorClass::Transient) {
-            let failures = self
-                .failures
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let attempt = keys
-                .iter()
-                .filter_map(|k| failures.get(k))
-                .copied()
-                .max()
-                .unwrap_or(1);
             return Ending::Retry {
-                after: self.config.retry_backoff.delay(attempt, jitter()),
+                after: self
+                    .config
+                    .retry_backoff
+                    .delay(receive_count.max(1), jitter()),
                 error,
             };
         }
