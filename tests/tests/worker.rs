@@ -662,3 +662,44 @@ async fn a_registry_outage_shorter_than_the_retry_window_dead_letters_nothing() 
     assert_eq!(path.dlq_total().await?, 0, "nothing dead-lettered");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_metrics_reach_cloudwatch_as_embedded_metric_lines() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let path = EventPath::create(&env.config, "emf", 5, 10).await?;
+    let id = create_gateway(&env.agentcore, "measured", GatewayAuth::Iam).await?;
+    let _worker = env.spawn_worker_with_env(&path, &[], &[("REGISTRAR_EMF_INTERVAL", "1")])?;
+    path.put("CreateGateway", json!({}), json!({"gatewayId": id}))
+        .await?;
+    let done = |logs: &str| -> Option<serde_json::Value> {
+        logs.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v.get("_aws").is_some() && v["ReconcilesDone"].as_f64() >= Some(1.0))
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || done(&env.worker_logs())
+            .is_some())
+        .await,
+        "{}",
+        env.worker_logs()
+    );
+    let line = done(&env.worker_logs()).expect("an EMF line");
+    let directive = &line["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(directive["Namespace"], json!("AgentCoreRegistrar"));
+    let names: Vec<&str> = directive["Metrics"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|x| x["Name"].as_str()).collect())
+        .unwrap_or_default();
+    for expected in [
+        "ReconcilesFailed",
+        "DeadLettered",
+        "TokensExpiringUnrefreshed",
+        "DeletionsBlocked",
+        "UnauthenticatedGateways",
+        "TargetsNeedingAuthorization",
+    ] {
+        assert!(names.contains(&expected), "{expected} in {names:?}");
+        assert!(line[expected].is_number(), "{line}");
+    }
+    Ok(())
+}

@@ -474,6 +474,10 @@ pub struct WorkerArgs {
     /// Seconds in-flight work may take to finish after SIGTERM before it is released.
     #[arg(long, env = "REGISTRAR_SHUTDOWN_GRACE", default_value_t = 25)]
     shutdown_grace: u64,
+    /// Seconds between CloudWatch embedded-metric-format lines on stderr; 0 writes none (the
+    /// stack sets 60).
+    #[arg(long, env = "REGISTRAR_EMF_INTERVAL", default_value_t = 0)]
+    emf_interval: u64,
     /// Seconds one key's reconcile may take, whatever it waits on; then it fails (transient).
     #[arg(long, env = "REGISTRAR_RECONCILE_DEADLINE", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
     reconcile_deadline: u64,
@@ -1240,6 +1244,7 @@ async fn run_worker(
         schedule,
         args.listen,
         tokens,
+        (args.emf_interval > 0).then(|| secs(args.emf_interval)),
         tokio_util::sync::CancellationToken::new(),
     )
     .await?;

@@ -56,6 +56,96 @@ pub struct TokenSettings {
     pub schedule: crate::tokens::schedule::TokenSchedule,
 }
 
+/// Writes the key metrics as one embedded-metric-format line per interval (stderr, shipped by
+/// the container's log driver): CloudWatch gets them without a scraper.
+async fn emf_loop(t: &Telemetry, every: std::time::Duration, stop: CancellationToken) {
+    use crate::emf::{Deltas, Sample, document};
+    let mut deltas = Deltas::default();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let (c, r, k) = (&t.consumer, &t.rescans, &t.tokens);
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let duration_count = deltas.of("duration_count", get(&c.duration_count));
+        let duration_sum = deltas.of("duration_sum", get(&c.duration_sum_ms));
+        let last_rescan = get(&r.last_success_unix);
+        let mut samples = vec![
+            Sample {
+                name: "ReconcilesDone",
+                value: deltas.of("done", get(&c.reconciles[0])),
+                unit: "Count",
+            },
+            Sample {
+                name: "ReconcilesWaiting",
+                value: deltas.of("waiting", get(&c.reconciles[1])),
+                unit: "Count",
+            },
+            Sample {
+                name: "ReconcilesFailed",
+                value: deltas.of("failed", get(&c.reconciles[2])),
+                unit: "Count",
+            },
+            Sample {
+                name: "DeadLettered",
+                value: deltas.of("dead", get(&c.dead_lettered)),
+                unit: "Count",
+            },
+            Sample {
+                name: "TokenRefusals",
+                value: deltas.of("refused_secret", get(&k.refused_secret))
+                    + deltas.of("refused_entry", get(&k.refused_entry)),
+                unit: "Count",
+            },
+            Sample {
+                name: "TokensExpiringUnrefreshed",
+                value: get(&k.expiring_unrefreshed) as f64,
+                unit: "Count",
+            },
+            Sample {
+                name: "DeletionsBlocked",
+                value: get(&r.deletions_blocked) as f64,
+                unit: "Count",
+            },
+            Sample {
+                name: "UnauthenticatedGateways",
+                value: get(&r.unauthenticated) as f64,
+                unit: "Count",
+            },
+            Sample {
+                name: "TargetsNeedingAuthorization",
+                value: get(&r.needs_authorization) as f64,
+                unit: "Count",
+            },
+            Sample {
+                name: "QueueLagMs",
+                value: get(&c.last_queue_lag_ms) as f64,
+                unit: "Milliseconds",
+            },
+        ];
+        if duration_count > 0.0 {
+            samples.push(Sample {
+                name: "ReconcileDurationMs",
+                value: duration_sum / duration_count,
+                unit: "Milliseconds",
+            });
+        }
+        if last_rescan > 0 {
+            samples.push(Sample {
+                name: "LastRescanAgeSeconds",
+                value: (now_ms / 1000).saturating_sub(last_rescan) as f64,
+                unit: "Seconds",
+            });
+        }
+        eprintln!("{}", document(now_ms, "worker", &samples));
+    }
+}
+
 /// 200 while the receive loop goes round; 503, saying for how long, once it has stalled.
 async fn healthz(State(t): State<Telemetry>) -> (StatusCode, String) {
     let last = t.consumer.last_tick_ms.load(Ordering::Relaxed);
@@ -272,6 +362,7 @@ pub async fn run<A, R, S>(
     schedule: RescanSchedule,
     listen: Option<SocketAddr>,
     tokens: Option<TokenSettings>,
+    emf_every: Option<std::time::Duration>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()>
 where
@@ -288,6 +379,10 @@ where
         rescans: Arc::clone(&rescans),
         tokens: Arc::clone(&token_stats),
     };
+    if let Some(every) = emf_every {
+        let (telemetry, stop) = (telemetry.clone(), shutdown.clone());
+        tokio::spawn(async move { emf_loop(&telemetry, every, stop).await });
+    }
     if let Some(addr) = listen {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         tracing::info!(addr = %listener.local_addr()?, "Serving /healthz, /readyz and /metrics.");
