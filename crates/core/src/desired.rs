@@ -257,6 +257,31 @@ pub struct Unregistrable {
 /// Why a derived path cannot be used: a path outside the slug grammar would never be addressed
 /// again (the registry client refuses such paths), so nothing is registered there. Only a
 /// resource whose name and id both lack ASCII alphanumerics gets one.
+/// The name a resource is shown by (its id when AWS gave none) and its registry path; a path
+/// outside our grammar makes the resource unregistrable.
+#[expect(
+    clippy::result_large_err,
+    reason = "the error is rare and carries the report row"
+)]
+fn name_and_path(
+    resource: &ResourceRef,
+    name: &str,
+    id: &str,
+    kind: ResourceKind,
+) -> Result<(String, String), Unregistrable> {
+    let name = if name.is_empty() { id } else { name }.to_owned();
+    let path = registry_path(&name, id, kind);
+    match unusable_path(&path) {
+        None => Ok((name, path)),
+        Some(reason) => Err(Unregistrable {
+            resource: resource.clone(),
+            name,
+            path,
+            reason,
+        }),
+    }
+}
+
 fn unusable_path(path: &str) -> Option<String> {
     (!is_slug_path(path)).then(|| format!("No usable registry path (derived {path:?})"))
 }
@@ -327,20 +352,7 @@ pub fn gateway_entry(
     opts: DeriveOptions,
 ) -> Result<DesiredEntry, Unregistrable> {
     let resource = ResourceRef::gateway(&gw.arn, &gw.id);
-    let name = if gw.name.is_empty() {
-        gw.id.clone()
-    } else {
-        gw.name.clone()
-    };
-    let path = registry_path(&name, &gw.id, ResourceKind::Gateway);
-    if let Some(reason) = unusable_path(&path) {
-        return Err(Unregistrable {
-            resource,
-            name,
-            path,
-            reason,
-        });
-    }
+    let (name, path) = name_and_path(&resource, &gw.name, &gw.id, ResourceKind::Gateway)?;
     let url = match gw.url.as_deref() {
         Some(u) if u.starts_with("https://") => match check_outbound_url(u, false) {
             Ok(_) => u.to_owned(),
@@ -515,20 +527,7 @@ pub fn runtime_entry(
 ) -> Result<DesiredEntry, Unregistrable> {
     let unqualified = unqualified_runtime_arn(&rt.arn);
     let resource = ResourceRef::runtime(&unqualified, &rt.id);
-    let name = if rt.name.is_empty() {
-        rt.id.clone()
-    } else {
-        rt.name.clone()
-    };
-    let path = registry_path(&name, &rt.id, ResourceKind::Runtime);
-    if let Some(reason) = unusable_path(&path) {
-        return Err(Unregistrable {
-            resource,
-            name,
-            path,
-            reason,
-        });
-    }
+    let (name, path) = name_and_path(&resource, &rt.name, &rt.id, ResourceKind::Runtime)?;
     let Some(arn) = Arn::parse(&unqualified) else {
         return Err(Unregistrable {
             resource,

@@ -75,53 +75,37 @@ async fn emf_loop(t: &Telemetry, every: std::time::Duration, stop: CancellationT
         let duration_count = deltas.of("duration_count", get(&c.duration_count));
         let duration_sum = deltas.of("duration_sum", get(&c.duration_sum_ms));
         let last_rescan = get(&r.last_success_unix);
+        let count = |name, value: f64| Sample {
+            name,
+            value,
+            unit: "Count",
+        };
         let mut samples = vec![
-            Sample {
-                name: "ReconcilesDone",
-                value: deltas.of("done", get(&c.reconciles[0])),
-                unit: "Count",
-            },
-            Sample {
-                name: "ReconcilesWaiting",
-                value: deltas.of("waiting", get(&c.reconciles[1])),
-                unit: "Count",
-            },
-            Sample {
-                name: "ReconcilesFailed",
-                value: deltas.of("failed", get(&c.reconciles[2])),
-                unit: "Count",
-            },
-            Sample {
-                name: "DeadLettered",
-                value: deltas.of("dead", get(&c.dead_lettered)),
-                unit: "Count",
-            },
-            Sample {
-                name: "TokenRefusals",
-                value: deltas.of("refused_secret", get(&k.refused_secret))
+            count("ReconcilesDone", deltas.of("done", get(&c.reconciles[0]))),
+            count(
+                "ReconcilesWaiting",
+                deltas.of("waiting", get(&c.reconciles[1])),
+            ),
+            count(
+                "ReconcilesFailed",
+                deltas.of("failed", get(&c.reconciles[2])),
+            ),
+            count("DeadLettered", deltas.of("dead", get(&c.dead_lettered))),
+            count(
+                "TokenRefusals",
+                deltas.of("refused_secret", get(&k.refused_secret))
                     + deltas.of("refused_entry", get(&k.refused_entry)),
-                unit: "Count",
-            },
-            Sample {
-                name: "TokensExpiringUnrefreshed",
-                value: get(&k.expiring_unrefreshed) as f64,
-                unit: "Count",
-            },
-            Sample {
-                name: "DeletionsBlocked",
-                value: get(&r.deletions_blocked) as f64,
-                unit: "Count",
-            },
-            Sample {
-                name: "UnauthenticatedGateways",
-                value: get(&r.unauthenticated) as f64,
-                unit: "Count",
-            },
-            Sample {
-                name: "TargetsNeedingAuthorization",
-                value: get(&r.needs_authorization) as f64,
-                unit: "Count",
-            },
+            ),
+            count(
+                "TokensExpiringUnrefreshed",
+                get(&k.expiring_unrefreshed) as f64,
+            ),
+            count("DeletionsBlocked", get(&r.deletions_blocked) as f64),
+            count("UnauthenticatedGateways", get(&r.unauthenticated) as f64),
+            count(
+                "TargetsNeedingAuthorization",
+                get(&r.needs_authorization) as f64,
+            ),
             Sample {
                 name: "QueueLagMs",
                 value: get(&c.last_queue_lag_ms) as f64,

@@ -155,16 +155,19 @@ client!(
     cognito, aws_sdk_cognitoidentityprovider, "cognito-idp", false
 );
 
-/// The AgentCore control plane, as `principal` (the process's own, or a member account's role).
-pub fn agentcore(config: &SdkConfig, member: bool) -> aws_sdk_bedrockagentcorecontrol::Client {
-    let principal = if member {
+fn principal(member: bool) -> Principal {
+    if member {
         Principal::Member
     } else {
         process_principal()
-    };
+    }
+}
+
+/// The AgentCore control plane, as the process's principal or a member account's role.
+pub fn agentcore(config: &SdkConfig, member: bool) -> aws_sdk_bedrockagentcorecontrol::Client {
     let mut builder = aws_sdk_bedrockagentcorecontrol::config::Builder::from(config)
         .timeout_config(timeouts(false));
-    if let Some(log) = call_log("bedrock-agentcore", principal) {
+    if let Some(log) = call_log("bedrock-agentcore", principal(member)) {
         builder = builder.interceptor(log);
     }
     aws_sdk_bedrockagentcorecontrol::Client::from_conf(builder.build())
@@ -172,13 +175,8 @@ pub fn agentcore(config: &SdkConfig, member: bool) -> aws_sdk_bedrockagentcoreco
 
 /// STS, as the process's principal or a member account's role.
 pub fn sts(config: &SdkConfig, member: bool) -> aws_sdk_sts::Client {
-    let principal = if member {
-        Principal::Member
-    } else {
-        process_principal()
-    };
     let mut builder = aws_sdk_sts::config::Builder::from(config).timeout_config(timeouts(false));
-    if let Some(log) = call_log("sts", principal) {
+    if let Some(log) = call_log("sts", principal(member)) {
         builder = builder.interceptor(log);
     }
     aws_sdk_sts::Client::from_conf(builder.build())
