@@ -2,9 +2,10 @@
 # Offline checks of the deployment artefacts (no AWS account, no Docker engine needed).
 #
 #   scripts/infra.sh install   create .venv-lint with pinned cfn-lint and checkov (idempotent)
-#   scripts/infra.sh render    write the EventBridge pattern file into both templates
-#   scripts/infra.sh check     the templates embed the pattern file unchanged; cfn-lint on the
-#                              templates; checkov on the templates and the Dockerfile (skips are
+#   scripts/infra.sh render    write the EventBridge pattern file into the templates holding a rule
+#                              (registrar.yaml, event-forwarder.yaml)
+#   scripts/infra.sh check     those templates embed the pattern file unchanged; cfn-lint on every
+#                              template; checkov on every template and the Dockerfile (skips are
 #                              written next to the resource, with their reason)
 #
 # The moto deployment of the template runs with the other tests (tests/tests/infra.rs).
@@ -15,12 +16,22 @@ venv="$root/.venv-lint"
 CFN_LINT_VERSION="1.58.0"
 CHECKOV_VERSION="3.3.30"
 pattern="$root/infra/eventbridge/agentcore-api-calls.pattern.json"
-templates=("$root/infra/cloudformation/registrar.yaml" "$root/infra/cloudformation/member-account-role.yaml")
+cfn="$root/infra/cloudformation"
+# The templates with the AgentCore rule (each embeds the pattern file once)...
+pattern_templates=("$cfn/registrar.yaml" "$cfn/event-forwarder.yaml")
+# ...and every template.
+templates=("${pattern_templates[@]}" "$cfn/member-account-role.yaml")
+
+# The installed version of a package in the venv ("" when absent). Reads pip's whole answer:
+# `pip show | grep -q` would stop pip with SIGPIPE, and pipefail would call that a mismatch.
+installed() {
+  "$venv/bin/pip" show "$1" 2>/dev/null | sed -n 's/^Version: //p'
+}
 
 install() {
   if [ -x "$venv/bin/cfn-lint" ] && [ -x "$venv/bin/checkov" ] \
-    && "$venv/bin/pip" show cfn-lint 2>/dev/null | grep -qx "Version: $CFN_LINT_VERSION" \
-    && "$venv/bin/pip" show checkov 2>/dev/null | grep -qx "Version: $CHECKOV_VERSION"; then
+    && [ "$(installed cfn-lint)" = "$CFN_LINT_VERSION" ] \
+    && [ "$(installed checkov)" = "$CHECKOV_VERSION" ]; then
     return 0
   fi
   echo "infra: installing cfn-lint==$CFN_LINT_VERSION checkov==$CHECKOV_VERSION into $venv" >&2
@@ -32,7 +43,7 @@ install() {
 # Rewrites the line after each "# BEGIN pattern" marker with the pattern file as one JSON line.
 # With --check, only reports (exit 1) where a template differs.
 render() {
-  python3 - "$pattern" "$@" "${templates[@]}" <<'PY'
+  python3 - "$pattern" "$@" "${pattern_templates[@]}" <<'PY'
 import json, re, sys
 pattern_file, args = sys.argv[1], sys.argv[2:]
 check = args and args[0] == "--check"
@@ -62,7 +73,7 @@ check() {
   echo "infra: cfn-lint clean" >&2
   # --skip-download: no calls to the vendor's platform (CI has no network beyond registries).
   "$venv/bin/checkov" --quiet --compact --skip-download --framework cloudformation \
-    -d "$root/infra/cloudformation"
+    -d "$cfn"
   "$venv/bin/checkov" --quiet --compact --skip-download --framework dockerfile \
     -f "$root/Dockerfile"
 }

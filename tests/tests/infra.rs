@@ -1,17 +1,33 @@
 //! The deployment artefacts: the CloudFormation template deployed into moto carries a real
-//! event to a real worker, and the templates, the Dockerfile and the worker agree with each
-//! other. (cfn-lint and checkov run in `scripts/infra.sh check`.)
+//! event to a real worker, the forwarder deployed into other regions and accounts carries theirs
+//! to the central queue, and the templates, the Dockerfile and the worker agree with each other.
+//! (cfn-lint and checkov run in `scripts/infra.sh check`.)
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use aws_config::Region;
+use aws_config::SdkConfig;
+use aws_config::sts::AssumeRoleProvider;
 use aws_sdk_cloudformation::types::{Parameter, StackStatus};
+use aws_sdk_eventbridge::config::SharedCredentialsProvider;
 use aws_sdk_sqs::types::QueueAttributeName;
+use registrar_ingest::event::{ParseOptions, Verdict, parse};
+use registrar_ingest::sqs::Received;
 use registrar_tests::env::{TestEnv, eventually};
-use registrar_tests::events::EventPath;
+use registrar_tests::events::{EventPath, drain};
 use registrar_tests::fixtures::{GatewayAuth, create_gateway};
+use registrar_tests::{ACCOUNT, REGION};
 use serde_json::{Value, json};
+
+const REGISTRAR: &str = "infra/cloudformation/registrar.yaml";
+const FORWARDER: &str = "infra/cloudformation/event-forwarder.yaml";
+const MEMBER_ROLE: &str = "infra/cloudformation/member-account-role.yaml";
+/// A region the worker reads besides the home region.
+const OTHER_REGION: &str = "eu-west-1";
+/// A member account (moto keeps one backend per account).
+const MEMBER: &str = "222222222222";
 
 fn repo_file(path: &str) -> String {
     let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -35,23 +51,33 @@ fn embedded_pattern(template: &str) -> Value {
 }
 
 #[test]
-fn both_templates_embed_the_single_pattern_file() {
+fn every_rule_embeds_the_single_pattern_file() {
     let file: Value = serde_json::from_str(&repo_file(
         "infra/eventbridge/agentcore-api-calls.pattern.json",
     ))
     .expect("pattern file is JSON");
-    for template in [
-        "infra/cloudformation/registrar.yaml",
-        "infra/cloudformation/member-account-role.yaml",
-    ] {
+    for template in [REGISTRAR, FORWARDER] {
         assert_eq!(embedded_pattern(template), file, "{template}");
+        assert_eq!(
+            repo_file(template).matches("AWS::Events::Rule").count(),
+            1,
+            "{template} holds one rule"
+        );
     }
+    // One way to forward: the member template holds the reader role only.
+    assert!(!repo_file(MEMBER_ROLE).contains("AWS::Events::Rule"));
+    // Forwarded events keep the sender's account and region: a pattern naming either would
+    // drop the other regions' and accounts' events at the central rule.
+    assert!(
+        file.get("account").is_none() && file.get("region").is_none(),
+        "{file}"
+    );
 }
 
 #[test]
 fn container_task_and_worker_agree_on_health_and_shutdown() {
     let dockerfile = repo_file("Dockerfile");
-    let template = repo_file("infra/cloudformation/registrar.yaml");
+    let template = repo_file(REGISTRAR);
     // Health: both run the binary's own check (the runtime image has no shell or curl).
     assert!(dockerfile.contains(r#"CMD ["/usr/local/bin/registrar", "healthcheck"]"#));
     assert!(template.contains("Command: [CMD, /usr/local/bin/registrar, healthcheck]"));
@@ -82,25 +108,28 @@ fn container_task_and_worker_agree_on_health_and_shutdown() {
     );
 }
 
+/// Creates `stack` from `template` with `params` where `config` points (account and region) and
+/// waits for CREATE_COMPLETE; its outputs.
 async fn deploy(
-    env: &TestEnv,
+    config: &SdkConfig,
     stack: &str,
-    table: &str,
+    template: &str,
+    params: &[(&str, &str)],
 ) -> anyhow::Result<HashMap<String, String>> {
-    let cf = aws_sdk_cloudformation::Client::new(&env.config);
-    let param = |k: &str, v: &str| {
-        Parameter::builder()
-            .parameter_key(k)
-            .parameter_value(v)
-            .build()
-    };
-    cf.create_stack()
+    let cf = aws_sdk_cloudformation::Client::new(config);
+    let mut create = cf
+        .create_stack()
         .stack_name(stack)
-        .template_body(repo_file("infra/cloudformation/registrar.yaml"))
-        .parameters(param("DeployWorker", "false"))
-        .parameters(param("TableName", table))
-        .send()
-        .await?;
+        .template_body(repo_file(template));
+    for (k, v) in params {
+        create = create.parameters(
+            Parameter::builder()
+                .parameter_key(*k)
+                .parameter_value(*v)
+                .build(),
+        );
+    }
+    create.send().await?;
     for _ in 0..120 {
         let out = cf.describe_stacks().stack_name(stack).send().await?;
         let s = out.stacks().first().expect("the stack");
@@ -123,14 +152,20 @@ async fn deploy(
             other => anyhow::bail!("stack {other:?}: {:?}", s.stack_status_reason()),
         }
     }
-    anyhow::bail!("stack not created in 30 s")
+    anyhow::bail!("stack {stack} not created in 30 s")
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_template_deploys_into_moto_and_carries_an_event_to_the_worker() -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     let table = format!("{}-stack", env.table);
-    let outputs = deploy(&env, "registrar", &table).await?;
+    let outputs = deploy(
+        &env.config,
+        "registrar",
+        REGISTRAR,
+        &[("DeployWorker", "false"), ("TableName", &table)],
+    )
+    .await?;
     let output = |k: &str| {
         outputs
             .get(k)
@@ -198,7 +233,7 @@ async fn the_template_deploys_into_moto_and_carries_an_event_to_the_worker() -> 
     let path = EventPath::existing(&env.config, &queue_url, &dlq_url);
     let failed = json!({
         "eventVersion": "1.09", "eventSource": "bedrock-agentcore.amazonaws.com",
-        "eventName": "CreateGateway", "awsRegion": registrar_tests::REGION,
+        "eventName": "CreateGateway", "awsRegion": REGION,
         "errorCode": "ValidationException", "readOnly": false, "eventType": "AwsApiCall",
         "requestParameters": {}, "responseElements": null,
     });
@@ -242,11 +277,241 @@ async fn the_template_deploys_into_moto_and_carries_an_event_to_the_worker() -> 
     Ok(())
 }
 
+/// SDK configuration acting in `account` (through an assumed role: moto attributes the assumed
+/// credentials to the role's account) or the home account, in `region`.
+async fn config_in(env: &TestEnv, account: &str, region: &str) -> SdkConfig {
+    let mut config = env
+        .config
+        .to_builder()
+        .region(Region::new(region.to_owned()));
+    if account != ACCOUNT {
+        let role =
+            AssumeRoleProvider::builder(format!("arn:aws:iam::{account}:role/stackset-execution"))
+                .session_name("test-deploy")
+                .configure(&env.config)
+                .build()
+                .await;
+        config = config.credentials_provider(SharedCredentialsProvider::new(role));
+    }
+    config.build()
+}
+
+/// A CloudTrail record of an AgentCore call made in `account`/`region` (as CloudTrail writes it
+/// there, before any forwarding).
+fn cloudtrail_record(account: &str, region: &str, response: Value, error: Option<&str>) -> Value {
+    let mut record = json!({
+        "eventVersion": "1.09", "eventSource": "bedrock-agentcore.amazonaws.com",
+        "eventName": "CreateGateway", "awsRegion": region, "eventTime": "2026-11-23T10:00:00Z",
+        "eventID": format!("ct-{account}-{region}-{}", error.unwrap_or("ok")),
+        "readOnly": false, "eventType": "AwsApiCall", "managementEvent": true,
+        "recipientAccountId": account, "requestParameters": {}, "responseElements": response,
+    });
+    if let Some(code) = error {
+        record["errorCode"] = json!(code);
+    }
+    record
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forwarders_carry_other_regions_and_member_accounts_to_the_central_queue()
+-> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let table = format!("{}-stack", env.table);
+    let central = deploy(
+        &env.config,
+        "registrar",
+        REGISTRAR,
+        &[
+            ("DeployWorker", "false"),
+            ("TableName", &table),
+            ("Regions", OTHER_REGION),
+            ("MemberAccountIds", MEMBER),
+        ],
+    )
+    .await?;
+    let (queue_url, dlq_url) = (central["QueueUrl"].clone(), central["DlqUrl"].clone());
+    let central_bus = format!("arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default");
+    let forwarder_params = [("CentralAccountId", ACCOUNT), ("HomeRegion", REGION)];
+
+    // A StackSet instance landing in the central home region creates nothing: no second rule
+    // putting the bus's events back on itself.
+    let home = deploy(&env.config, "forwarder", FORWARDER, &forwarder_params).await?;
+    assert!(home.is_empty(), "{home:?}");
+    let rules = aws_sdk_eventbridge::Client::new(&env.config)
+        .list_rules()
+        .send()
+        .await?;
+    let names: Vec<&str> = rules.rules().iter().filter_map(|r| r.name()).collect();
+    assert_eq!(names, ["registrar-agentcore-api-calls"]);
+
+    // The forwarder in the home account's other region and in a member account's regions (the
+    // home one and another). In each: a failed call, then a successful one naming a gateway
+    // that exists there.
+    let scopes = [
+        (ACCOUNT, OTHER_REGION),
+        (MEMBER, REGION),
+        (MEMBER, OTHER_REGION),
+    ];
+    let mut gateways = HashMap::new();
+    for (account, region) in scopes {
+        let config = config_in(&env, account, region).await;
+        let outputs = deploy(&config, "forwarder", FORWARDER, &forwarder_params).await?;
+        assert_eq!(outputs["CentralBusArn"], central_bus);
+        let events = aws_sdk_eventbridge::Client::new(&config);
+        let rule = outputs["RuleArn"].rsplit('/').next().unwrap_or_default();
+        assert!(
+            outputs["RuleArn"].contains(&format!(":{region}:{account}:rule/")),
+            "{outputs:?}"
+        );
+        let targets = events.list_targets_by_rule().rule(rule).send().await?;
+        let [target] = targets.targets() else {
+            panic!("one target: {targets:?}")
+        };
+        assert_eq!(target.arn(), central_bus);
+        let role = target.role_arn().unwrap_or_default();
+        assert!(
+            role.starts_with(&format!("arn:aws:iam::{account}:role/")),
+            "{role}"
+        );
+        let dlq = target
+            .dead_letter_config()
+            .and_then(|d| d.arn())
+            .unwrap_or_default();
+        assert!(dlq.contains(&format!(":sqs:{region}:{account}:")), "{dlq}");
+        assert!(target.retry_policy().is_some());
+
+        let name = format!(
+            "fwd-{}-{region}",
+            if account == ACCOUNT { "home" } else { "member" }
+        );
+        let agentcore = aws_sdk_bedrockagentcorecontrol::Client::new(&config);
+        let id = create_gateway(&agentcore, &name, GatewayAuth::Iam).await?;
+        let put = |record: Value| {
+            let events = events.clone();
+            async move {
+                let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+                    .source("aws.bedrock-agentcore")
+                    .detail_type("AWS API Call via CloudTrail")
+                    .detail(record.to_string())
+                    .build();
+                let out = events.put_events().entries(entry).send().await?;
+                anyhow::ensure!(out.failed_entry_count() == 0, "PutEvents failed: {out:?}");
+                anyhow::Ok(())
+            }
+        };
+        put(cloudtrail_record(
+            account,
+            region,
+            json!(null),
+            Some("ValidationException"),
+        ))
+        .await?;
+        put(cloudtrail_record(
+            account,
+            region,
+            json!({"gatewayId": id}),
+            None,
+        ))
+        .await?;
+        gateways.insert(id, (account, region, name));
+    }
+
+    // The successful calls arrive on the central queue; once they have, the failed ones (put
+    // before them on the same buses) would have too, and nothing else is there.
+    let queue = EventPath::existing(&env.config, &queue_url, &dlq_url).queue();
+    let mut received: Vec<Received> = Vec::new();
+    let started = std::time::Instant::now();
+    while received.len() < scopes.len() && started.elapsed() < Duration::from_secs(30) {
+        received.extend(
+            queue
+                .receive(10, Duration::from_secs(1), Duration::from_secs(300))
+                .await?,
+        );
+    }
+    received.extend(drain(&queue).await?);
+    assert_eq!(
+        received.len(),
+        scopes.len(),
+        "one message per successful call, none for the failed ones: {:?}",
+        received.iter().map(|m| &m.body).collect::<Vec<_>>()
+    );
+    for message in &received {
+        let body: Value = serde_json::from_str(&message.body)?;
+        let record = &body["detail"];
+        assert!(record.get("errorCode").is_none(), "{body}");
+        let id = record["responseElements"]["gatewayId"]
+            .as_str()
+            .unwrap_or_default();
+        let (account, region, _) = gateways
+            .get(id)
+            .unwrap_or_else(|| panic!("a gateway this test named: {body}"));
+        // The CloudTrail record arrives as written where the call was made. (moto re-stamps the
+        // envelope's `region` with the central bus's and leaves out `account`; AWS keeps the
+        // sender's. ingest reads the record's region first, and the envelope's account, else the
+        // record's.)
+        assert_eq!(record["recipientAccountId"], *account, "{body}");
+        assert_eq!(record["awsRegion"], *region, "{body}");
+        let Verdict::Reconcile { keys, .. } = parse(&message.body, ParseOptions::default()) else {
+            panic!("a reconcile: {body}")
+        };
+        let [key] = keys.as_slice() else {
+            panic!("one key: {keys:?}")
+        };
+        assert_eq!(
+            (key.account.as_str(), key.region.as_str(), key.id.as_str()),
+            (*account, *region, id),
+            "ingest keys the event by the resource's own account and region"
+        );
+        queue.set_visibility(message, Duration::ZERO).await?;
+    }
+
+    // A real worker reading both regions of both accounts registers each gateway from its
+    // forwarded event.
+    let path = EventPath::existing(&env.config, &queue_url, &dlq_url);
+    let _worker = env.spawn_worker_with_env(
+        &path,
+        &[],
+        &[
+            ("REGISTRAR_TABLE", table.as_str()),
+            ("REGISTRAR_REGIONS", OTHER_REGION),
+            ("REGISTRAR_MEMBER_ACCOUNTS", MEMBER),
+            ("REGISTRAR_ALLOWED_ACCOUNTS", MEMBER),
+        ],
+    )?;
+    let paths: Vec<String> = gateways
+        .values()
+        .map(|(_, _, name)| format!("/{name}"))
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(30), || paths
+            .iter()
+            .all(|p| env.standin.server(p).is_some()))
+        .await,
+        "registered through the forwarded path\n{}",
+        env.worker_logs()
+    );
+    for (account, region, name) in gateways.values() {
+        let entry = env.standin.server(&format!("/{name}")).unwrap_or_default();
+        assert!(
+            entry
+                .to_string()
+                .contains(&format!(":{region}:{account}:gateway/")),
+            "{entry}"
+        );
+    }
+    assert!(
+        path.drained(Duration::from_secs(10)).await?,
+        "the worker consumed them"
+    );
+    assert_eq!(path.dlq_total().await?, 0, "nothing dead-lettered");
+    Ok(())
+}
+
 #[test]
 fn the_standalone_operator_policy_grants_what_the_stack_policy_grants() {
     let file: Value = serde_json::from_str(&repo_file("infra/iam/operator-policy.json"))
         .expect("operator policy is JSON");
-    let template = repo_file("infra/cloudformation/registrar.yaml");
+    let template = repo_file(REGISTRAR);
     let stack_policy = &template[template.find("  OperatorPolicy:").expect("OperatorPolicy")..];
     let stack_policy = &stack_policy[..stack_policy
         .find("\n  # ----")
@@ -276,7 +541,7 @@ fn the_standalone_operator_policy_grants_what_the_stack_policy_grants() {
 
 #[test]
 fn the_redrive_policy_outlives_a_ten_minute_registry_outage() {
-    let template = repo_file("infra/cloudformation/registrar.yaml");
+    let template = repo_file(REGISTRAR);
     let number = |key: &str| -> u64 {
         template
             .lines()
