@@ -363,6 +363,9 @@ async fn forwarders_carry_other_regions_and_member_accounts_to_the_central_queue
             outputs["RuleArn"].contains(&format!(":{region}:{account}:rule/")),
             "{outputs:?}"
         );
+        let described = events.describe_rule().name(rule).send().await?;
+        let deployed: Value = serde_json::from_str(described.event_pattern().unwrap_or("null"))?;
+        assert_eq!(deployed, embedded_pattern(FORWARDER), "the single pattern");
         let targets = events.list_targets_by_rule().rule(rule).send().await?;
         let [target] = targets.targets() else {
             panic!("one target: {targets:?}")
