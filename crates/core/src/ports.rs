@@ -150,18 +150,49 @@ pub trait StateStore: Send + Sync {
     ) -> impl Future<Output = Result<bool, PortError>> + Send;
     /// Notes that the entry's enabled state has now been set (invariant 6: once).
     fn mark_enabled(&self, arn: &str) -> impl Future<Output = Result<(), PortError>> + Send;
-    /// Takes (or renews) the lease `name` for `owner` until `ttl` from now. `Ok(false)` when
-    /// another owner holds an unexpired lease.
+    /// Takes the lease `name` for `owner` for `ttl`, unless another owner holds it unexpired
+    /// (`Ok(None)`). Every acquisition gets a version greater than any earlier one of `name`.
     fn acquire_lease(
         &self,
         name: &str,
         owner: &str,
         ttl: Duration,
-    ) -> impl Future<Output = Result<bool, PortError>> + Send;
-    /// Gives the lease up if `owner` holds it.
-    fn release_lease(
-        &self,
-        name: &str,
-        owner: &str,
-    ) -> impl Future<Output = Result<(), PortError>> + Send;
+    ) -> impl Future<Output = Result<Option<Lease>, PortError>> + Send;
+    /// Extends `lease` by its ttl. `Ok(false)` when it is no longer this holder's at this
+    /// version (it ran out and was taken, or was released): the work it protects must stop.
+    fn renew_lease(&self, lease: &Lease) -> impl Future<Output = Result<bool, PortError>> + Send;
+    /// Gives `lease` up if it is still this holder's at this version.
+    fn release_lease(&self, lease: &Lease) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// This store with its writes fenced by `lease`: a write fails (a transient `lease` error)
+    /// where an item was written under a newer lease, and deletions leave a tombstone that
+    /// carries the version, so a holder that stalled past its lease cannot undo what the next
+    /// holder did.
+    fn fenced(&self, lease: &Lease) -> Self
+    where
+        Self: Sized;
+    /// For a fenced store, confirms its lease still holds (renewing it); called before each
+    /// registry write, which no condition of ours can fence. Unfenced stores answer `Ok`.
+    fn hold(&self) -> impl Future<Output = Result<(), PortError>> + Send;
+}
+
+/// A lease held. Its `version` (the epoch milliseconds of the acquisition, strictly greater
+/// than every earlier holder's) fences the writes made under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub name: String,
+    pub owner: String,
+    pub version: u64,
+    pub ttl: Duration,
+}
+
+impl Lease {
+    /// The error of work stopped because its lease was lost.
+    pub fn lost(&self, why: &str) -> PortError {
+        PortError::new(
+            "lease",
+            self.name.clone(),
+            crate::ErrorClass::Transient,
+            format!("lease lost ({why}); the work it protected was stopped before its next write"),
+        )
+    }
 }

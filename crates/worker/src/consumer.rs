@@ -2,6 +2,7 @@
 //! waiting (a delayed copy), retried (visibility backoff, counted toward the DLQ), or
 //! dead-lettered with its reason (design invariants 5 and 8).
 
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use registrar_core::backoff::Backoff;
 use registrar_core::identity::ResourceKey;
-use registrar_core::ports::{AgentCore, Registry, StateStore};
+use registrar_core::ports::{AgentCore, Lease, Registry, StateStore};
 use registrar_core::{ErrorClass, PortError};
 use registrar_ingest::event::{ParseOptions, Verdict, parse};
 use registrar_ingest::sqs::{Queue, Received, attr};
@@ -131,6 +132,7 @@ pub struct Consumer<A, R, S> {
     pub owner: String,
     gate: KeyGate<KeyOutcome>,
     fresh: Freshness,
+    leases: std::sync::Mutex<HashMap<String, Lease>>,
 }
 
 fn now_ms() -> u64 {
@@ -140,7 +142,6 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A jitter in `0.0..1.0` (no crate needed: the std hasher is randomly seeded).
 /// A lease owner unique in the fleet: every container's pid is 1, so the pid alone is not; the
 /// random part comes from the OS (hasher keys), and the ECS task's id is added when known.
 pub fn lease_owner() -> String {
@@ -178,6 +179,7 @@ pub fn liveness(last_tick_ms: u64, now_ms: u64, limit: Duration) -> Result<(), S
     }
 }
 
+/// A jitter in `0.0..1.0` (no crate needed: the std hasher is randomly seeded).
 pub fn jitter() -> f64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(now_ms());
@@ -207,6 +209,7 @@ where
             owner: lease_owner(),
             gate: KeyGate::default(),
             fresh: Freshness::default(),
+            leases: std::sync::Mutex::default(),
         }
     }
 
@@ -389,11 +392,10 @@ where
             // The cancelled reconciles never reached their own release: give the leases up so
             // the next worker need not wait for them to expire.
             for key in &keys {
-                if let Err(e) = self
-                    .state
-                    .release_lease(&lease_name(key), &self.owner)
-                    .await
-                {
+                let Some(lease) = self.held_leases().remove(&lease_name(key)) else {
+                    continue;
+                };
+                if let Err(e) = self.state.release_lease(&lease).await {
                     tracing::warn!(parent: &span, error = %e, "Lease release failed; it expires on its own.");
                 }
             }
@@ -438,33 +440,35 @@ where
     async fn leased_reconcile(&self, key: &ResourceKey) -> KeyOutcome {
         let name = lease_name(key);
         let ttl = self.config.visibility;
-        let mut acquired = false;
+        let mut lease = None;
         for attempt in 1..=5u32 {
             match self.state.acquire_lease(&name, &self.owner, ttl).await {
-                Ok(true) => {
-                    acquired = true;
+                Ok(Some(held)) => {
+                    lease = Some(held);
                     break;
                 }
-                Ok(false) => tokio::time::sleep(Duration::from_millis(200) * attempt).await,
+                Ok(None) => tokio::time::sleep(Duration::from_millis(200) * attempt).await,
                 Err(e) => return KeyOutcome::Failed(e),
             }
         }
-        if !acquired {
+        let Some(lease) = lease else {
             // Another worker is on it: check again shortly, without burning the receive count.
             return KeyOutcome::Waiting("lease held by another worker".into());
-        }
+        };
+        self.held_leases().insert(name.clone(), lease.clone());
         // A lease that could not be renewed ends the work it protects: dropping the reconcile
-        // stops it at its next await, before its next write.
+        // stops it at its next await, before its next write. The writes themselves are fenced
+        // by the lease's version, for a worker that stalled between two awaits.
         let renew = async {
             let mut held_until = tokio::time::Instant::now() + ttl;
             loop {
                 tokio::time::sleep(ttl / 6).await;
-                let lost = match self.state.acquire_lease(&name, &self.owner, ttl).await {
+                let lost = match self.state.renew_lease(&lease).await {
                     Ok(true) => {
                         held_until = tokio::time::Instant::now() + ttl;
                         continue;
                     }
-                    Ok(false) => "another worker holds it now".to_owned(),
+                    Ok(false) => "another worker took it, or it was released".to_owned(),
                     // A throttled or slow renewal is tried again while the lease still holds.
                     Err(e) if tokio::time::Instant::now() + ttl / 6 < held_until => {
                         tracing::warn!(error = %e, "Lease renewal failed; trying again.");
@@ -472,19 +476,15 @@ where
                     }
                     Err(e) => format!("it could not be renewed before it ran out: {e}"),
                 };
-                return PortError::new(
-                    "lease",
-                    name.clone(),
-                    ErrorClass::Transient,
-                    format!("lease lost ({lost}); the reconcile was stopped"),
-                );
+                return lease.lost(&lost);
             }
         };
         let opts = self.config.reconcile;
         let deadline = self.config.reconcile_deadline;
         let started_ms = now_ms();
+        let fenced = self.state.fenced(&lease);
         let outcome = tokio::select! {
-            o = tokio::time::timeout(deadline, reconcile(&self.agentcore, &self.registry, &self.state, key, opts)) => {
+            o = tokio::time::timeout(deadline, reconcile(&self.agentcore, &self.registry, &fenced, key, opts)) => {
                 o.unwrap_or_else(|_| KeyOutcome::Failed(PortError::new(
                     "reconcile",
                     format!("{key:?}"),
@@ -497,10 +497,18 @@ where
         if matches!(outcome, KeyOutcome::Done(_)) {
             self.fresh.mark(key, started_ms);
         }
-        if let Err(e) = self.state.release_lease(&name, &self.owner).await {
+        self.held_leases().remove(&name);
+        if let Err(e) = self.state.release_lease(&lease).await {
             tracing::warn!(error = %e, "Lease release failed; it expires on its own.");
         }
         outcome
+    }
+
+    /// The key leases this worker holds now, by name (released on shutdown).
+    fn held_leases(&self) -> std::sync::MutexGuard<'_, HashMap<String, Lease>> {
+        self.leases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Transient failures back off by the message's receive count, which SQS keeps across

@@ -464,13 +464,13 @@ async fn rescan_loop<A, R, S>(
         }
         first = false;
         // One replica rescans at a time: the others are ready at once and skip this round.
-        match consumer
+        let lease = match consumer
             .state
             .acquire_lease(RESCAN_LEASE, &consumer.owner, RESCAN_LEASE_TTL)
             .await
         {
-            Ok(true) => {}
-            Ok(false) => {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
                 tracing::info!("Another replica holds the rescan lease; skipping this rescan.");
                 stats.ready.store(true, Ordering::Relaxed);
                 continue;
@@ -481,30 +481,31 @@ async fn rescan_loop<A, R, S>(
                 stats.ready.store(true, Ordering::Relaxed);
                 continue;
             }
-        }
+        };
         // Lower priority than event work: the rescan waits while messages are in flight.
         let progress = Progress {
             yield_to: Some(Arc::clone(&consumer.stats.in_flight)),
             ..Progress::default()
         };
+        // A rescan whose lease was taken stops: another replica rescans now.
         let renew = async {
             loop {
                 tokio::time::sleep(RESCAN_LEASE_TTL / 3).await;
-                let _ = consumer
-                    .state
-                    .acquire_lease(RESCAN_LEASE, &consumer.owner, RESCAN_LEASE_TTL)
-                    .await;
+                match consumer.state.renew_lease(&lease).await {
+                    Ok(true) => {}
+                    Ok(false) => return lease.lost("another replica took it"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Rescan lease renewal failed; trying again.")
+                    }
+                }
             }
         };
         let result = tokio::select! {
             _ = stop.cancelled() => return,
             r = resync(&consumer.agentcore, &consumer.registry, &consumer.state, schedule.options, &progress) => r,
-            () = renew => unreachable!("the renewal loop never ends"),
+            e = renew => Err(e),
         };
-        let _ = consumer
-            .state
-            .release_lease(RESCAN_LEASE, &consumer.owner)
-            .await;
+        let _ = consumer.state.release_lease(&lease).await;
         match result {
             Ok(report) => {
                 let writes = (report.registered + report.updated + report.deregistered) as u64;

@@ -7,21 +7,31 @@
 //! | manifest row | `res#<arn>` | `manifest` |
 //! | path claim | `path#<path>` | `claim` |
 //! | key pointer | `key#<kind>#<region>#<id>` | `ptr` (attribute `arn`) |
-//! | lease | `lease#<name>` | `lease` (attributes `owner`, `expires_at` epoch ms, `ttl` epoch s for DynamoDB TTL) |
+//! | lease | `lease#<name>` | `lease` (attributes `owner`, `version` and `expires_at` epoch ms, `ttl` epoch s for DynamoDB TTL) |
+//!
+//! Fencing: a store made by [`StateStore::fenced`] writes `fence` (its lease's version) on the
+//! resource rows, pointers, claims and manifest rows it writes, each write conditioned on the
+//! item's `fence` being no newer, and deletes by leaving a tombstone (`gone`, the fence, a
+//! 7-day `ttl`). Readers skip tombstones. So a worker that stalled past its lease cannot
+//! overwrite or resurrect what the lease's next holder did. Unfenced writers (the rescan, the
+//! operator's resync) write and delete as before.
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
     ReturnValuesOnConditionCheckFailure, ScalarAttributeType, WriteRequest,
 };
-use registrar_core::PortError;
 use registrar_core::desired::{Collection, Pointing};
 use registrar_core::identity::{ResourceKey, ResourceKind, ResourceRef};
 use registrar_core::plan::RecordedResource;
+use registrar_core::ports::Lease;
 use registrar_core::ports::StateStore;
 use registrar_core::tokens::{IdpVendor, ManifestFields};
+use registrar_core::{ErrorClass, PortError};
 
 use super::classify_sdk_error;
 
@@ -33,6 +43,24 @@ type Item = HashMap<String, AttributeValue>;
 pub struct DynamoState {
     client: Client,
     table: String,
+    /// The lease whose version fences this store's writes, if any.
+    fence: Option<Lease>,
+}
+
+/// How long a tombstone outlives the deletion it records: a worker stalled longer than this
+/// could write again.
+const TOMBSTONE_TTL_S: u64 = 7 * 24 * 3600;
+
+/// How a conditional put ended.
+enum Put {
+    Done,
+    /// The condition failed; the item as it was.
+    Refused(Option<Item>),
+}
+
+fn is_gone(item: &Item) -> bool {
+    item.get("gone")
+        .is_some_and(|v| v.as_bool().ok() == Some(&true))
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -77,7 +105,83 @@ impl DynamoState {
         Self {
             client: super::clients::dynamodb(config),
             table: table.into(),
+            fence: None,
         }
+    }
+
+    /// Puts `item`, under `condition` (with `values`) and, when fenced, the fence. The item as
+    /// it was comes back when a condition refused the write.
+    async fn put(
+        &self,
+        what: &str,
+        mut item: Item,
+        condition: Option<&str>,
+        values: &[(&str, AttributeValue)],
+    ) -> Result<Put, PortError> {
+        let mut conditions: Vec<String> = condition.map(|c| format!("({c})")).into_iter().collect();
+        let mut put = self.client.put_item().table_name(&self.table);
+        if let Some(lease) = &self.fence {
+            item.insert("fence".into(), AttributeValue::N(lease.version.to_string()));
+            conditions.push("(attribute_not_exists(fence) OR fence <= :fence)".into());
+            put = put.expression_attribute_values(
+                ":fence",
+                AttributeValue::N(lease.version.to_string()),
+            );
+        }
+        for (k, v) in values {
+            put = put.expression_attribute_values(*k, v.clone());
+        }
+        if !conditions.is_empty() {
+            put = put
+                .condition_expression(conditions.join(" AND "))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                );
+        }
+        match put.set_item(Some(item)).send().await {
+            Ok(_) => Ok(Put::Done),
+            Err(e) => match e.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(c)) => {
+                    Ok(Put::Refused(c.item().cloned()))
+                }
+                _ => Err(classify_sdk_error(PEER, &format!("PutItem ({what})"), &e)),
+            },
+        }
+    }
+
+    /// A fenced put that nothing but the fence can refuse.
+    async fn put_fenced(&self, what: &str, item: Item) -> Result<(), PortError> {
+        match self.put(what, item, None, &[]).await? {
+            Put::Done => Ok(()),
+            Put::Refused(old) => Err(self.overtaken(what, old.as_ref())),
+        }
+    }
+
+    /// The error of a fenced write refused because `old` was written under a newer lease.
+    fn overtaken(&self, what: &str, old: Option<&Item>) -> PortError {
+        let theirs = old
+            .and_then(|i| number(i, "fence"))
+            .map_or_else(|| "?".to_owned(), |v| v.to_string());
+        match &self.fence {
+            Some(lease) => lease.lost(&format!(
+                "the {what} was written under a newer lease, version {theirs} > ours {}",
+                lease.version
+            )),
+            None => PortError::new(
+                PEER,
+                what,
+                ErrorClass::Transient,
+                "a conditional write was refused",
+            ),
+        }
+    }
+
+    /// Deletes the item; a fenced store leaves a tombstone carrying its fence instead.
+    async fn delete_or_tombstone(&self, what: &str, pk: String, sk: &str) -> Result<(), PortError> {
+        if self.fence.is_none() {
+            return self.delete(pk, sk).await;
+        }
+        self.put_fenced(what, tombstone(pk, sk)).await
     }
 
     /// Creates the table (on-demand billing) if it does not exist. `infra/` creates it in AWS;
@@ -209,6 +313,9 @@ fn build_error(e: aws_sdk_dynamodb::error::BuildError) -> PortError {
 }
 
 fn recorded_from(item: &Item) -> Option<RecordedResource> {
+    if is_gone(item) {
+        return None;
+    }
     let kind = ResourceKind::parse(&text(item, "kind"))?;
     let collection = match text(item, "collection").as_str() {
         "server" => Collection::Server,
@@ -243,6 +350,18 @@ fn recorded_from(item: &Item) -> Option<RecordedResource> {
                 Pointing::new(&url, scheme.as_deref())
             }),
     })
+}
+
+fn tombstone(pk: String, sk: &str) -> Item {
+    item([
+        ("pk", s(pk)),
+        ("sk", s(sk)),
+        ("gone", AttributeValue::Bool(true)),
+        (
+            "ttl",
+            AttributeValue::N((epoch_ms() / 1000 + TOMBSTONE_TTL_S).to_string()),
+        ),
+    ])
 }
 
 fn manifest_from(i: &Item) -> ManifestFields {
@@ -369,18 +488,40 @@ impl StateStore for DynamoState {
     }
 
     async fn mark_enabled(&self, arn: &str) -> Result<(), PortError> {
-        self.client
+        let mut update = self
+            .client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(resource_pk(arn)))
             .key("sk", s("res"))
-            .update_expression("SET enabled_set = :t")
-            .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":t", AttributeValue::Bool(true))
-            .send()
-            .await
-            .map_err(|e| classify_sdk_error(PEER, "UpdateItem (enabled)", &e))?;
-        Ok(())
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let live = "attribute_exists(pk) AND attribute_not_exists(gone)";
+        update = match &self.fence {
+            Some(lease) => update
+                .update_expression("SET enabled_set = :t, fence = :fence")
+                .condition_expression(format!(
+                    "{live} AND (attribute_not_exists(fence) OR fence <= :fence)"
+                ))
+                .expression_attribute_values(
+                    ":fence",
+                    AttributeValue::N(lease.version.to_string()),
+                ),
+            None => update
+                .update_expression("SET enabled_set = :t")
+                .condition_expression(live),
+        };
+        match update.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match e.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(c))
+                    if self.fence.is_some() && c.item().is_some_and(|i| !is_gone(i)) =>
+                {
+                    Err(self.overtaken("resource row", c.item()))
+                }
+                _ => Err(classify_sdk_error(PEER, "UpdateItem (enabled)", &e)),
+            },
+        }
     }
 
     async fn acquire_lease(
@@ -388,9 +529,11 @@ impl StateStore for DynamoState {
         name: &str,
         owner: &str,
         ttl: std::time::Duration,
-    ) -> Result<bool, PortError> {
+    ) -> Result<Option<Lease>, PortError> {
         let now = epoch_ms();
         let expires = now + ttl.as_millis() as u64;
+        // The version is the acquisition's time, and must exceed the last one: a clock behind
+        // the previous holder's refuses (and the caller tries again) rather than go back.
         let result = self
             .client
             .put_item()
@@ -398,15 +541,59 @@ impl StateStore for DynamoState {
             .item("pk", s(format!("lease#{name}")))
             .item("sk", s("lease"))
             .item("owner", s(owner))
+            .item("version", AttributeValue::N(now.to_string()))
             .item("expires_at", AttributeValue::N(expires.to_string()))
             .item(
                 "ttl",
                 AttributeValue::N((expires / 1000 + 3600).to_string()),
             )
-            .condition_expression("attribute_not_exists(pk) OR expires_at < :now OR #owner = :me")
+            .condition_expression(
+                "(attribute_not_exists(pk) OR expires_at < :now OR #owner = :me) \
+                 AND (attribute_not_exists(#version) OR #version < :now)",
+            )
             .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#version", "version")
             .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
             .expression_attribute_values(":me", s(owner))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Some(Lease {
+                name: name.to_owned(),
+                owner: owner.to_owned(),
+                version: now,
+                ttl,
+            })),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(classify_sdk_error(PEER, "PutItem (lease)", &e)),
+        }
+    }
+
+    async fn renew_lease(&self, lease: &Lease) -> Result<bool, PortError> {
+        let expires = epoch_ms() + lease.ttl.as_millis() as u64;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("lease#{}", lease.name)))
+            .key("sk", s("lease"))
+            .update_expression("SET expires_at = :expires, #ttl = :ttl")
+            .condition_expression("#owner = :me AND #version = :version")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":expires", AttributeValue::N(expires.to_string()))
+            .expression_attribute_values(
+                ":ttl",
+                AttributeValue::N((expires / 1000 + 3600).to_string()),
+            )
+            .expression_attribute_values(":me", s(&lease.owner))
+            .expression_attribute_values(":version", AttributeValue::N(lease.version.to_string()))
             .send()
             .await;
         match result {
@@ -417,13 +604,50 @@ impl StateStore for DynamoState {
             {
                 Ok(false)
             }
-            Err(e) => Err(classify_sdk_error(PEER, "PutItem (lease)", &e)),
+            Err(e) => Err(classify_sdk_error(PEER, "UpdateItem (lease renewal)", &e)),
         }
     }
 
-    async fn release_lease(&self, name: &str, owner: &str) -> Result<(), PortError> {
-        self.delete_if_held(format!("lease#{name}"), "lease", "owner", owner)
-            .await
+    async fn release_lease(&self, lease: &Lease) -> Result<(), PortError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("lease#{}", lease.name)))
+            .key("sk", s("lease"))
+            .condition_expression("#owner = :me AND #version = :version")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":me", s(&lease.owner))
+            .expression_attribute_values(":version", AttributeValue::N(lease.version.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(classify_sdk_error(PEER, "DeleteItem (lease)", &e)),
+        }
+    }
+
+    fn fenced(&self, lease: &Lease) -> Self {
+        Self {
+            fence: Some(lease.clone()),
+            ..self.clone()
+        }
+    }
+
+    async fn hold(&self) -> Result<(), PortError> {
+        match &self.fence {
+            Some(lease) if !self.renew_lease(lease).await? => Err(lease.lost(
+                "it ran out and another worker took it, or it was released, while this work paused",
+            )),
+            _ => Ok(()),
+        }
     }
 
     async fn resources(&self) -> Result<Vec<RecordedResource>, PortError> {
@@ -467,6 +691,11 @@ impl StateStore for DynamoState {
             ("sk", s("ptr")),
             ("arn", s(&res.arn)),
         ]);
+        if self.fence.is_some() {
+            // A batch cannot carry conditions: under a lease, two conditional puts.
+            self.put_fenced("resource row", row).await?;
+            return self.put_fenced("key pointer", pointer).await;
+        }
         // Both in one call. Not a transaction: moto answers concurrent TransactWriteItems with
         // HTTP 500, and a pointer without its row (or the reverse) is harmless: lookups follow
         // the pointer to the row, and the next write repairs both.
@@ -504,7 +733,7 @@ impl StateStore for DynamoState {
         Err(PortError::new(
             PEER,
             "BatchWriteItem (resource and key pointer)",
-            registrar_core::ErrorClass::Transient,
+            ErrorClass::Transient,
             format!(
                 "{} item(s) left unprocessed after 4 attempts",
                 pending.len()
@@ -520,16 +749,18 @@ impl StateStore for DynamoState {
             .and_then(recorded_from)
         {
             let r = &row.resource;
-            self.delete(pointer_pk(r.kind, &r.region, &r.id), "ptr")
+            self.delete_or_tombstone("key pointer", pointer_pk(r.kind, &r.region, &r.id), "ptr")
                 .await?;
         }
-        self.delete(resource_pk(arn), "res").await
+        self.delete_or_tombstone("resource row", resource_pk(arn), "res")
+            .await
     }
 
     async fn lookup(&self, key: &ResourceKey) -> Result<Option<RecordedResource>, PortError> {
         let Some(ptr) = self
             .get(pointer_pk(key.kind, &key.region, &key.id), "ptr")
             .await?
+            .filter(|p| !is_gone(p))
         else {
             return Ok(None);
         };
@@ -545,62 +776,81 @@ impl StateStore for DynamoState {
         Ok(self
             .get(resource_pk(arn), "manifest")
             .await?
+            .filter(|i| !is_gone(i))
             .as_ref()
             .map(manifest_from))
     }
 
     async fn claim_path(&self, path: &str, arn: &str) -> Result<Option<String>, PortError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(format!("path#{path}")))
-            .item("sk", s("claim"))
-            .item("holder", s(arn))
-            .condition_expression("attribute_not_exists(pk) OR holder = :me")
-            .expression_attribute_values(":me", s(arn))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(None),
-            Err(e) => match e.as_service_error() {
-                Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c)) => {
-                    Ok(Some(c.item().map(|i| text(i, "holder")).unwrap_or_else(|| "another resource".into())))
+        let claim = item([
+            ("pk", s(format!("path#{path}"))),
+            ("sk", s("claim")),
+            ("holder", s(arn)),
+        ]);
+        match self
+            .put(
+                "path claim",
+                claim,
+                Some("attribute_not_exists(holder) OR holder = :me"),
+                &[(":me", s(arn))],
+            )
+            .await?
+        {
+            Put::Done => Ok(None),
+            Put::Refused(old) => {
+                let holder = old.as_ref().map(|i| text(i, "holder"));
+                match holder {
+                    Some(h) if !h.is_empty() && h != arn => Ok(Some(h)),
+                    None if self.fence.is_none() => Ok(Some("another resource".into())),
+                    _ => Err(self.overtaken("path claim", old.as_ref())),
                 }
-                _ => Err(classify_sdk_error(PEER, "PutItem (path claim)", &e)),
-            },
+            }
         }
     }
 
     async fn release_path(&self, path: &str, arn: &str) -> Result<(), PortError> {
-        self.delete_if_held(format!("path#{path}"), "claim", "holder", arn)
-            .await
+        if self.fence.is_none() {
+            return self
+                .delete_if_held(format!("path#{path}"), "claim", "holder", arn)
+                .await;
+        }
+        let pk = format!("path#{path}");
+        match self
+            .put(
+                "path claim",
+                tombstone(pk, "claim"),
+                Some("holder = :me"),
+                &[(":me", s(arn))],
+            )
+            .await?
+        {
+            Put::Done => Ok(()),
+            // Held by another resource (or already released): not ours to release.
+            Put::Refused(old) if old.as_ref().is_none_or(|i| text(i, "holder") != arn) => Ok(()),
+            Put::Refused(old) => Err(self.overtaken("path claim", old.as_ref())),
+        }
     }
 
     async fn put_manifest(&self, row: &ManifestFields) -> Result<(), PortError> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(resource_pk(&row.arn)))
-            .item("sk", s("manifest"))
-            .item("arn", s(&row.arn))
-            .item("path", s(&row.path))
-            .item("url", s(&row.url))
-            .item("discovery_url", s(&row.discovery_url))
-            .item("allowed_clients", list(&row.allowed_clients))
-            .item("allowed_audience", list(&row.allowed_audience))
-            .item("allowed_scopes", list(&row.allowed_scopes))
-            .item("idp_vendor", s(row.idp_vendor.as_str()))
-            .send()
-            .await
-            .map_err(|e| classify_sdk_error(PEER, "PutItem (manifest)", &e))?;
-        Ok(())
+        let manifest = item([
+            ("pk", s(resource_pk(&row.arn))),
+            ("sk", s("manifest")),
+            ("arn", s(&row.arn)),
+            ("path", s(&row.path)),
+            ("url", s(&row.url)),
+            ("discovery_url", s(&row.discovery_url)),
+            ("allowed_clients", list(&row.allowed_clients)),
+            ("allowed_audience", list(&row.allowed_audience)),
+            ("allowed_scopes", list(&row.allowed_scopes)),
+            ("idp_vendor", s(row.idp_vendor.as_str())),
+        ]);
+        self.put_fenced("manifest row", manifest).await
     }
 
     async fn delete_manifest(&self, arn: &str) -> Result<(), PortError> {
         self.delete(resource_pk(arn), "token").await?;
-        self.delete(resource_pk(arn), "manifest").await
+        self.delete_or_tombstone("manifest row", resource_pk(arn), "manifest")
+            .await
     }
 
     async fn manifests(&self) -> Result<Vec<ManifestFields>, PortError> {
@@ -608,6 +858,7 @@ impl StateStore for DynamoState {
             .scan_sk("manifest")
             .await?
             .iter()
+            .filter(|i| !is_gone(i))
             .map(manifest_from)
             .collect())
     }

@@ -60,6 +60,9 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
     /// Claims the path, confirms it is free with a GET, then creates the entry.
     async fn register(&self, d: DesiredEntry, first_try: bool) -> Outcome {
         let outcome = Outcome::for_desired(&d, Status::Registered, "");
+        if let Err(e) = self.state.hold().await {
+            return fail(outcome, &e);
+        }
         match self.state.claim_path(&d.path, &d.resource.arn).await {
             Ok(None) => {}
             Ok(Some(holder)) => {
@@ -151,6 +154,9 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
     async fn update(&self, d: DesiredEntry, current: CurrentEntry) -> Outcome {
         let outcome = Outcome::for_desired(&d, Status::Updated, "");
         let adopted = matches!(current.owner(self.ctx.adopt_legacy), Owner::Legacy(_));
+        if let Err(e) = self.state.hold().await {
+            return fail(outcome, &e);
+        }
         if let Err(e) = self.state.claim_path(&d.path, &d.resource.arn).await {
             return fail(outcome, &e);
         }
@@ -186,6 +192,7 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
             (None, Some(_)) if enabled => true,
             (None, Some(_)) if self.enable.at_registration(d.inbound_auth) => {
                 // The enable after our registration failed earlier: owed once, done now.
+                self.state.hold().await?;
                 self.registry
                     .set_enabled(d.collection(), &d.path, true)
                     .await?;
@@ -250,6 +257,9 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
             Ok(Some(found)) => {
                 match found.verify(&d.resource.arn, &expected, self.ctx.identity, false) {
                     Ok(()) => {
+                        if let Err(e) = self.state.hold().await {
+                            return fail(outcome, &e);
+                        }
                         if let Err(e) = self.registry.remove(d.collection, &d.path).await {
                             return fail(outcome, &e);
                         }
