@@ -154,6 +154,14 @@ client!(
     /// Cognito user pools (app client secrets).
     cognito, aws_sdk_cognitoidentityprovider, "cognito-idp", false
 );
+client!(
+    /// EventBridge (`registrar doctor` reads the rule that fills the queue).
+    eventbridge, aws_sdk_eventbridge, "events", false
+);
+client!(
+    /// CloudTrail (`registrar doctor` reads the trails that feed EventBridge).
+    cloudtrail, aws_sdk_cloudtrail, "cloudtrail", false
+);
 
 fn principal(member: bool) -> Principal {
     if member {
