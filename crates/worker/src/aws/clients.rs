@@ -32,7 +32,7 @@ fn timeouts(long_poll: bool) -> TimeoutConfig {
 pub enum Principal {
     /// The worker's task role.
     Task,
-    /// An operator running `resync`, `list`, `dlq`, `tokens`, `manifest`, `state`.
+    /// An operator running `resync`, `list`, `dlq`, `tokens`, `manifest`, `state`, `doctor`.
     Operator,
     /// A member account's role, assumed by the worker or an operator.
     Member,
