@@ -44,6 +44,9 @@ pub struct Controls {
     /// Report READY gateway targets with this status instead (moto never produces
     /// `*_PENDING_AUTH`, which needs an administrator's OAuth consent in AWS).
     pub target_status: Option<String>,
+    /// Requests answered with AccessDeniedException instead of being forwarded (moto never
+    /// denies anything).
+    pub denied: Vec<Denial>,
     /// Keep every request (for a replay).
     pub record: bool,
     pub recorded: Vec<Recorded>,
@@ -51,6 +54,17 @@ pub struct Controls {
     pub forwarded: BTreeMap<String, u64>,
     /// Requests answered with a throttling error.
     pub throttled: u64,
+}
+
+/// A call the proxy refuses as IAM would: `service` (from the SigV4 scope), the HTTP method and
+/// the request path (query and trailing `/` ignored), answered 403 AccessDeniedException naming
+/// `action` the way AWS words it.
+#[derive(Debug, Clone)]
+pub struct Denial {
+    pub service: String,
+    pub method: Method,
+    pub path: String,
+    pub action: String,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +146,16 @@ impl Proxy {
         c.throttle_until = Some(Instant::now() + stretch);
     }
 
+    /// Answers `method path` requests of `service` with AccessDeniedException for `action`.
+    pub fn deny(&self, service: &str, method: Method, path: &str, action: &str) {
+        self.controls().denied.push(Denial {
+            service: service.to_owned(),
+            method,
+            path: path.trim_end_matches('/').to_owned(),
+            action: action.to_owned(),
+        });
+    }
+
     /// Starts recording (clearing what was recorded and counted before).
     pub fn record(&self) {
         let mut c = self.controls();
@@ -159,6 +183,21 @@ impl Drop for Proxy {
             let _ = stop.send(());
         }
     }
+}
+
+fn access_denied(action: &str) -> Response {
+    let message = format!(
+        "User: arn:aws:sts::123456789012:assumed-role/operator/doctor is not authorized to perform: {action} on resource: * because no identity-based policy allows the {action} action"
+    );
+    (
+        StatusCode::FORBIDDEN,
+        [
+            ("x-amzn-errortype", "AccessDeniedException"),
+            ("content-type", "application/json"),
+        ],
+        serde_json::json!({ "message": message }).to_string(),
+    )
+        .into_response()
 }
 
 fn throttling() -> Response {
@@ -189,6 +228,16 @@ async fn forward(State(shared): State<Shared>, request: Request) -> Response {
             c.throttled += 1;
             drop(c);
             return throttling();
+        }
+        let path = parts.uri.path().trim_end_matches('/');
+        if let Some(d) = c
+            .denied
+            .iter()
+            .find(|d| d.service == service && d.method == parts.method && d.path == path)
+        {
+            let action = d.action.clone();
+            drop(c);
+            return access_denied(&action);
         }
         *c.forwarded.entry(service.clone()).or_default() += 1;
         if c.record {

@@ -445,3 +445,68 @@ async fn agents_register_disabled_and_put_resets_status() {
         )
     );
 }
+
+#[tokio::test]
+async fn a_user_without_one_server_permission_gets_that_routes_403() {
+    let (standin, c) = start().await;
+    let no_modify = "no-modify-key-0123456789abcdef0123456789ab";
+    let no_delete = "no-delete-key-0123456789abcdef0123456789ab";
+    {
+        let mut db = standin.db();
+        db.users.insert(
+            no_modify.to_owned(),
+            User::admin("ops").without("modify_service"),
+        );
+        db.users.insert(
+            no_delete.to_owned(),
+            User::admin("ops").without("delete_service"),
+        );
+    }
+    let form = [
+        ("path", "/probe"),
+        ("name", "Probe"),
+        ("description", "d"),
+        ("proxy_pass_url", "https://probe.invalid/mcp"),
+    ];
+    let (s, _) = c.register_server(no_modify, &form).await;
+    assert_eq!(s, StatusCode::CREATED, "register_service is still granted");
+    let (s, b, _) = c
+        .send(
+            c.http
+                .post(format!("{}/api/servers/toggle", c.base))
+                .form(&[("path", "/probe"), ("new_state", "false")]),
+            Some(no_modify),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(
+        b,
+        json!({"detail": "You do not have permission to modify_service for Probe"})
+    );
+    let (s, b, _) = c
+        .send(
+            c.http
+                .patch(format!("{}/api/servers/probe/auth-credential", c.base))
+                .json(&json!({"auth_scheme": "none"})),
+            Some(no_modify),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(
+        b,
+        json!({"detail": "You do not have permission to modify_service for Probe"})
+    );
+    let remove = || {
+        c.http
+            .post(format!("{}/api/servers/remove", c.base))
+            .form(&[("path", "/probe")])
+    };
+    let (s, b, _) = c.send(remove(), Some(no_delete)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(
+        b,
+        json!({"error": "Permission denied", "reason": "User does not have delete_service permission for '/probe'"})
+    );
+    let (s, _, _) = c.send(remove(), Some(no_modify)).await;
+    assert_eq!(s, StatusCode::OK, "delete_service is still granted");
+}

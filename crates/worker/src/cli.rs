@@ -208,7 +208,7 @@ impl TrustArgs {
     /// The trust policy; Cognito pools are trusted in `regions` (those the worker reads). The
     /// registry's own client never gets an egress token, and its IdP serves egress only when
     /// listed.
-    fn policy(
+    pub(crate) fn policy(
         &self,
         regions: &[String],
         registry: Option<&RegistryArgs>,
@@ -330,7 +330,10 @@ fn secret_input(
 impl ReachArgs {
     /// Every account and region to read, validated (an account outside the allowlist is an
     /// error, not a skip).
-    async fn fleet(&self, config: &aws_config::SdkConfig) -> anyhow::Result<Fleet<AgentCoreAws>> {
+    pub(crate) async fn fleet(
+        &self,
+        config: &aws_config::SdkConfig,
+    ) -> anyhow::Result<Fleet<AgentCoreAws>> {
         let home_region = config.region().map(ToString::to_string).unwrap_or_default();
         let external_id = secret_input(
             "REGISTRAR_MEMBER_EXTERNAL_ID",
@@ -424,6 +427,10 @@ pub enum Command {
         #[command(subcommand)]
         command: StateCommand,
     },
+    /// Check a deployment from the outside: credentials, AgentCore access, the state table, the
+    /// queue and its DLQ, the EventBridge rule, CloudTrail, the registry and its permissions, the
+    /// trusted issuers. Prints a checklist with a fix per failure; exit 0 only when all pass.
+    Doctor(Box<crate::doctor::DoctorArgs>),
     /// Exit 0 when a worker's /healthz answers 200 (the container health check; no curl needed).
     Healthcheck {
         #[arg(
@@ -836,7 +843,7 @@ fn stop_progress(handle: Option<tokio::task::JoinHandle<()>>) {
     }
 }
 
-fn registry_client(args: &RegistryArgs) -> anyhow::Result<RegistryClient> {
+pub(crate) fn registry_client(args: &RegistryArgs) -> anyhow::Result<RegistryClient> {
     let base = check_registry_url(&args.registry_url, args.allow_insecure_registry)?;
     let retry = RetryPolicy {
         attempts: args.registry_attempts.max(1),
@@ -912,7 +919,7 @@ fn registry_client(args: &RegistryArgs) -> anyhow::Result<RegistryClient> {
 }
 
 /// The home region and the extra regions (where Cognito pools are trusted).
-fn regions_read(config: &aws_config::SdkConfig, extra: &[String]) -> Vec<String> {
+pub(crate) fn regions_read(config: &aws_config::SdkConfig, extra: &[String]) -> Vec<String> {
     let mut regions: Vec<String> = config
         .region()
         .map(ToString::to_string)
@@ -1050,6 +1057,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Worker(args) => run_worker(&config, &cli.global.table, *args).await,
+        Command::Doctor(args) => crate::doctor::run(&config, &cli.global.table, *args).await,
         Command::Tokens { command } => run_tokens(&config, &cli.global.table, command).await,
         Command::Dlq { command } => run_dlq(&config, command).await,
         Command::Manifest {

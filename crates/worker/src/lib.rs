@@ -4,6 +4,7 @@
 pub mod aws;
 pub mod cli;
 pub mod consumer;
+pub mod doctor;
 pub mod emf;
 pub mod fresh;
 pub mod gate;

@@ -37,6 +37,9 @@ pub struct User {
     pub can_write: bool,
     /// Paths a non-admin may see besides its own entries.
     pub visible: BTreeSet<String>,
+    /// Server permissions its groups do not grant (`register_service`, `modify_service`,
+    /// `delete_service`), each answered with the contract's 403 for that route.
+    pub denied: BTreeSet<String>,
 }
 
 impl User {
@@ -46,6 +49,7 @@ impl User {
             admin: true,
             can_write: true,
             visible: BTreeSet::new(),
+            denied: BTreeSet::new(),
         }
     }
 
@@ -57,6 +61,7 @@ impl User {
             admin: false,
             can_write: true,
             visible: BTreeSet::new(),
+            denied: BTreeSet::new(),
         }
     }
 
@@ -67,7 +72,20 @@ impl User {
             admin: false,
             can_write: false,
             visible: BTreeSet::new(),
+            denied: BTreeSet::new(),
         }
+    }
+
+    /// The same user without one server permission (the registry's names: `register_service`,
+    /// `modify_service`, `delete_service`).
+    pub fn without(mut self, permission: &str) -> Self {
+        self.denied.insert(permission.to_owned());
+        self
+    }
+
+    /// Whether the user holds a server permission.
+    pub(crate) fn may(&self, permission: &str) -> bool {
+        (self.admin || self.can_write) && !self.denied.contains(permission)
     }
 
     fn sees(&self, path: &str, registered_by: &str) -> bool {

@@ -28,7 +28,7 @@ pub(super) async fn register(
     Extension(Caller(user)): Extension<Caller>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if !user.admin && !user.can_write {
+    if !user.may("register_service") {
         return reply(
             StatusCode::FORBIDDEN,
             json!({"detail": "You do not have permission to register new services"}),
@@ -224,7 +224,7 @@ pub(super) async fn toggle(
             json!({"detail": "Service path not registered"}),
         );
     };
-    if !user.admin && !user.can_write {
+    if !user.may("modify_service") {
         let name = doc["server_name"].as_str().unwrap_or_default();
         return reply(
             StatusCode::FORBIDDEN,
@@ -255,7 +255,7 @@ pub(super) async fn remove(
                    "suggestion": "Check the service path and try again"}),
         );
     }
-    if !user.admin && !user.can_write {
+    if !user.may("delete_service") {
         return reply(
             StatusCode::FORBIDDEN,
             json!({"error": "Permission denied", "reason": format!("User does not have delete_service permission for '{path}'")}),
@@ -323,7 +323,7 @@ pub(super) async fn patch(
             json!({"error": "Server not found", "reason": format!("No server registered at path '{path}'")}),
         );
     };
-    if !user.admin && !user.can_write {
+    if !user.may("modify_service") {
         let name = doc["server_name"].as_str().unwrap_or_default();
         return reply(
             StatusCode::FORBIDDEN,

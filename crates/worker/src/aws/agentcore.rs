@@ -81,6 +81,19 @@ impl AgentCoreAws {
     }
 }
 
+impl AgentCoreAws {
+    /// The SDK client, for `registrar doctor`'s one-page probes of each list call (it needs the
+    /// service's error code, which a [`PortError`] does not keep).
+    pub fn control_plane(&self) -> &Client {
+        &self.client
+    }
+
+    /// The member account these credentials must act in; `None` for the process's own.
+    pub fn expected_account(&self) -> Option<&str> {
+        self.expected_account.as_deref()
+    }
+}
+
 fn iso(t: &DateTime) -> String {
     t.fmt(Format::DateTime).unwrap_or_default()
 }

@@ -32,7 +32,7 @@ fn timeouts(long_poll: bool) -> TimeoutConfig {
 pub enum Principal {
     /// The worker's task role.
     Task,
-    /// An operator running `resync`, `list`, `dlq`, `tokens`, `manifest`, `state`.
+    /// An operator running `resync`, `list`, `dlq`, `tokens`, `manifest`, `state`, `doctor`.
     Operator,
     /// A member account's role, assumed by the worker or an operator.
     Member,
@@ -153,6 +153,14 @@ client!(
 client!(
     /// Cognito user pools (app client secrets).
     cognito, aws_sdk_cognitoidentityprovider, "cognito-idp", false
+);
+client!(
+    /// EventBridge (`registrar doctor` reads the rule that fills the queue).
+    eventbridge, aws_sdk_eventbridge, "events", false
+);
+client!(
+    /// CloudTrail (`registrar doctor` reads the trails that feed EventBridge).
+    cloudtrail, aws_sdk_cloudtrail, "cloudtrail", false
 );
 
 fn principal(member: bool) -> Principal {

@@ -63,6 +63,10 @@ fn is_gone(item: &Item) -> bool {
         .is_some_and(|v| v.as_bool().ok() == Some(&true))
 }
 
+/// The table's keys, both strings: the partition key, then the sort key (`registrar doctor`
+/// checks a deployed table against this).
+pub const KEY_SCHEMA: [(&str, KeyType); 2] = [("pk", KeyType::Hash), ("sk", KeyType::Range)];
+
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
@@ -199,15 +203,16 @@ impl DynamoState {
                 .key_type(kind)
                 .build()
         };
+        let [(pk, _), (sk, _)] = KEY_SCHEMA;
         let result = self
             .client
             .create_table()
             .table_name(&self.table)
             .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(attr("pk").map_err(build_error)?)
-            .attribute_definitions(attr("sk").map_err(build_error)?)
-            .key_schema(key("pk", KeyType::Hash).map_err(build_error)?)
-            .key_schema(key("sk", KeyType::Range).map_err(build_error)?)
+            .attribute_definitions(attr(pk).map_err(build_error)?)
+            .attribute_definitions(attr(sk).map_err(build_error)?)
+            .key_schema(key(pk, KeyType::Hash).map_err(build_error)?)
+            .key_schema(key(sk, KeyType::Range).map_err(build_error)?)
             .send()
             .await;
         match result {
