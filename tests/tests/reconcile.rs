@@ -5,7 +5,7 @@ use registrar_core::desired::DeriveOptions;
 use registrar_core::enable::EnablePolicy;
 use registrar_core::identity::{ResourceKey, ResourceKind};
 use registrar_core::plan::Policy;
-use registrar_core::ports::StateStore;
+use registrar_core::ports::ResourceStore;
 use registrar_tests::env::{ADMIN_TOKEN, TestEnv};
 use registrar_tests::fixtures::{GatewayAuth, create_gateway};
 use registrar_tests::{ACCOUNT, REGION};

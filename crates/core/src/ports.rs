@@ -91,23 +91,23 @@ pub trait Registry: Send + Sync {
     ) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
-/// Durable state: per resource, per path claim, per manifest row.
-pub trait StateStore: Send + Sync {
+/// Resource records (what we applied, per ARN), the key pointers that find them from an
+/// event's ids, and path claims (one resource per registry path).
+pub trait ResourceStore: Send + Sync {
+    /// Every recorded resource.
     fn resources(&self) -> impl Future<Output = Result<Vec<RecordedResource>, PortError>> + Send;
+    /// Records what was applied for a resource (and the pointer from its key).
     fn record(
         &self,
         resource: &RecordedResource,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Forgets a resource: its record and its key pointer.
     fn forget(&self, arn: &str) -> impl Future<Output = Result<(), PortError>> + Send;
     /// The recorded resource an event key names (events carry ids, not ARNs).
     fn lookup(
         &self,
         key: &ResourceKey,
     ) -> impl Future<Output = Result<Option<RecordedResource>, PortError>> + Send;
-    fn manifest(
-        &self,
-        arn: &str,
-    ) -> impl Future<Output = Result<Option<ManifestFields>, PortError>> + Send;
     /// Claims `path` for `arn` with a conditional write. `Ok(Some(holder))` when another
     /// resource holds it.
     fn claim_path(
@@ -121,11 +121,25 @@ pub trait StateStore: Send + Sync {
         path: &str,
         arn: &str,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Notes that the entry's enabled state has now been set (invariant 6: once).
+    fn mark_enabled(&self, arn: &str) -> impl Future<Output = Result<(), PortError>> + Send;
+}
+
+/// Manifest rows of CUSTOM_JWT resources and the state of their egress tokens.
+pub trait TokenStore: Send + Sync {
+    /// The manifest row of a resource.
+    fn manifest(
+        &self,
+        arn: &str,
+    ) -> impl Future<Output = Result<Option<ManifestFields>, PortError>> + Send;
+    /// Writes a manifest row (its token state is a separate item and survives it).
     fn put_manifest(
         &self,
         row: &ManifestFields,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Deletes a manifest row and its token state.
     fn delete_manifest(&self, arn: &str) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Every manifest row.
     fn manifests(&self) -> impl Future<Output = Result<Vec<ManifestFields>, PortError>> + Send;
     /// Records the token state of a resource (its own item: manifest rewrites keep it).
     fn record_token(
@@ -148,8 +162,11 @@ pub trait StateStore: Send + Sync {
         now: u64,
         until: u64,
     ) -> impl Future<Output = Result<bool, PortError>> + Send;
-    /// Notes that the entry's enabled state has now been set (invariant 6: once).
-    fn mark_enabled(&self, arn: &str) -> impl Future<Output = Result<(), PortError>> + Send;
+}
+
+/// Leases (one holder of a name at a time, for a while) and the fencing of writes made under
+/// one.
+pub trait LeaseStore: Send + Sync {
     /// Takes the lease `name` for `owner` for `ttl`, unless another owner holds it unexpired
     /// (`Ok(None)`). Every acquisition gets a version greater than any earlier one of `name`.
     fn acquire_lease(
@@ -173,6 +190,26 @@ pub trait StateStore: Send + Sync {
     /// For a fenced store, confirms its lease still holds (renewing it); called before each
     /// registry write, which no condition of ours can fence. Unfenced stores answer `Ok`.
     fn hold(&self) -> impl Future<Output = Result<(), PortError>> + Send;
+}
+
+/// The whole state table: resources, tokens and leases (the DynamoDB adapter implements all
+/// three; callers that need one part say so in their bounds).
+pub trait StateStore: ResourceStore + TokenStore + LeaseStore {}
+
+impl<T: ResourceStore + TokenStore + LeaseStore> StateStore for T {}
+
+/// Time, read through one port so that tests can pause and drive it.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Wall time, Unix milliseconds.
+    fn now_ms(&self) -> u64;
+    /// Wall time, Unix seconds.
+    fn now_s(&self) -> u64 {
+        self.now_ms() / 1000
+    }
+    /// Monotonic time since an arbitrary origin fixed when the clock was made.
+    fn elapsed(&self) -> Duration;
+    /// A jitter in `0.0..1.0`, from one source (seeded in tests).
+    fn jitter(&self) -> f64;
 }
 
 /// A lease held. Its `version` (the epoch milliseconds of the acquisition, strictly greater

@@ -1068,7 +1068,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     regions,
                 },
         } => {
-            use registrar_core::ports::StateStore;
+            use registrar_core::ports::{ResourceStore, TokenStore};
             let state = DynamoState::new(&config, &cli.global.table);
             let (rows, resources) = futures::try_join!(state.manifests(), state.resources())?;
             let servers: std::collections::BTreeSet<String> = resources

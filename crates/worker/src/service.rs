@@ -514,10 +514,7 @@ async fn rescan_loop<A, R, S>(
                     report
                         .results
                         .iter()
-                        .filter(|r| {
-                            r.message.starts_with("deletion guard")
-                                || r.message.starts_with("policy")
-                        })
+                        .filter(|r| r.skip.as_ref().is_some_and(|s| s.is_blocked_deletion()))
                         .count() as u64,
                     Ordering::Relaxed,
                 );
