@@ -25,6 +25,18 @@ async fn the_dynamodb_state_store_keeps_the_state_contract() -> anyhow::Result<(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn dynamodb_lease_versions_only_grow_under_clock_skew() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let behind = registrar_testkit::TestClock::new(1_000_000_000_000, 1);
+    contract::state::lease_versions_under_skew(
+        &env.state(),
+        &env.state().with_clock(std::sync::Arc::new(behind)),
+    )
+    .await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_registry_client_on_the_stand_in_keeps_the_registry_contract() -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     contract::registry::registry(&env.registry(ADMIN_TOKEN), "registrar").await;

@@ -1,7 +1,9 @@
 //! Leases fence the work they protect. A worker that stalls past its lease (a long GC pause, a
 //! frozen container, SIGSTOP) must not, on waking, undo what the lease's next holder did: its
-//! renewal fails, its registry writes are preceded by a check of the lease, and its state writes
-//! are conditioned on the lease's version. Against moto, the stand-in and real worker processes.
+//! renewal fails, its registry writes are preceded by a check of the lease, its state writes
+//! are conditioned on the lease's version, and a registry write that landed late is undone by
+//! a reconcile under a new lease. Real worker processes against moto and the stand-in (the
+//! state-level rules are the contract suite's, `tests/tests/contracts.rs`).
 
 use std::time::Duration;
 
@@ -24,92 +26,135 @@ fn signal(child: &tokio::process::Child, signal: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn claim_holder_of(
+    item: Option<&std::collections::HashMap<String, AttributeValue>>,
+) -> Option<String> {
+    item.and_then(|i| i.get("holder"))
+        .and_then(|h| h.as_s().ok())
+        .cloned()
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_worker_paused_past_its_lease_does_not_undo_the_delete_another_worker_handled()
+async fn a_worker_frozen_mid_write_past_its_lease_leaves_the_registry_and_state_as_agentcore_is()
 -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     let path = EventPath::create(&env.config, "fencing", 10, 3).await?;
-    // Worker A reaches the registry through a proxy, so the test sees when A is mid-reconcile.
+    // Worker A reaches the registry through a proxy that can hold its writes in flight.
     let proxy = Proxy::start(&env.standin.url()).await?;
-    proxy.set_latency(Duration::from_millis(500));
-    proxy.record();
     let fast = ["--visibility-timeout", "3"];
     let mut a =
         env.spawn_worker_with_env(&path, &fast, &[("REGISTRY_URL", proxy.url().as_str())])?;
 
+    // A registers and records the gateway.
     let id = create_gateway(&env.agentcore, "fenced", GatewayAuth::Iam).await?;
     path.put("CreateGateway", json!({}), json!({"gatewayId": id}))
         .await?;
-    // A has read AgentCore (READY) and asks the registry what is at the path: freeze it there.
-    let asked = || {
-        proxy
-            .controls()
-            .recorded
-            .iter()
-            .any(|r| r.service == "registry" && r.uri.contains("fenced"))
-    };
-    assert!(
-        eventually(Duration::from_secs(20), asked).await,
-        "worker A reconciles the create\n{}",
-        env.worker_logs()
-    );
-    signal(&a, "STOP")?;
-
-    // While A is frozen the gateway is deleted, and worker B handles that, once A's lease has
-    // run out (B's own attempts wait on it), together with A's message, which reappears.
-    env.agentcore
-        .delete_gateway()
-        .gateway_identifier(&id)
-        .send()
-        .await?;
-    path.put(
-        "DeleteGateway",
-        json!({"gatewayIdentifier": id}),
-        json!({"gatewayId": id, "status": "DELETING"}),
-    )
-    .await?;
-    let _b = env.spawn_worker(&path, &fast)?;
-    let drained = path.drained(Duration::from_secs(60)).await?;
-    let result = async {
-        anyhow::ensure!(drained, "B drained the queue\n{}", env.worker_logs());
-        anyhow::ensure!(
-            env.standin.server("/fenced").is_none(),
-            "nothing registered yet"
-        );
-
-        // A wakes with what it read before the delete (READY, nothing at the path). Its
-        // lease is gone: it stops before any write.
-        signal(&a, "CONT")?;
-        let lost = eventually(Duration::from_secs(30), || {
-            env.worker_logs().contains("lease lost")
-        })
-        .await;
-        anyhow::ensure!(lost, "A reports its lease lost\n{}", env.worker_logs());
-        anyhow::Ok(())
-    }
-    .await;
-    // Never leave a stopped process behind.
-    let _ = signal(&a, "CONT");
-    result?;
-    assert!(
-        env.standin.server("/fenced").is_none(),
-        "the registry is as AgentCore is: no entry\n{}",
-        env.worker_logs()
-    );
-    assert!(
-        env.standin.writes().is_empty(),
-        "no registry write at all: {:?}",
-        env.standin.writes()
-    );
-    let state = env.state();
-    let gone = ResourceKey {
+    let key = ResourceKey {
         kind: ResourceKind::Gateway,
         account: registrar_tests::ACCOUNT.into(),
         region: registrar_tests::REGION.into(),
         id: id.clone(),
         gateway_id: None,
     };
-    assert_eq!(state.lookup(&gone).await?, None, "no state row");
+    let state = env.state();
+    assert!(
+        eventually(Duration::from_secs(30), || env
+            .standin
+            .server("/fenced")
+            .is_some())
+        .await,
+        "A registers the gateway\n{}",
+        env.worker_logs()
+    );
+    anyhow::ensure!(
+        path.drained(Duration::from_secs(30)).await?,
+        "the create is done"
+    );
+    anyhow::ensure!(state.lookup(&key).await?.is_some(), "A recorded it");
+
+    // The entry drifted, so the next event makes A overwrite it: A's write is held in flight
+    // and A is frozen there, past its lease.
+    {
+        let mut db = env.standin.db();
+        let entry = db.servers.get_mut("/fenced").expect("entry");
+        entry["description"] = json!("stale");
+        entry["metadata"]["fingerprint"] = json!("stale");
+    }
+    proxy.hold_registry_writes();
+    path.put(
+        "UpdateGateway",
+        json!({"gatewayIdentifier": id, "name": "***"}),
+        json!(null),
+    )
+    .await?;
+    assert!(
+        eventually(Duration::from_secs(30), || proxy.held_writes() > 0).await,
+        "A sends its overwrite\n{}",
+        env.worker_logs()
+    );
+    signal(&a, "STOP")?;
+
+    let result = async {
+        // Meanwhile the gateway is deleted, and worker B deregisters it once A's lease ran out.
+        env.agentcore
+            .delete_gateway()
+            .gateway_identifier(&id)
+            .send()
+            .await?;
+        path.put(
+            "DeleteGateway",
+            json!({"gatewayIdentifier": id}),
+            json!({"gatewayId": id, "status": "DELETING"}),
+        )
+        .await?;
+        let _b = env.spawn_worker(&path, &fast)?;
+        let deregistered = eventually(Duration::from_secs(60), || {
+            env.standin.server("/fenced").is_none()
+        })
+        .await;
+        anyhow::ensure!(deregistered, "B deregisters it\n{}", env.worker_logs());
+        anyhow::ensure!(
+            path.drained(Duration::from_secs(60)).await?,
+            "B drained the queue"
+        );
+        anyhow::ensure!(state.lookup(&key).await?.is_none(), "B forgot it");
+
+        // A's overwrite, held in flight all along, lands now: the deleted gateway is back.
+        proxy.release_registry_writes();
+        let resurrected = eventually(Duration::from_secs(30), || {
+            env.standin.server("/fenced").is_some()
+        })
+        .await;
+        anyhow::ensure!(resurrected, "the stale write landed\n{}", env.worker_logs());
+
+        // A wakes: its lease is lost, its state writes are refused, and it reconciles the key
+        // again under a new lease, removing what its late write put back.
+        signal(&a, "CONT")?;
+        let repaired = eventually(Duration::from_secs(60), || {
+            env.standin.server("/fenced").is_none()
+        })
+        .await;
+        anyhow::ensure!(repaired, "A undoes its late write\n{}", env.worker_logs());
+        let logs = env.worker_logs();
+        anyhow::ensure!(
+            logs.contains("lease lost"),
+            "A reports its lease lost\n{logs}"
+        );
+        anyhow::ensure!(
+            logs.contains("reconciling again under a new lease"),
+            "A repairs under a new lease\n{logs}"
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    // Never leave a stopped process or a held request behind.
+    let _ = signal(&a, "CONT");
+    proxy.release_registry_writes();
+    result?;
+
+    // The registry and the state are as AgentCore is: nothing.
+    assert!(env.standin.server("/fenced").is_none());
+    assert_eq!(state.lookup(&key).await?, None, "no state row");
     let ddb = aws_sdk_dynamodb::Client::new(&env.config);
     let claim = ddb
         .get_item()
@@ -118,9 +163,10 @@ async fn a_worker_paused_past_its_lease_does_not_undo_the_delete_another_worker_
         .key("sk", AttributeValue::S("claim".into()))
         .send()
         .await?;
-    assert!(
-        claim.item().is_none_or(|i| !i.contains_key("holder")),
-        "no claim left on the path: {claim:?}"
+    assert_eq!(
+        claim_holder_of(claim.item()),
+        None,
+        "no claim left on the path"
     );
     a.kill().await?;
     Ok(())

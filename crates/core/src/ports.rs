@@ -168,7 +168,8 @@ pub trait TokenStore: Send + Sync {
 /// one.
 pub trait LeaseStore: Send + Sync {
     /// Takes the lease `name` for `owner` for `ttl`, unless another owner holds it unexpired
-    /// (`Ok(None)`). Every acquisition gets a version greater than any earlier one of `name`.
+    /// (`Ok(None)`). Every acquisition gets a version greater than any earlier one of `name`
+    /// (released leases keep their item, and so their version, for an hour).
     fn acquire_lease(
         &self,
         name: &str,
@@ -187,8 +188,9 @@ pub trait LeaseStore: Send + Sync {
     fn fenced(&self, lease: &Lease) -> Self
     where
         Self: Sized;
-    /// For a fenced store, confirms its lease still holds (renewing it); called before each
-    /// registry write, which no condition of ours can fence. Unfenced stores answer `Ok`.
+    /// For a fenced store, confirms its lease still holds: at once when it was confirmed
+    /// recently ([`Lease::surely_held`]), else by renewing it. Called right before each registry
+    /// write, which no condition of ours can fence. Unfenced stores answer `Ok`.
     fn hold(&self) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
@@ -212,17 +214,66 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
     fn jitter(&self) -> f64;
 }
 
-/// A lease held. Its `version` (the epoch milliseconds of the acquisition, strictly greater
-/// than every earlier holder's) fences the writes made under it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A lease held. Its `version` (the acquisition's wall time in ms, or one more than the last
+/// holder's when clocks disagree: strictly greater than every earlier version of the name)
+/// fences the writes made under it.
+#[derive(Debug, Clone)]
 pub struct Lease {
+    /// What is leased (`key#<kind>#<region>#<id>`, `rescan`).
     pub name: String,
+    /// The holder (unique per process).
     pub owner: String,
+    /// This acquisition's version.
     pub version: u64,
+    /// How long an acquisition or renewal holds.
     pub ttl: Duration,
+    /// When it was last confirmed (acquired or renewed), on the holder's monotonic clock
+    /// ([`Clock::elapsed`], ms). Shared by the clones of one acquisition.
+    confirmed_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
+impl PartialEq for Lease {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.name, &self.owner, self.version, self.ttl)
+            == (&other.name, &other.owner, other.version, other.ttl)
+    }
+}
+
+impl Eq for Lease {}
+
 impl Lease {
+    /// A lease acquired at `confirmed` (the holder's [`Clock::elapsed`]).
+    pub fn new(name: &str, owner: &str, version: u64, ttl: Duration, confirmed: Duration) -> Self {
+        Self {
+            name: name.to_owned(),
+            owner: owner.to_owned(),
+            version,
+            ttl,
+            confirmed_ms: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
+                confirmed.as_millis() as u64,
+            )),
+        }
+    }
+
+    /// Notes a successful renewal at `at` (the holder's [`Clock::elapsed`]).
+    pub fn confirm(&self, at: Duration) {
+        self.confirmed_ms
+            .fetch_max(at.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long since it was last confirmed, at `now` (the holder's [`Clock::elapsed`]).
+    pub fn unconfirmed_for(&self, now: Duration) -> Duration {
+        let at = self.confirmed_ms.load(std::sync::atomic::Ordering::Relaxed);
+        now.saturating_sub(Duration::from_millis(at))
+    }
+
+    /// Whether it certainly still holds without asking the store: confirmed within two thirds
+    /// of its ttl (the last third is room for clock skew between holders). A holder that was
+    /// frozen wakes past this and must renew before it writes.
+    pub fn surely_held(&self, now: Duration) -> bool {
+        self.unconfirmed_for(now) < self.ttl * 2 / 3
+    }
+
     /// The error of work stopped because its lease was lost.
     pub fn lost(&self, why: &str) -> PortError {
         PortError::new(

@@ -67,6 +67,14 @@ impl MemoryState {
         }
     }
 
+    /// This table, seen by a process with another clock (a replica whose clock is off).
+    pub fn with_clock(&self, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            ..self.clone()
+        }
+    }
+
     fn tables(&self) -> MutexGuard<'_, Tables> {
         self.tables.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -310,27 +318,26 @@ impl LeaseStore for MemoryState {
     ) -> Result<Option<Lease>, PortError> {
         let now = self.clock.now_ms();
         let mut t = self.tables();
-        let free = t
-            .leases
-            .get(name)
-            .is_none_or(|l| (l.expires_at_ms < now || l.owner == owner) && l.version < now);
-        if !free {
-            return Ok(None);
-        }
+        let version = match t.leases.get(name) {
+            Some(l) if l.expires_at_ms >= now && l.owner != owner => return Ok(None),
+            Some(l) => now.max(l.version + 1),
+            None => now,
+        };
         t.leases.insert(
             name.to_owned(),
             LeaseRow {
                 owner: owner.to_owned(),
-                version: now,
+                version,
                 expires_at_ms: now + ttl.as_millis() as u64,
             },
         );
-        Ok(Some(Lease {
-            name: name.to_owned(),
-            owner: owner.to_owned(),
-            version: now,
+        Ok(Some(Lease::new(
+            name,
+            owner,
+            version,
             ttl,
-        }))
+            self.clock.elapsed(),
+        )))
     }
 
     async fn renew_lease(&self, lease: &Lease) -> Result<bool, PortError> {
@@ -339,6 +346,7 @@ impl LeaseStore for MemoryState {
         match t.leases.get_mut(&lease.name) {
             Some(l) if l.owner == lease.owner && l.version == lease.version => {
                 l.expires_at_ms = now + lease.ttl.as_millis() as u64;
+                lease.confirm(self.clock.elapsed());
                 Ok(true)
             }
             _ => Ok(false),
@@ -346,12 +354,14 @@ impl LeaseStore for MemoryState {
     }
 
     async fn release_lease(&self, lease: &Lease) -> Result<(), PortError> {
-        let mut t = self.tables();
-        if t.leases
-            .get(&lease.name)
-            .is_some_and(|l| l.owner == lease.owner && l.version == lease.version)
+        // Kept, expired, so that the next version exceeds this one.
+        if let Some(l) = self
+            .tables()
+            .leases
+            .get_mut(&lease.name)
+            .filter(|l| l.owner == lease.owner && l.version == lease.version)
         {
-            t.leases.remove(&lease.name);
+            l.expires_at_ms = 0;
         }
         Ok(())
     }
@@ -364,11 +374,14 @@ impl LeaseStore for MemoryState {
     }
 
     async fn hold(&self) -> Result<(), PortError> {
-        match &self.fence {
-            Some(lease) if !self.renew_lease(lease).await? => Err(lease.lost(
-                "it ran out and another worker took it, or it was released, while this work paused",
-            )),
-            _ => Ok(()),
+        let Some(lease) = &self.fence else {
+            return Ok(());
+        };
+        if lease.surely_held(self.clock.elapsed()) || self.renew_lease(lease).await? {
+            return Ok(());
         }
+        Err(lease.lost(
+            "it ran out and another worker took it, or it was released, while this work paused",
+        ))
     }
 }

@@ -1274,7 +1274,7 @@ async fn run_tokens(
     command: TokensCommand,
 ) -> anyhow::Result<ExitCode> {
     let state = DynamoState::new(config, table);
-    let now = crate::tokens::now() as i64;
+    let now = registrar_core::ports::Clock::now_s(&crate::clock::SystemClock::new()) as i64;
     match command {
         TokensCommand::Status { output } => {
             let rows = crate::tokens::token_rows(&state).await?;
@@ -1349,6 +1349,7 @@ async fn run_tokens(
                 identity: registry.identity(),
                 enable: enable_policy,
                 policy: registrar_core::refresh::RefreshPolicy::default(),
+                clock: &crate::clock::SystemClock::new(),
             };
             let rows = crate::tokens::token_rows(&state).await?;
             let selected: Vec<_> = rows
@@ -1375,7 +1376,10 @@ async fn run_tokens(
                         "{:<30} refreshed, expires in {}{}",
                         done.path,
                         in_words(
-                            done.state.expires_at.unwrap_or(0) as i64 - crate::tokens::now() as i64
+                            done.state.expires_at.unwrap_or(0) as i64
+                                - registrar_core::ports::Clock::now_s(
+                                    &crate::clock::SystemClock::new()
+                                ) as i64
                         ),
                         if done.enabled_now { ", enabled" } else { "" }
                     ),

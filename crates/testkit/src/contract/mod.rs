@@ -28,6 +28,13 @@ mod tests {
         .await;
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn memory_lease_versions_only_grow_under_clock_skew() {
+        let ahead = state();
+        let behind = ahead.with_clock(Arc::new(TestClock::new(1_795_910_300_000, 2)));
+        super::state::lease_versions_under_skew(&ahead, &behind).await;
+    }
+
     #[tokio::test]
     async fn the_memory_registry_keeps_the_registry_contract() {
         super::registry::registry(&MemoryRegistry::new("registrar"), "registrar").await;

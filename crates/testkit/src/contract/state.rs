@@ -290,3 +290,37 @@ pub async fn leases<S: StateStore, F: AsyncFn(Duration)>(store: &S, ttl: Duratio
         .expect("released");
     assert!(c.version > b.version);
 }
+
+/// Versions only grow, even when the next holder's clock is behind the last one's: `ahead`
+/// and `behind` are the same table seen by two processes, `behind`'s clock slower by more
+/// than the lease takes.
+pub async fn lease_versions_under_skew<S: StateStore>(ahead: &S, behind: &S) {
+    let name = "key#runtime#us-east-1#rt-skew";
+    let ttl = Duration::from_secs(30);
+    let first = ahead
+        .acquire_lease(name, "fast", ttl)
+        .await
+        .expect("acquire")
+        .expect("free");
+    ahead.release_lease(&first).await.expect("release");
+    let second = behind
+        .acquire_lease(name, "slow", ttl)
+        .await
+        .expect("acquire")
+        .expect("released, so free");
+    assert!(
+        second.version > first.version,
+        "a clock behind does not take the version back: {} then {}",
+        first.version,
+        second.version
+    );
+    assert!(behind.renew_lease(&second).await.expect("renew"));
+    assert!(!ahead.renew_lease(&first).await.expect("renew"));
+    behind.release_lease(&second).await.expect("release");
+    let third = ahead
+        .acquire_lease(name, "fast", ttl)
+        .await
+        .expect("acquire")
+        .expect("free");
+    assert!(third.version > second.version);
+}

@@ -17,6 +17,7 @@
 //! operator's resync) write and delete as before.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
@@ -28,7 +29,7 @@ use aws_sdk_dynamodb::types::{
 use registrar_core::desired::{Collection, Pointing};
 use registrar_core::identity::{ResourceKey, ResourceKind, ResourceRef};
 use registrar_core::plan::RecordedResource;
-use registrar_core::ports::Lease;
+use registrar_core::ports::{Clock, Lease};
 use registrar_core::ports::{LeaseStore, ResourceStore, TokenStore};
 use registrar_core::tokens::{IdpVendor, ManifestFields};
 use registrar_core::{ErrorClass, PortError};
@@ -45,6 +46,8 @@ pub struct DynamoState {
     table: String,
     /// The lease whose version fences this store's writes, if any.
     fence: Option<Lease>,
+    /// Lease versions and expiries, and when a lease was last confirmed.
+    clock: Arc<dyn Clock>,
 }
 
 /// How long a tombstone outlives the deletion it records: a worker stalled longer than this
@@ -110,7 +113,13 @@ impl DynamoState {
             client: super::clients::dynamodb(config),
             table: table.into(),
             fence: None,
+            clock: Arc::new(crate::clock::SystemClock::new()),
         }
+    }
+
+    /// This store, reading time from `clock`.
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        Self { clock, ..self }
     }
 
     /// Puts `item`, under `condition` (with `values`) and, when fenced, the fence. The item as
@@ -185,7 +194,8 @@ impl DynamoState {
         if self.fence.is_none() {
             return self.delete(pk, sk).await;
         }
-        self.put_fenced(what, tombstone(pk, sk)).await
+        self.put_fenced(what, tombstone(pk, sk, self.clock.now_ms()))
+            .await
     }
 
     /// Creates the table (on-demand billing) if it does not exist. `infra/` creates it in AWS;
@@ -357,14 +367,14 @@ fn recorded_from(item: &Item) -> Option<RecordedResource> {
     })
 }
 
-fn tombstone(pk: String, sk: &str) -> Item {
+fn tombstone(pk: String, sk: &str, now_ms: u64) -> Item {
     item([
         ("pk", s(pk)),
         ("sk", s(sk)),
         ("gone", AttributeValue::Bool(true)),
         (
             "ttl",
-            AttributeValue::N((epoch_ms() / 1000 + TOMBSTONE_TTL_S).to_string()),
+            AttributeValue::N((now_ms / 1000 + TOMBSTONE_TTL_S).to_string()),
         ),
     ])
 }
@@ -380,13 +390,6 @@ fn manifest_from(i: &Item) -> ManifestFields {
         allowed_scopes: texts(i, "allowed_scopes"),
         idp_vendor: IdpVendor::detect(&text(i, "discovery_url")),
     }
-}
-
-fn epoch_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn number(item: &Item, key: &str) -> Option<u64> {
@@ -555,7 +558,7 @@ impl ResourceStore for DynamoState {
         match self
             .put(
                 "path claim",
-                tombstone(pk, "claim"),
+                tombstone(pk, "claim", self.clock.now_ms()),
                 Some("holder = :me"),
                 &[(":me", s(arn))],
             )
@@ -753,52 +756,70 @@ impl LeaseStore for DynamoState {
         owner: &str,
         ttl: std::time::Duration,
     ) -> Result<Option<Lease>, PortError> {
-        let now = epoch_ms();
-        let expires = now + ttl.as_millis() as u64;
-        // The version is the acquisition's time, and must exceed the last one: a clock behind
-        // the previous holder's refuses (and the caller tries again) rather than go back.
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(format!("lease#{name}")))
-            .item("sk", s("lease"))
-            .item("owner", s(owner))
-            .item("version", AttributeValue::N(now.to_string()))
-            .item("expires_at", AttributeValue::N(expires.to_string()))
-            .item(
-                "ttl",
-                AttributeValue::N((expires / 1000 + 3600).to_string()),
-            )
-            .condition_expression(
-                "(attribute_not_exists(pk) OR expires_at < :now OR #owner = :me) \
-                 AND (attribute_not_exists(#version) OR #version < :now)",
-            )
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_names("#version", "version")
-            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
-            .expression_attribute_values(":me", s(owner))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Some(Lease {
-                name: name.to_owned(),
-                owner: owner.to_owned(),
-                version: now,
-                ttl,
-            })),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
+        // The version is the acquisition's time; a clock behind the last holder's version
+        // takes that version plus one instead (a second, conditional attempt), so versions
+        // only grow whatever the clocks say.
+        let now = self.clock.now_ms();
+        let free = "(attribute_not_exists(pk) OR expires_at < :now OR #owner = :me)";
+        let mut attempt = (
+            now,
+            format!("{free} AND (attribute_not_exists(#version) OR #version < :v)"),
+            None,
+        );
+        for _ in 0..2 {
+            let (version, condition, previous) = attempt.clone();
+            let expires = now + ttl.as_millis() as u64;
+            let confirmed = self.clock.elapsed();
+            let mut put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(format!("lease#{name}")))
+                .item("sk", s("lease"))
+                .item("owner", s(owner))
+                .item("version", AttributeValue::N(version.to_string()))
+                .item("expires_at", AttributeValue::N(expires.to_string()))
+                .item(
+                    "ttl",
+                    AttributeValue::N((expires / 1000 + 3600).to_string()),
+                )
+                .condition_expression(condition)
+                .expression_attribute_names("#owner", "owner")
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+                .expression_attribute_values(":me", s(owner))
+                .expression_attribute_values(":v", AttributeValue::N(version.to_string()))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                );
+            if let Some(old) = previous {
+                put = put.expression_attribute_values(":old", AttributeValue::N(format!("{old}")));
             }
-            Err(e) => Err(classify_sdk_error(PEER, "PutItem (lease)", &e)),
+            match put.send().await {
+                Ok(_) => return Ok(Some(Lease::new(name, owner, version, ttl, confirmed))),
+                Err(e) => match e.as_service_error() {
+                    Some(PutItemError::ConditionalCheckFailedException(c)) => {
+                        let old = c.item();
+                        let held = old.is_some_and(|i| {
+                            number(i, "expires_at").unwrap_or(0) >= now && text(i, "owner") != owner
+                        });
+                        match old.and_then(|i| number(i, "version")) {
+                            Some(v) if !held && previous.is_none() => {
+                                attempt = (v + 1, format!("{free} AND #version = :old"), Some(v));
+                            }
+                            _ => return Ok(None),
+                        }
+                    }
+                    _ => return Err(classify_sdk_error(PEER, "PutItem (lease)", &e)),
+                },
+            }
         }
+        Ok(None)
     }
 
     async fn renew_lease(&self, lease: &Lease) -> Result<bool, PortError> {
-        let expires = epoch_ms() + lease.ttl.as_millis() as u64;
+        let confirmed = self.clock.elapsed();
+        let expires = self.clock.now_ms() + lease.ttl.as_millis() as u64;
         let result = self
             .client
             .update_item()
@@ -820,7 +841,10 @@ impl LeaseStore for DynamoState {
             .send()
             .await;
         match result {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                lease.confirm(confirmed);
+                Ok(true)
+            }
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
@@ -832,15 +856,18 @@ impl LeaseStore for DynamoState {
     }
 
     async fn release_lease(&self, lease: &Lease) -> Result<(), PortError> {
+        // The item stays (expired) so that the next acquisition's version exceeds this one.
         let result = self
             .client
-            .delete_item()
+            .update_item()
             .table_name(&self.table)
             .key("pk", s(format!("lease#{}", lease.name)))
             .key("sk", s("lease"))
+            .update_expression("SET expires_at = :zero")
             .condition_expression("#owner = :me AND #version = :version")
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
             .expression_attribute_values(":me", s(&lease.owner))
             .expression_attribute_values(":version", AttributeValue::N(lease.version.to_string()))
             .send()
@@ -853,7 +880,7 @@ impl LeaseStore for DynamoState {
             {
                 Ok(())
             }
-            Err(e) => Err(classify_sdk_error(PEER, "DeleteItem (lease)", &e)),
+            Err(e) => Err(classify_sdk_error(PEER, "UpdateItem (lease release)", &e)),
         }
     }
 
@@ -865,11 +892,19 @@ impl LeaseStore for DynamoState {
     }
 
     async fn hold(&self) -> Result<(), PortError> {
-        match &self.fence {
-            Some(lease) if !self.renew_lease(lease).await? => Err(lease.lost(
+        let Some(lease) = &self.fence else {
+            return Ok(());
+        };
+        let now = self.clock.elapsed();
+        if lease.surely_held(now) {
+            return Ok(());
+        }
+        match self.renew_lease(lease).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(lease.lost(
                 "it ran out and another worker took it, or it was released, while this work paused",
             )),
-            _ => Ok(()),
+            Err(e) => Err(lease.lost(&format!("it could not be renewed: {e}"))),
         }
     }
 }
