@@ -83,7 +83,7 @@ pub async fn run(
 
     let aws = bounded(deadline, "aws", async {
         let mut out = vec![accounts::credentials(config).await];
-        match args.reach.fleet(config).await {
+        match crate::cli::fleet(config, &args.reach).await {
             Ok(fleet) => out.extend(accounts::agentcore(&fleet, &args.reach.member_role_name).await),
             Err(e) => out.push(Check::fail(
                 "aws",
@@ -150,7 +150,7 @@ pub async fn run(
         }
     };
     let issuers = async {
-        match args.trust.policy(&regions, Some(&args.registry)) {
+        match crate::cli::trust_policy(&args.trust, &regions, Some(&args.registry)) {
             Ok(policy) => issuers::check(&policy, &args.trust.trusted_issuers, deadline).await,
             Err(e) => vec![Check::fail(
                 "issuer",
