@@ -207,7 +207,11 @@ pub struct PolicyArgs {
 
 impl PolicyArgs {
     /// The planner's settings (the fraction's range is checked on its flag).
-    pub(crate) fn plan_context(&self, force: bool, identity: Option<RegistryIdentity>) -> PlanContext {
+    pub(crate) fn plan_context(
+        &self,
+        force: bool,
+        identity: Option<RegistryIdentity>,
+    ) -> PlanContext {
         PlanContext {
             policy: self.policy,
             adopt_legacy: self.adopt_legacy,

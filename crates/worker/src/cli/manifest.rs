@@ -51,8 +51,8 @@ pub(crate) async fn run(root: &Root, command: ManifestCommand) -> anyhow::Result
             Some(why) => eprintln!("left out {}: {why}", m.path),
         }
     }
-    let text = serde_json::to_string_pretty(&registrar_core::tokens::python_manifest(&rows_out))?
-        + "\n";
+    let text =
+        serde_json::to_string_pretty(&registrar_core::tokens::python_manifest(&rows_out))? + "\n";
     match out {
         Some(path) => {
             let tmp = path.with_extension("tmp");

@@ -176,7 +176,7 @@ fn refused(cmd: &clap::Command, arg: Option<&clap::Arg>, rule: &str, got: &str) 
         .unwrap_or_default();
     clap::Error::raw(
         ErrorKind::ValueValidation,
-        format!("--{flag}{var} {rule}, got {got}\n"),
+        format!("--{flag}{var} {rule}, got {got}"),
     )
     .format(&mut cmd.clone())
 }

@@ -196,8 +196,7 @@ fn token_settings(
     args: &WorkerArgs,
     ctx: &PlanContext,
 ) -> anyhow::Result<TokenSettings> {
-    let machinery =
-        root.token_machinery(&args.trust, &args.scope.reach.regions, &args.registry)?;
+    let machinery = root.token_machinery(&args.trust, &args.scope.reach.regions, &args.registry)?;
     Ok(TokenSettings {
         oidc: machinery.oidc,
         secrets: machinery.secrets,
