@@ -7,7 +7,7 @@
 //! module per command.
 
 mod args;
-mod compose;
+pub(crate) mod compose;
 mod dlq;
 mod healthcheck;
 mod list;
@@ -25,7 +25,6 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use self::args::{PolicyArgs, ReachArgs, RegistryArgs, ScopeArgs, TrustArgs};
-pub(crate) use self::compose::{fleet, regions_read, registry_client, trust_policy};
 pub use self::dlq::DlqCommand;
 pub use self::manifest::ManifestCommand;
 pub use self::resync::ResyncArgs;
