@@ -47,6 +47,10 @@ pub struct Controls {
     /// Requests answered with AccessDeniedException instead of being forwarded (moto never
     /// denies anything).
     pub denied: Vec<Denial>,
+    /// While set, registry writes (anything but GET) wait here before they are forwarded.
+    pub hold_registry_writes: Option<Arc<tokio::sync::Semaphore>>,
+    /// Registry writes that have arrived while held (forwarded or still waiting).
+    pub held_writes: u64,
     /// Keep every request (for a replay).
     pub record: bool,
     pub recorded: Vec<Recorded>,
@@ -156,6 +160,26 @@ impl Proxy {
         });
     }
 
+    /// Holds registry writes (anything but GET) until [`Proxy::release_registry_writes`]; the
+    /// requests are taken in and forwarded later, as a network that stalls would.
+    pub fn hold_registry_writes(&self) {
+        let mut c = self.controls();
+        c.hold_registry_writes = Some(Arc::new(tokio::sync::Semaphore::new(0)));
+        c.held_writes = 0;
+    }
+
+    /// Forwards the held registry writes and stops holding.
+    pub fn release_registry_writes(&self) {
+        if let Some(gate) = self.controls().hold_registry_writes.take() {
+            gate.add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+        }
+    }
+
+    /// Registry writes that arrived while held.
+    pub fn held_writes(&self) -> u64 {
+        self.controls().held_writes
+    }
+
     /// Starts recording (clearing what was recorded and counted before).
     pub fn record(&self) {
         let mut c = self.controls();
@@ -222,7 +246,7 @@ async fn forward(State(shared): State<Shared>, request: Request) -> Response {
         .path_and_query()
         .map_or_else(|| "/".to_owned(), ToString::to_string);
     let service = service_of(&parts.headers);
-    let (latency, complete_updates, target_status) = {
+    let (latency, complete_updates, target_status, hold) = {
         let mut c = lock(&shared.controls);
         if c.throttle_until.is_some_and(|t| Instant::now() < t) && c.throttled_service == service {
             c.throttled += 1;
@@ -250,14 +274,26 @@ async fn forward(State(shared): State<Shared>, request: Request) -> Response {
                 at: Instant::now(),
             });
         }
+        let hold = c
+            .hold_registry_writes
+            .clone()
+            .filter(|_| service == "registry" && parts.method != Method::GET);
+        if hold.is_some() {
+            c.held_writes += 1;
+        }
         (
             c.latency,
             c.complete_updates && service == "bedrock-agentcore",
             c.target_status
                 .clone()
                 .filter(|_| service == "bedrock-agentcore" && uri.contains("/targets")),
+            hold,
         )
     };
+    if let Some(gate) = hold {
+        // Forwarded once released, whether or not the sender is still there.
+        let _ = gate.acquire().await;
+    }
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }

@@ -1,7 +1,7 @@
 //! The FAQ's thirteen resources, registered by the real `registrar` binary against moto and the
 //! registry stand-in.
 
-use registrar_core::ports::StateStore;
+use registrar_core::ports::{ResourceStore, TokenStore};
 use registrar_tests::ACCOUNT;
 use registrar_tests::env::{TestEnv, options};
 use registrar_tests::fixtures::{FAQ_GATEWAYS, FAQ_RUNTIMES, seed_faq};

@@ -5,13 +5,13 @@ use registrar_core::desired::DeriveOptions;
 use registrar_core::enable::EnablePolicy;
 use registrar_core::identity::{ResourceKey, ResourceKind};
 use registrar_core::plan::Policy;
-use registrar_core::ports::StateStore;
+use registrar_core::ports::ResourceStore;
 use registrar_tests::env::{ADMIN_TOKEN, TestEnv};
 use registrar_tests::fixtures::{GatewayAuth, create_gateway};
 use registrar_tests::{ACCOUNT, REGION};
 use registrar_worker::aws::agentcore::AgentCoreAws;
 use registrar_worker::aws::fleet::Fleet;
-use registrar_worker::reconcile::{KeyOutcome, ReconcileOptions, reconcile};
+use registrar_worker::reconcile::{KeyOutcome, ReconcileOptions, WriteLog, reconcile};
 use registrar_worker::resync::report::Status;
 use serde_json::json;
 
@@ -61,13 +61,31 @@ async fn a_creating_gateway_waits_then_registers_and_duplicates_write_nothing() 
     );
     let key = gateway_key(&id);
 
-    let first = reconcile(&ac, &registry, &state, &key, opts(EnablePolicy::None)).await;
+    let first = reconcile(
+        &ac,
+        &registry,
+        &state,
+        &key,
+        opts(EnablePolicy::None),
+        &WriteLog::default(),
+        &[],
+    )
+    .await;
     assert_eq!(first, KeyOutcome::Waiting("CREATING".into()));
     assert!(env.standin.writes().is_empty());
 
     let mut writes_after = Vec::new();
     for _ in 0..10 {
-        let outcome = reconcile(&ac, &registry, &state, &key, opts(EnablePolicy::None)).await;
+        let outcome = reconcile(
+            &ac,
+            &registry,
+            &state,
+            &key,
+            opts(EnablePolicy::None),
+            &WriteLog::default(),
+            &[],
+        )
+        .await;
         assert!(matches!(outcome, KeyOutcome::Done(_)), "{outcome:?}");
         writes_after.push(env.standin.writes().len());
     }
@@ -96,7 +114,9 @@ async fn a_deleted_gateway_is_deregistered_and_forgotten() -> anyhow::Result<()>
                 &registry,
                 &state,
                 &key,
-                opts(EnablePolicy::Authenticated)
+                opts(EnablePolicy::Authenticated),
+                &WriteLog::default(),
+                &[],
             )
             .await
         ),
@@ -119,7 +139,9 @@ async fn a_deleted_gateway_is_deregistered_and_forgotten() -> anyhow::Result<()>
                 &registry,
                 &state,
                 &key,
-                opts(EnablePolicy::Authenticated)
+                opts(EnablePolicy::Authenticated),
+                &WriteLog::default(),
+                &[],
             )
             .await
         ),
@@ -138,7 +160,9 @@ async fn a_deleted_gateway_is_deregistered_and_forgotten() -> anyhow::Result<()>
                 &registry,
                 &state,
                 &key,
-                opts(EnablePolicy::Authenticated)
+                opts(EnablePolicy::Authenticated),
+                &WriteLog::default(),
+                &[],
             )
             .await
         ),
@@ -169,6 +193,8 @@ async fn a_delete_that_arrives_before_the_create_leaves_nothing_behind() -> anyh
             &state,
             &gateway_key(&id),
             opts(EnablePolicy::Authenticated),
+            &WriteLog::default(),
+            &[],
         )
         .await;
         assert_eq!(outcome, KeyOutcome::Done(Vec::new()));
@@ -188,7 +214,16 @@ async fn an_updating_gateway_waits_and_keeps_its_entry() -> anyhow::Result<()> {
         env.state(),
     );
     let key = gateway_key(&id);
-    reconcile(&ac, &registry, &state, &key, opts(EnablePolicy::None)).await;
+    reconcile(
+        &ac,
+        &registry,
+        &state,
+        &key,
+        opts(EnablePolicy::None),
+        &WriteLog::default(),
+        &[],
+    )
+    .await;
     env.agentcore
         .update_gateway()
         .gateway_identifier(&id)
@@ -200,7 +235,16 @@ async fn an_updating_gateway_waits_and_keeps_its_entry() -> anyhow::Result<()> {
         .send()
         .await?;
     assert_eq!(
-        reconcile(&ac, &registry, &state, &key, opts(EnablePolicy::None)).await,
+        reconcile(
+            &ac,
+            &registry,
+            &state,
+            &key,
+            opts(EnablePolicy::None),
+            &WriteLog::default(),
+            &[],
+        )
+        .await,
         KeyOutcome::Waiting("UPDATING".into())
     );
     assert_eq!(

@@ -2,7 +2,7 @@
 //! authority, conflicts, and how registry errors are retried or reported.
 
 use aws_sdk_bedrockagentcorecontrol::types::{AuthorizerType, GatewayProtocolType, ServerProtocol};
-use registrar_core::ports::StateStore;
+use registrar_core::ports::ResourceStore;
 use registrar_tests::env::{ADMIN_TOKEN, NOBODY_TOKEN, TestEnv, options};
 use registrar_tests::fixtures::{GatewayAuth, create_gateway, create_runtime};
 use registrar_tests::proxy::Proxy;

@@ -184,7 +184,7 @@ async fn client_secrets_never_reach_an_idp_the_operator_did_not_trust() -> anyho
     );
     let status = env.cli(&["tokens", "status", "--output", "json"]).await?;
     let status: Vec<Value> = serde_json::from_slice(&status.stdout)?;
-    let now = registrar_worker::tokens::now();
+    let now = registrar_core::ports::Clock::now_s(&registrar_worker::clock::SystemClock::new());
     for row in status.iter().filter(|r| r["path"] != json!("/good")) {
         let token = &row["token"];
         assert!(

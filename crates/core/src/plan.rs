@@ -296,8 +296,55 @@ pub enum Action {
         resource: ResourceRef,
         name: String,
         path: String,
-        reason: String,
+        reason: SkipReason,
     },
+}
+
+/// Why a planned write was not made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    /// `create-only`: the entry exists and differs, and the policy forbids updating it.
+    PolicyKeepsChanges,
+    /// A policy other than `sync` keeps an owned entry whose resource is gone or moved.
+    PolicyKeepsOwned(Policy),
+    /// The deletion guard held back a deletion: too many owned entries would go at once.
+    DeletionGuard {
+        /// Owned entries whose resources are gone.
+        gone: usize,
+        /// Owned entries in all.
+        owned: usize,
+        /// The guard's limit, in percent of `owned`.
+        limit_percent: u32,
+    },
+}
+
+impl SkipReason {
+    /// A deletion the guard held back (what the blocked-deletions metric counts): policies
+    /// that never delete are configuration, not an alarm.
+    pub fn is_blocked_deletion(&self) -> bool {
+        matches!(self, Self::DeletionGuard { .. })
+    }
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::PolicyKeepsChanges => {
+                f.write_str("policy create-only: the entry exists and differs")
+            }
+            Self::PolicyKeepsOwned(policy) => {
+                write!(f, "policy {}: owned entry kept", policy.as_str())
+            }
+            Self::DeletionGuard {
+                gone,
+                owned,
+                limit_percent,
+            } => write!(
+                f,
+                "deletion guard: {gone} of {owned} owned entries would go (limit {limit_percent}%); rerun with --force"
+            ),
+        }
+    }
 }
 
 impl Action {
@@ -406,7 +453,7 @@ fn action_for_winner(
                     resource: d.resource.clone(),
                     name: d.name.clone(),
                     path: d.path.clone(),
-                    reason: "policy create-only: the entry exists and differs".into(),
+                    reason: SkipReason::PolicyKeepsChanges,
                 }
             } else {
                 Action::Update {
@@ -567,12 +614,13 @@ fn guard_deregistrations(
     let mut freed = BTreeSet::new();
     for c in candidates {
         let refusal = if ctx.policy != Policy::Sync {
-            Some(format!("policy {}: owned entry kept", ctx.policy.as_str()))
+            Some(SkipReason::PolicyKeepsOwned(ctx.policy))
         } else if guard_trips && c.reason == DeregisterReason::Gone {
-            Some(format!(
-                "deletion guard: {gone} of {owned} owned entries would go (limit {:.0}%); rerun with --force",
-                ctx.guard.max_fraction * 100.0
-            ))
+            Some(SkipReason::DeletionGuard {
+                gone,
+                owned,
+                limit_percent: (ctx.guard.max_fraction * 100.0).round() as u32,
+            })
         } else {
             None
         };

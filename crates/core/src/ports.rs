@@ -91,23 +91,23 @@ pub trait Registry: Send + Sync {
     ) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
-/// Durable state: per resource, per path claim, per manifest row.
-pub trait StateStore: Send + Sync {
+/// Resource records (what we applied, per ARN), the key pointers that find them from an
+/// event's ids, and path claims (one resource per registry path).
+pub trait ResourceStore: Send + Sync {
+    /// Every recorded resource.
     fn resources(&self) -> impl Future<Output = Result<Vec<RecordedResource>, PortError>> + Send;
+    /// Records what was applied for a resource (and the pointer from its key).
     fn record(
         &self,
         resource: &RecordedResource,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Forgets a resource: its record and its key pointer.
     fn forget(&self, arn: &str) -> impl Future<Output = Result<(), PortError>> + Send;
     /// The recorded resource an event key names (events carry ids, not ARNs).
     fn lookup(
         &self,
         key: &ResourceKey,
     ) -> impl Future<Output = Result<Option<RecordedResource>, PortError>> + Send;
-    fn manifest(
-        &self,
-        arn: &str,
-    ) -> impl Future<Output = Result<Option<ManifestFields>, PortError>> + Send;
     /// Claims `path` for `arn` with a conditional write. `Ok(Some(holder))` when another
     /// resource holds it.
     fn claim_path(
@@ -121,11 +121,25 @@ pub trait StateStore: Send + Sync {
         path: &str,
         arn: &str,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Notes that the entry's enabled state has now been set (invariant 6: once).
+    fn mark_enabled(&self, arn: &str) -> impl Future<Output = Result<(), PortError>> + Send;
+}
+
+/// Manifest rows of CUSTOM_JWT resources and the state of their egress tokens.
+pub trait TokenStore: Send + Sync {
+    /// The manifest row of a resource.
+    fn manifest(
+        &self,
+        arn: &str,
+    ) -> impl Future<Output = Result<Option<ManifestFields>, PortError>> + Send;
+    /// Writes a manifest row (its token state is a separate item and survives it).
     fn put_manifest(
         &self,
         row: &ManifestFields,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Deletes a manifest row and its token state.
     fn delete_manifest(&self, arn: &str) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Every manifest row.
     fn manifests(&self) -> impl Future<Output = Result<Vec<ManifestFields>, PortError>> + Send;
     /// Records the token state of a resource (its own item: manifest rewrites keep it).
     fn record_token(
@@ -148,10 +162,14 @@ pub trait StateStore: Send + Sync {
         now: u64,
         until: u64,
     ) -> impl Future<Output = Result<bool, PortError>> + Send;
-    /// Notes that the entry's enabled state has now been set (invariant 6: once).
-    fn mark_enabled(&self, arn: &str) -> impl Future<Output = Result<(), PortError>> + Send;
+}
+
+/// Leases (one holder of a name at a time, for a while) and the fencing of writes made under
+/// one.
+pub trait LeaseStore: Send + Sync {
     /// Takes the lease `name` for `owner` for `ttl`, unless another owner holds it unexpired
-    /// (`Ok(None)`). Every acquisition gets a version greater than any earlier one of `name`.
+    /// (`Ok(None)`). Every acquisition gets a version greater than any earlier one of `name`
+    /// (released leases keep their item, and so their version, for an hour).
     fn acquire_lease(
         &self,
         name: &str,
@@ -170,22 +188,92 @@ pub trait StateStore: Send + Sync {
     fn fenced(&self, lease: &Lease) -> Self
     where
         Self: Sized;
-    /// For a fenced store, confirms its lease still holds (renewing it); called before each
-    /// registry write, which no condition of ours can fence. Unfenced stores answer `Ok`.
+    /// For a fenced store, confirms its lease still holds: at once when it was confirmed
+    /// recently ([`Lease::surely_held`]), else by renewing it. Called right before each registry
+    /// write, which no condition of ours can fence. Unfenced stores answer `Ok`.
     fn hold(&self) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
-/// A lease held. Its `version` (the epoch milliseconds of the acquisition, strictly greater
-/// than every earlier holder's) fences the writes made under it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    pub name: String,
-    pub owner: String,
-    pub version: u64,
-    pub ttl: Duration,
+/// The whole state table: resources, tokens and leases (the DynamoDB adapter implements all
+/// three; callers that need one part say so in their bounds).
+pub trait StateStore: ResourceStore + TokenStore + LeaseStore {}
+
+impl<T: ResourceStore + TokenStore + LeaseStore> StateStore for T {}
+
+/// Time, read through one port so that tests can pause and drive it.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Wall time, Unix milliseconds.
+    fn now_ms(&self) -> u64;
+    /// Wall time, Unix seconds.
+    fn now_s(&self) -> u64 {
+        self.now_ms() / 1000
+    }
+    /// Monotonic time since an arbitrary origin fixed when the clock was made.
+    fn elapsed(&self) -> Duration;
+    /// A jitter in `0.0..1.0`, from one source (seeded in tests).
+    fn jitter(&self) -> f64;
 }
 
+/// A lease held. Its `version` (the acquisition's wall time in ms, or one more than the last
+/// holder's when clocks disagree: strictly greater than every earlier version of the name)
+/// fences the writes made under it.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    /// What is leased (`key#<kind>#<region>#<id>`, `rescan`).
+    pub name: String,
+    /// The holder (unique per process).
+    pub owner: String,
+    /// This acquisition's version.
+    pub version: u64,
+    /// How long an acquisition or renewal holds.
+    pub ttl: Duration,
+    /// When it was last confirmed (acquired or renewed), on the holder's monotonic clock
+    /// ([`Clock::elapsed`], ms). Shared by the clones of one acquisition.
+    confirmed_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl PartialEq for Lease {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.name, &self.owner, self.version, self.ttl)
+            == (&other.name, &other.owner, other.version, other.ttl)
+    }
+}
+
+impl Eq for Lease {}
+
 impl Lease {
+    /// A lease acquired at `confirmed` (the holder's [`Clock::elapsed`]).
+    pub fn new(name: &str, owner: &str, version: u64, ttl: Duration, confirmed: Duration) -> Self {
+        Self {
+            name: name.to_owned(),
+            owner: owner.to_owned(),
+            version,
+            ttl,
+            confirmed_ms: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
+                confirmed.as_millis() as u64,
+            )),
+        }
+    }
+
+    /// Notes a successful renewal at `at` (the holder's [`Clock::elapsed`]).
+    pub fn confirm(&self, at: Duration) {
+        self.confirmed_ms
+            .fetch_max(at.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long since it was last confirmed, at `now` (the holder's [`Clock::elapsed`]).
+    pub fn unconfirmed_for(&self, now: Duration) -> Duration {
+        let at = self.confirmed_ms.load(std::sync::atomic::Ordering::Relaxed);
+        now.saturating_sub(Duration::from_millis(at))
+    }
+
+    /// Whether it certainly still holds without asking the store: confirmed within two thirds
+    /// of its ttl (the last third is room for clock skew between holders). A holder that was
+    /// frozen wakes past this and must renew before it writes.
+    pub fn surely_held(&self, now: Duration) -> bool {
+        self.unconfirmed_for(now) < self.ttl * 2 / 3
+    }
+
     /// The error of work stopped because its lease was lost.
     pub fn lost(&self, why: &str) -> PortError {
         PortError::new(

@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use registrar_core::backoff::Backoff;
 use registrar_core::identity::ResourceKey;
-use registrar_core::ports::{AgentCore, Lease, Registry, StateStore};
+use registrar_core::ports::{AgentCore, Clock, Lease, Registry, StateStore};
 use registrar_core::{ErrorClass, PortError};
 use registrar_ingest::event::{ParseOptions, Verdict, parse};
 use registrar_ingest::sqs::{Queue, Received, attr};
@@ -22,7 +22,7 @@ use tracing::Instrument;
 use crate::aws::fleet::Fleet;
 use crate::fresh::Freshness;
 use crate::gate::KeyGate;
-use crate::reconcile::{KeyOutcome, ReconcileOptions, reconcile};
+use crate::reconcile::{KeyOutcome, ReconcileOptions, WriteLog, reconcile};
 
 /// Settings of the consumer.
 #[derive(Debug, Clone, Copy)]
@@ -82,10 +82,10 @@ pub struct ConsumerStats {
 pub const DURATION_BUCKETS: [f64; 9] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 impl ConsumerStats {
-    fn observe(&self, outcome: &KeyOutcome, took: Duration) {
+    fn observe(&self, outcome: &KeyOutcome, took: Duration, now_ms: u64) {
         // A finished reconcile is progress too: a busy loop (every permit held through a registry
         // outage) is not a stalled one.
-        self.last_tick_ms.store(now_ms(), Ordering::Relaxed);
+        self.last_tick_ms.store(now_ms, Ordering::Relaxed);
         let (result, class) = match outcome {
             KeyOutcome::Done(_) => (0, None),
             KeyOutcome::Waiting(_) => (1, None),
@@ -133,13 +133,8 @@ pub struct Consumer<A, R, S> {
     gate: KeyGate<KeyOutcome>,
     fresh: Freshness,
     leases: std::sync::Mutex<HashMap<String, Lease>>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    /// Wall and monotonic time, and jitter.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// A lease owner unique in the fleet: every container's pid is 1, so the pid alone is not; the
@@ -147,7 +142,7 @@ fn now_ms() -> u64 {
 pub fn lease_owner() -> String {
     let random = {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(now_ms());
+        h.write_u64(u64::from(std::process::id()));
         h.finish()
     };
     // ECS_CONTAINER_METADATA_URI_V4 ends in a per-task container id.
@@ -179,13 +174,6 @@ pub fn liveness(last_tick_ms: u64, now_ms: u64, limit: Duration) -> Result<(), S
     }
 }
 
-/// A jitter in `0.0..1.0` (no crate needed: the std hasher is randomly seeded).
-pub fn jitter() -> f64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(now_ms());
-    (h.finish() % 10_000) as f64 / 10_000.0
-}
-
 impl<A, R, S> Consumer<A, R, S>
 where
     A: AgentCore + 'static,
@@ -210,6 +198,7 @@ where
             gate: KeyGate::default(),
             fresh: Freshness::default(),
             leases: std::sync::Mutex::default(),
+            clock: Arc::new(crate::clock::SystemClock::new()),
         }
     }
 
@@ -229,7 +218,9 @@ where
         let deleter = tokio::spawn(Arc::clone(&self).delete_batches(done_rx));
 
         while !shutdown.is_cancelled() {
-            self.stats.last_tick_ms.store(now_ms(), Ordering::Relaxed);
+            self.stats
+                .last_tick_ms
+                .store(self.clock.now_ms(), Ordering::Relaxed);
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -353,7 +344,7 @@ where
             .event_time
             .as_deref()
             .and_then(event_time_ms)
-            .map(|t| now_ms().saturating_sub(t))
+            .map(|t| self.clock.now_ms().saturating_sub(t))
         {
             self.stats.last_queue_lag_ms.store(lag, Ordering::Relaxed);
         }
@@ -411,13 +402,17 @@ where
 
     async fn reconcile_key(&self, key: &ResourceKey) -> KeyOutcome {
         let span = tracing::info_span!("reconcile", kind = key.kind.as_str(), id = %key.id, region = %key.region);
-        let started = tokio::time::Instant::now();
+        let started = self.clock.elapsed();
         let outcome = self
             .gate
             .run(key, || self.leased_reconcile(key))
             .instrument(span.clone())
             .await;
-        self.stats.observe(&outcome, started.elapsed());
+        self.stats.observe(
+            &outcome,
+            self.clock.elapsed().saturating_sub(started),
+            self.clock.now_ms(),
+        );
         match &outcome {
             KeyOutcome::Done(rows) => {
                 for row in rows {
@@ -438,39 +433,86 @@ where
     /// lease lasts one visibility timeout and is renewed while the reconcile runs, so a worker
     /// that dies loses it no later than its message reappears.
     async fn leased_reconcile(&self, key: &ResourceKey) -> KeyOutcome {
-        let name = lease_name(key);
-        let ttl = self.config.visibility;
-        let mut lease = None;
-        for attempt in 1..=5u32 {
-            match self.state.acquire_lease(&name, &self.owner, ttl).await {
-                Ok(Some(held)) => {
-                    lease = Some(held);
-                    break;
-                }
-                Ok(None) => tokio::time::sleep(Duration::from_millis(200) * attempt).await,
-                Err(e) => return KeyOutcome::Failed(e),
-            }
-        }
-        let Some(lease) = lease else {
+        let Some(lease) = (match self.acquire(key).await {
+            Ok(lease) => lease,
+            Err(e) => return KeyOutcome::Failed(e),
+        }) else {
             // Another worker is on it: check again shortly, without burning the receive count.
             return KeyOutcome::Waiting("lease held by another worker".into());
         };
-        self.held_leases().insert(name.clone(), lease.clone());
+        let written = WriteLog::default();
+        let outcome = self.under(&lease, key, &written, &[]).await;
+        // A lease lost after a registry write: the write may have landed after the next
+        // holder's work (say, a deregistration). Reconcile again under a new lease, taking what
+        // was written as recorded, so an entry of a resource now gone is removed again.
+        let lost = matches!(outcome, KeyOutcome::Failed(_))
+            && !written.is_empty()
+            && !self.state.renew_lease(&lease).await.unwrap_or(true);
+        self.release(&lease).await;
+        if !lost {
+            return outcome;
+        }
+        if let KeyOutcome::Failed(e) = &outcome {
+            tracing::warn!(key = ?key, error = %e, "The lease was lost after a registry write; reconciling again under a new lease.");
+        }
+        match self.acquire(key).await {
+            Ok(Some(again)) => {
+                let repaired = self
+                    .under(&again, key, &WriteLog::default(), &written.take())
+                    .await;
+                self.release(&again).await;
+                repaired
+            }
+            Ok(None) => outcome,
+            Err(e) => KeyOutcome::Failed(e),
+        }
+    }
+
+    /// The key's lease, after a few tries; `None` while another worker holds it.
+    async fn acquire(&self, key: &ResourceKey) -> Result<Option<Lease>, PortError> {
+        let name = lease_name(key);
+        for attempt in 1..=5u32 {
+            if let Some(lease) = self
+                .state
+                .acquire_lease(&name, &self.owner, self.config.visibility)
+                .await?
+            {
+                self.held_leases().insert(name, lease.clone());
+                return Ok(Some(lease));
+            }
+            tokio::time::sleep(Duration::from_millis(200) * attempt).await;
+        }
+        Ok(None)
+    }
+
+    async fn release(&self, lease: &Lease) {
+        self.held_leases().remove(&lease.name);
+        if let Err(e) = self.state.release_lease(lease).await {
+            tracing::warn!(error = %e, "Lease release failed; it expires on its own.");
+        }
+    }
+
+    /// One reconcile of `key` under `lease`: its state writes fenced by it, stopped when it
+    /// cannot be renewed or the reconcile deadline passes.
+    async fn under(
+        &self,
+        lease: &Lease,
+        key: &ResourceKey,
+        written: &WriteLog,
+        suspects: &[registrar_core::plan::RecordedResource],
+    ) -> KeyOutcome {
+        let ttl = lease.ttl;
         // A lease that could not be renewed ends the work it protects: dropping the reconcile
         // stops it at its next await, before its next write. The writes themselves are fenced
         // by the lease's version, for a worker that stalled between two awaits.
         let renew = async {
-            let mut held_until = tokio::time::Instant::now() + ttl;
             loop {
                 tokio::time::sleep(ttl / 6).await;
-                let lost = match self.state.renew_lease(&lease).await {
-                    Ok(true) => {
-                        held_until = tokio::time::Instant::now() + ttl;
-                        continue;
-                    }
+                let lost = match self.state.renew_lease(lease).await {
+                    Ok(true) => continue,
                     Ok(false) => "another worker took it, or it was released".to_owned(),
                     // A throttled or slow renewal is tried again while the lease still holds.
-                    Err(e) if tokio::time::Instant::now() + ttl / 6 < held_until => {
+                    Err(e) if lease.surely_held(self.clock.elapsed()) => {
                         tracing::warn!(error = %e, "Lease renewal failed; trying again.");
                         continue;
                     }
@@ -481,10 +523,19 @@ where
         };
         let opts = self.config.reconcile;
         let deadline = self.config.reconcile_deadline;
-        let started_ms = now_ms();
-        let fenced = self.state.fenced(&lease);
+        let started_ms = self.clock.now_ms();
+        let fenced = self.state.fenced(lease);
+        let work = reconcile(
+            &self.agentcore,
+            &self.registry,
+            &fenced,
+            key,
+            opts,
+            written,
+            suspects,
+        );
         let outcome = tokio::select! {
-            o = tokio::time::timeout(deadline, reconcile(&self.agentcore, &self.registry, &fenced, key, opts)) => {
+            o = tokio::time::timeout(deadline, work) => {
                 o.unwrap_or_else(|_| KeyOutcome::Failed(PortError::new(
                     "reconcile",
                     format!("{key:?}"),
@@ -496,10 +547,6 @@ where
         };
         if matches!(outcome, KeyOutcome::Done(_)) {
             self.fresh.mark(key, started_ms);
-        }
-        self.held_leases().remove(&name);
-        if let Err(e) = self.state.release_lease(&lease).await {
-            tracing::warn!(error = %e, "Lease release failed; it expires on its own.");
         }
         outcome
     }
@@ -532,7 +579,7 @@ where
                 after: self
                     .config
                     .retry_backoff
-                    .delay(receive_count.max(1), jitter()),
+                    .delay(receive_count.max(1), self.clock.jitter()),
                 error,
             };
         }
@@ -568,14 +615,16 @@ where
                     .get(attr::WAITING_SINCE)
                     .and_then(|s| s.parse::<u64>().ok())
                     .or(message.sent_at_ms)
-                    .unwrap_or_else(now_ms);
+                    .unwrap_or_else(|| self.clock.now_ms());
                 let count: u32 = message
                     .attributes
                     .get(attr::WAIT_COUNT)
                     .and_then(|c| c.parse().ok())
                     .unwrap_or(0)
                     + 1;
-                if Duration::from_millis(now_ms().saturating_sub(since)) > self.config.max_wait {
+                if Duration::from_millis(self.clock.now_ms().saturating_sub(since))
+                    > self.config.max_wait
+                {
                     self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                     let reason =
                         format!("gave up waiting: resource still {status} after {count} checks");
@@ -585,7 +634,7 @@ where
                         .await
                 } else {
                     self.stats.waiting.fetch_add(1, Ordering::Relaxed);
-                    let delay = self.config.wait_backoff.delay(count, jitter());
+                    let delay = self.config.wait_backoff.delay(count, self.clock.jitter());
                     tracing::info!(
                         status,
                         recheck_in_s = delay.as_secs_f64(),

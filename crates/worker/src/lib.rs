@@ -3,6 +3,7 @@
 
 pub mod aws;
 pub mod cli;
+pub mod clock;
 pub mod consumer;
 pub mod doctor;
 pub mod emf;

@@ -43,6 +43,45 @@ pub enum KeyOutcome {
     Failed(PortError),
 }
 
+/// The entries a reconcile created or overwrote at the registry, noted before each such write
+/// (as the record a repair verifies them by). When the lease is lost after one, the write may
+/// have landed after another worker's deregistration: the key is reconciled again under a new
+/// lease with these as its record, so an entry of a resource now gone is removed again.
+#[derive(Debug, Default)]
+pub struct WriteLog(std::sync::Mutex<Vec<RecordedResource>>);
+
+impl WriteLog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<RecordedResource>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Notes that `d` is about to be written.
+    pub fn note(&self, d: &DesiredEntry) {
+        self.lock().push(RecordedResource {
+            resource: d.resource.clone(),
+            collection: d.collection(),
+            path: d.path.clone(),
+            fingerprint: d.fingerprint.clone(),
+            aws_updated_at: d.aws_updated_at.clone(),
+            // An enable may still be owed: a repair that finds the resource READY settles it.
+            enabled_set: false,
+            pointing: Some(d.body.pointing()),
+            name: d.name.clone(),
+            auth_label: d.auth_label.clone(),
+        });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    pub fn take(&self) -> Vec<RecordedResource> {
+        std::mem::take(&mut *self.lock())
+    }
+}
+
 /// What AgentCore says about the key right now.
 enum Seen {
     Ready(Box<DesiredEntry>),
@@ -105,15 +144,19 @@ async fn observe<A: AgentCore>(
     })
 }
 
-/// Reconciles one key. Never panics; every failure comes back classified.
+/// Reconciles one key. Never panics; every failure comes back classified. Registry writes are
+/// noted in `written`; `suspects` stand in for the record when the state has none (a repair
+/// after a lost lease, see [`WriteLog`]).
 pub async fn reconcile<A: AgentCore, R: Registry, S: StateStore>(
     fleet: &Fleet<A>,
     registry: &R,
     state: &S,
     key: &ResourceKey,
     opts: ReconcileOptions,
+    written: &WriteLog,
+    suspects: &[RecordedResource],
 ) -> KeyOutcome {
-    match try_reconcile(fleet, registry, state, key, opts).await {
+    match try_reconcile(fleet, registry, state, key, opts, written, suspects).await {
         Ok(outcome) => outcome,
         Err(e) => KeyOutcome::Failed(e),
     }
@@ -125,13 +168,18 @@ async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
     state: &S,
     key: &ResourceKey,
     opts: ReconcileOptions,
+    written: &WriteLog,
+    suspects: &[RecordedResource],
 ) -> Result<KeyOutcome, PortError> {
     if key.kind == ResourceKind::Target && !opts.mcp_targets {
         return Ok(KeyOutcome::Done(Vec::new()));
     }
     // Only accounts and regions this worker reads; anything else is refused (terminal).
     let ac = fleet.route(&key.account, &key.region).await?;
-    let recorded = state.lookup(key).await?;
+    let recorded = match state.lookup(key).await? {
+        Some(r) => Some(r),
+        None => suspects.last().cloned(),
+    };
     let mut obs = Observation::default();
     match observe(ac, key, opts).await? {
         Seen::InProgress(status) => return Ok(KeyOutcome::Waiting(status)),
@@ -227,6 +275,7 @@ async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
             .map(|r| (r.resource.arn.clone(), r))
             .collect(),
         manifests,
+        written,
     };
     let (first, rest): (Vec<Action>, Vec<Action>) = actions
         .into_iter()

@@ -42,6 +42,7 @@ struct Telemetry {
     consumer: Arc<ConsumerStats>,
     rescans: Arc<RescanStats>,
     tokens: Arc<crate::tokens::schedule::TokenStats>,
+    clock: Arc<dyn registrar_core::ports::Clock>,
 }
 
 /// The worker's token refresh (off when `None`).
@@ -68,10 +69,7 @@ async fn emf_loop(t: &Telemetry, every: std::time::Duration, stop: CancellationT
         }
         let (c, r, k) = (&t.consumer, &t.rescans, &t.tokens);
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now_ms = t.clock.now_ms();
         let duration_count = deltas.of("duration_count", get(&c.duration_count));
         let duration_sum = deltas.of("duration_sum", get(&c.duration_sum_ms));
         let last_rescan = get(&r.last_success_unix);
@@ -133,11 +131,7 @@ async fn emf_loop(t: &Telemetry, every: std::time::Duration, stop: CancellationT
 /// 200 while the receive loop goes round; 503, saying for how long, once it has stalled.
 async fn healthz(State(t): State<Telemetry>) -> (StatusCode, String) {
     let last = t.consumer.last_tick_ms.load(Ordering::Relaxed);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    match crate::consumer::liveness(last, now, t.stall_limit) {
+    match crate::consumer::liveness(last, t.clock.now_ms(), t.stall_limit) {
         Ok(()) => (StatusCode::OK, "ok\n".into()),
         Err(why) => {
             tracing::error!(reason = %why, "Unhealthy.");
@@ -362,6 +356,7 @@ where
         consumer: Arc::clone(&consumer.stats),
         rescans: Arc::clone(&rescans),
         tokens: Arc::clone(&token_stats),
+        clock: Arc::clone(&consumer.clock),
     };
     if let Some(every) = emf_every {
         let (telemetry, stop) = (telemetry.clone(), shutdown.clone());
@@ -416,6 +411,7 @@ where
                 identity: settings.identity,
                 enable: settings.enable,
                 policy: settings.policy,
+                clock: &*consumer.clock,
             };
             crate::tokens::schedule::run(
                 &refresher,
@@ -456,7 +452,7 @@ async fn rescan_loop<A, R, S>(
                 return;
             }
             // ±10% jitter so replicas do not rescan in step.
-            let jitter = 0.9 + 0.2 * crate::consumer::jitter();
+            let jitter = 0.9 + 0.2 * consumer.clock.jitter();
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(schedule.every.mul_f64(jitter)) => {}
@@ -487,22 +483,29 @@ async fn rescan_loop<A, R, S>(
             yield_to: Some(Arc::clone(&consumer.stats.in_flight)),
             ..Progress::default()
         };
-        // A rescan whose lease was taken stops: another replica rescans now.
+        // A rescan whose lease was taken (or could not be renewed in time) stops: another
+        // replica rescans now. Its writes are fenced by the lease's version, so a rescan that
+        // stalled cannot overwrite what a newer reconcile of a key wrote meanwhile.
         let renew = async {
             loop {
-                tokio::time::sleep(RESCAN_LEASE_TTL / 3).await;
+                tokio::time::sleep(RESCAN_LEASE_TTL / 6).await;
                 match consumer.state.renew_lease(&lease).await {
                     Ok(true) => {}
                     Ok(false) => return lease.lost("another replica took it"),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "Rescan lease renewal failed; trying again.")
+                    Err(e) if lease.surely_held(consumer.clock.elapsed()) => {
+                        tracing::warn!(error = %e, "Rescan lease renewal failed; trying again.");
                     }
+                    Err(e) => return lease.lost(&format!("it could not be renewed in time: {e}")),
                 }
             }
         };
+        let fenced = consumer.state.fenced(&lease);
         let result = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = resync(&consumer.agentcore, &consumer.registry, &consumer.state, schedule.options, &progress) => r,
+            _ = stop.cancelled() => {
+                let _ = consumer.state.release_lease(&lease).await;
+                return;
+            }
+            r = resync(&consumer.agentcore, &consumer.registry, &fenced, schedule.options, &progress) => r,
             e = renew => Err(e),
         };
         let _ = consumer.state.release_lease(&lease).await;
@@ -514,10 +517,7 @@ async fn rescan_loop<A, R, S>(
                     report
                         .results
                         .iter()
-                        .filter(|r| {
-                            r.message.starts_with("deletion guard")
-                                || r.message.starts_with("policy")
-                        })
+                        .filter(|r| r.skip.as_ref().is_some_and(|s| s.is_blocked_deletion()))
                         .count() as u64,
                     Ordering::Relaxed,
                 );
@@ -528,11 +528,9 @@ async fn rescan_loop<A, R, S>(
                     .needs_authorization
                     .store(report.needs_authorization as u64, Ordering::Relaxed);
                 stats.runs.fetch_add(1, Ordering::Relaxed);
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                stats.last_success_unix.store(now, Ordering::Relaxed);
+                stats
+                    .last_success_unix
+                    .store(consumer.clock.now_s(), Ordering::Relaxed);
                 tracing::info!(
                     registered = report.registered,
                     updated = report.updated,
@@ -544,7 +542,7 @@ async fn rescan_loop<A, R, S>(
             }
             Err(e) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "Rescan failed before any change.");
+                tracing::warn!(error = %e, "Rescan failed or stopped; what it applied before that stands.");
             }
         }
         stats.ready.store(true, Ordering::Relaxed);

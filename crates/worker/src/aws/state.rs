@@ -17,6 +17,7 @@
 //! operator's resync) write and delete as before.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
@@ -28,8 +29,8 @@ use aws_sdk_dynamodb::types::{
 use registrar_core::desired::{Collection, Pointing};
 use registrar_core::identity::{ResourceKey, ResourceKind, ResourceRef};
 use registrar_core::plan::RecordedResource;
-use registrar_core::ports::Lease;
-use registrar_core::ports::StateStore;
+use registrar_core::ports::{Clock, Lease};
+use registrar_core::ports::{LeaseStore, ResourceStore, TokenStore};
 use registrar_core::tokens::{IdpVendor, ManifestFields};
 use registrar_core::{ErrorClass, PortError};
 
@@ -45,6 +46,8 @@ pub struct DynamoState {
     table: String,
     /// The lease whose version fences this store's writes, if any.
     fence: Option<Lease>,
+    /// Lease versions and expiries, and when a lease was last confirmed.
+    clock: Arc<dyn Clock>,
 }
 
 /// How long a tombstone outlives the deletion it records: a worker stalled longer than this
@@ -110,7 +113,13 @@ impl DynamoState {
             client: super::clients::dynamodb(config),
             table: table.into(),
             fence: None,
+            clock: Arc::new(crate::clock::SystemClock::new()),
         }
+    }
+
+    /// This store, reading time from `clock`.
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        Self { clock, ..self }
     }
 
     /// Puts `item`, under `condition` (with `values`) and, when fenced, the fence. The item as
@@ -185,7 +194,8 @@ impl DynamoState {
         if self.fence.is_none() {
             return self.delete(pk, sk).await;
         }
-        self.put_fenced(what, tombstone(pk, sk)).await
+        self.put_fenced(what, tombstone(pk, sk, self.clock.now_ms()))
+            .await
     }
 
     /// Creates the table (on-demand billing) if it does not exist. `infra/` creates it in AWS;
@@ -357,14 +367,14 @@ fn recorded_from(item: &Item) -> Option<RecordedResource> {
     })
 }
 
-fn tombstone(pk: String, sk: &str) -> Item {
+fn tombstone(pk: String, sk: &str, now_ms: u64) -> Item {
     item([
         ("pk", s(pk)),
         ("sk", s(sk)),
         ("gone", AttributeValue::Bool(true)),
         (
             "ttl",
-            AttributeValue::N((epoch_ms() / 1000 + TOMBSTONE_TTL_S).to_string()),
+            AttributeValue::N((now_ms / 1000 + TOMBSTONE_TTL_S).to_string()),
         ),
     ])
 }
@@ -382,279 +392,13 @@ fn manifest_from(i: &Item) -> ManifestFields {
     }
 }
 
-fn epoch_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 fn number(item: &Item, key: &str) -> Option<u64> {
     item.get(key)
         .and_then(|v| v.as_n().ok())
         .and_then(|n| n.parse().ok())
 }
 
-impl StateStore for DynamoState {
-    async fn record_token(
-        &self,
-        arn: &str,
-        t: &registrar_core::refresh::TokenState,
-    ) -> Result<(), PortError> {
-        let mut put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(resource_pk(arn)))
-            .item("sk", s("token"))
-            .item("arn", s(arn))
-            .item(
-                "next_refresh_at",
-                AttributeValue::N(t.next_refresh_at.to_string()),
-            )
-            .item("last_result", s(&t.last_result))
-            .item("failures", AttributeValue::N(t.failures.to_string()));
-        if let Some(e) = t.expires_at {
-            put = put.item("expires_at", AttributeValue::N(e.to_string()));
-        }
-        if let Some(c) = &t.client_id {
-            put = put.item("client_id", s(c));
-        }
-        if let Some(r) = t.refreshed_at {
-            put = put.item("refreshed_at", AttributeValue::N(r.to_string()));
-        }
-        put.send()
-            .await
-            .map_err(|e| classify_sdk_error(PEER, "PutItem (token)", &e))?;
-        Ok(())
-    }
-
-    async fn tokens(
-        &self,
-    ) -> Result<Vec<(String, registrar_core::refresh::TokenState)>, PortError> {
-        Ok(self
-            .scan_sk("token")
-            .await?
-            .iter()
-            .map(|i| {
-                let state = registrar_core::refresh::TokenState {
-                    expires_at: number(i, "expires_at"),
-                    next_refresh_at: number(i, "next_refresh_at").unwrap_or(0),
-                    last_result: text(i, "last_result"),
-                    failures: number(i, "failures").unwrap_or(0) as u32,
-                    client_id: Some(text(i, "client_id")).filter(|c| !c.is_empty()),
-                    refreshed_at: number(i, "refreshed_at"),
-                };
-                (text(i, "arn"), state)
-            })
-            .collect())
-    }
-
-    async fn claim_refresh(
-        &self,
-        arn: &str,
-        seen: Option<u64>,
-        owner: &str,
-        now: u64,
-        until: u64,
-    ) -> Result<bool, PortError> {
-        let due = match seen {
-            Some(_) => "next_refresh_at = :seen",
-            None => "attribute_not_exists(next_refresh_at)",
-        };
-        let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(resource_pk(arn)))
-            .key("sk", s("token"))
-            .update_expression("SET claim_owner = :me, claim_until = :until, arn = :arn")
-            .condition_expression(format!(
-                "({due}) AND (attribute_not_exists(claim_until) OR claim_until < :now)"
-            ))
-            .expression_attribute_values(":me", s(owner))
-            .expression_attribute_values(":until", AttributeValue::N(until.to_string()))
-            .expression_attribute_values(":arn", s(arn))
-            .expression_attribute_values(":now", AttributeValue::N(now.to_string()));
-        if let Some(seen) = seen {
-            update =
-                update.expression_attribute_values(":seen", AttributeValue::N(seen.to_string()));
-        }
-        match update.send().await {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(classify_sdk_error(PEER, "UpdateItem (refresh claim)", &e)),
-        }
-    }
-
-    async fn mark_enabled(&self, arn: &str) -> Result<(), PortError> {
-        let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(resource_pk(arn)))
-            .key("sk", s("res"))
-            .expression_attribute_values(":t", AttributeValue::Bool(true))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        let live = "attribute_exists(pk) AND attribute_not_exists(gone)";
-        update = match &self.fence {
-            Some(lease) => update
-                .update_expression("SET enabled_set = :t, fence = :fence")
-                .condition_expression(format!(
-                    "{live} AND (attribute_not_exists(fence) OR fence <= :fence)"
-                ))
-                .expression_attribute_values(
-                    ":fence",
-                    AttributeValue::N(lease.version.to_string()),
-                ),
-            None => update
-                .update_expression("SET enabled_set = :t")
-                .condition_expression(live),
-        };
-        match update.send().await {
-            Ok(_) => Ok(()),
-            Err(e) => match e.as_service_error() {
-                Some(UpdateItemError::ConditionalCheckFailedException(c))
-                    if self.fence.is_some() && c.item().is_some_and(|i| !is_gone(i)) =>
-                {
-                    Err(self.overtaken("resource row", c.item()))
-                }
-                _ => Err(classify_sdk_error(PEER, "UpdateItem (enabled)", &e)),
-            },
-        }
-    }
-
-    async fn acquire_lease(
-        &self,
-        name: &str,
-        owner: &str,
-        ttl: std::time::Duration,
-    ) -> Result<Option<Lease>, PortError> {
-        let now = epoch_ms();
-        let expires = now + ttl.as_millis() as u64;
-        // The version is the acquisition's time, and must exceed the last one: a clock behind
-        // the previous holder's refuses (and the caller tries again) rather than go back.
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(format!("lease#{name}")))
-            .item("sk", s("lease"))
-            .item("owner", s(owner))
-            .item("version", AttributeValue::N(now.to_string()))
-            .item("expires_at", AttributeValue::N(expires.to_string()))
-            .item(
-                "ttl",
-                AttributeValue::N((expires / 1000 + 3600).to_string()),
-            )
-            .condition_expression(
-                "(attribute_not_exists(pk) OR expires_at < :now OR #owner = :me) \
-                 AND (attribute_not_exists(#version) OR #version < :now)",
-            )
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_names("#version", "version")
-            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
-            .expression_attribute_values(":me", s(owner))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Some(Lease {
-                name: name.to_owned(),
-                owner: owner.to_owned(),
-                version: now,
-                ttl,
-            })),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(classify_sdk_error(PEER, "PutItem (lease)", &e)),
-        }
-    }
-
-    async fn renew_lease(&self, lease: &Lease) -> Result<bool, PortError> {
-        let expires = epoch_ms() + lease.ttl.as_millis() as u64;
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("lease#{}", lease.name)))
-            .key("sk", s("lease"))
-            .update_expression("SET expires_at = :expires, #ttl = :ttl")
-            .condition_expression("#owner = :me AND #version = :version")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_names("#version", "version")
-            .expression_attribute_names("#ttl", "ttl")
-            .expression_attribute_values(":expires", AttributeValue::N(expires.to_string()))
-            .expression_attribute_values(
-                ":ttl",
-                AttributeValue::N((expires / 1000 + 3600).to_string()),
-            )
-            .expression_attribute_values(":me", s(&lease.owner))
-            .expression_attribute_values(":version", AttributeValue::N(lease.version.to_string()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(classify_sdk_error(PEER, "UpdateItem (lease renewal)", &e)),
-        }
-    }
-
-    async fn release_lease(&self, lease: &Lease) -> Result<(), PortError> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("lease#{}", lease.name)))
-            .key("sk", s("lease"))
-            .condition_expression("#owner = :me AND #version = :version")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_names("#version", "version")
-            .expression_attribute_values(":me", s(&lease.owner))
-            .expression_attribute_values(":version", AttributeValue::N(lease.version.to_string()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(classify_sdk_error(PEER, "DeleteItem (lease)", &e)),
-        }
-    }
-
-    fn fenced(&self, lease: &Lease) -> Self {
-        Self {
-            fence: Some(lease.clone()),
-            ..self.clone()
-        }
-    }
-
-    async fn hold(&self) -> Result<(), PortError> {
-        match &self.fence {
-            Some(lease) if !self.renew_lease(lease).await? => Err(lease.lost(
-                "it ran out and another worker took it, or it was released, while this work paused",
-            )),
-            _ => Ok(()),
-        }
-    }
-
+impl ResourceStore for DynamoState {
     async fn resources(&self) -> Result<Vec<RecordedResource>, PortError> {
         Ok(self
             .scan_sk("res")
@@ -777,15 +521,6 @@ impl StateStore for DynamoState {
             .and_then(recorded_from))
     }
 
-    async fn manifest(&self, arn: &str) -> Result<Option<ManifestFields>, PortError> {
-        Ok(self
-            .get(resource_pk(arn), "manifest")
-            .await?
-            .filter(|i| !is_gone(i))
-            .as_ref()
-            .map(manifest_from))
-    }
-
     async fn claim_path(&self, path: &str, arn: &str) -> Result<Option<String>, PortError> {
         let claim = item([
             ("pk", s(format!("path#{path}"))),
@@ -823,7 +558,7 @@ impl StateStore for DynamoState {
         match self
             .put(
                 "path claim",
-                tombstone(pk, "claim"),
+                tombstone(pk, "claim", self.clock.now_ms()),
                 Some("holder = :me"),
                 &[(":me", s(arn))],
             )
@@ -834,6 +569,54 @@ impl StateStore for DynamoState {
             Put::Refused(old) if old.as_ref().is_none_or(|i| text(i, "holder") != arn) => Ok(()),
             Put::Refused(old) => Err(self.overtaken("path claim", old.as_ref())),
         }
+    }
+
+    async fn mark_enabled(&self, arn: &str) -> Result<(), PortError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(resource_pk(arn)))
+            .key("sk", s("res"))
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let live = "attribute_exists(pk) AND attribute_not_exists(gone)";
+        update = match &self.fence {
+            Some(lease) => update
+                .update_expression("SET enabled_set = :t, fence = :fence")
+                .condition_expression(format!(
+                    "{live} AND (attribute_not_exists(fence) OR fence <= :fence)"
+                ))
+                .expression_attribute_values(
+                    ":fence",
+                    AttributeValue::N(lease.version.to_string()),
+                ),
+            None => update
+                .update_expression("SET enabled_set = :t")
+                .condition_expression(live),
+        };
+        match update.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match e.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(c))
+                    if self.fence.is_some() && c.item().is_some_and(|i| !is_gone(i)) =>
+                {
+                    Err(self.overtaken("resource row", c.item()))
+                }
+                _ => Err(classify_sdk_error(PEER, "UpdateItem (enabled)", &e)),
+            },
+        }
+    }
+}
+
+impl TokenStore for DynamoState {
+    async fn manifest(&self, arn: &str) -> Result<Option<ManifestFields>, PortError> {
+        Ok(self
+            .get(resource_pk(arn), "manifest")
+            .await?
+            .filter(|i| !is_gone(i))
+            .as_ref()
+            .map(manifest_from))
     }
 
     async fn put_manifest(&self, row: &ManifestFields) -> Result<(), PortError> {
@@ -853,9 +636,10 @@ impl StateStore for DynamoState {
     }
 
     async fn delete_manifest(&self, arn: &str) -> Result<(), PortError> {
-        self.delete(resource_pk(arn), "token").await?;
+        // The fenced part first: a stale holder must not get to delete the token state.
         self.delete_or_tombstone("manifest row", resource_pk(arn), "manifest")
-            .await
+            .await?;
+        self.delete(resource_pk(arn), "token").await
     }
 
     async fn manifests(&self) -> Result<Vec<ManifestFields>, PortError> {
@@ -866,5 +650,261 @@ impl StateStore for DynamoState {
             .filter(|i| !is_gone(i))
             .map(manifest_from)
             .collect())
+    }
+
+    async fn record_token(
+        &self,
+        arn: &str,
+        t: &registrar_core::refresh::TokenState,
+    ) -> Result<(), PortError> {
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(resource_pk(arn)))
+            .item("sk", s("token"))
+            .item("arn", s(arn))
+            .item(
+                "next_refresh_at",
+                AttributeValue::N(t.next_refresh_at.to_string()),
+            )
+            .item("last_result", s(&t.last_result))
+            .item("failures", AttributeValue::N(t.failures.to_string()));
+        if let Some(e) = t.expires_at {
+            put = put.item("expires_at", AttributeValue::N(e.to_string()));
+        }
+        if let Some(c) = &t.client_id {
+            put = put.item("client_id", s(c));
+        }
+        if let Some(r) = t.refreshed_at {
+            put = put.item("refreshed_at", AttributeValue::N(r.to_string()));
+        }
+        put.send()
+            .await
+            .map_err(|e| classify_sdk_error(PEER, "PutItem (token)", &e))?;
+        Ok(())
+    }
+
+    async fn tokens(
+        &self,
+    ) -> Result<Vec<(String, registrar_core::refresh::TokenState)>, PortError> {
+        Ok(self
+            .scan_sk("token")
+            .await?
+            .iter()
+            .map(|i| {
+                let state = registrar_core::refresh::TokenState {
+                    expires_at: number(i, "expires_at"),
+                    next_refresh_at: number(i, "next_refresh_at").unwrap_or(0),
+                    last_result: text(i, "last_result"),
+                    failures: number(i, "failures").unwrap_or(0) as u32,
+                    client_id: Some(text(i, "client_id")).filter(|c| !c.is_empty()),
+                    refreshed_at: number(i, "refreshed_at"),
+                };
+                (text(i, "arn"), state)
+            })
+            .collect())
+    }
+
+    async fn claim_refresh(
+        &self,
+        arn: &str,
+        seen: Option<u64>,
+        owner: &str,
+        now: u64,
+        until: u64,
+    ) -> Result<bool, PortError> {
+        let due = match seen {
+            Some(_) => "next_refresh_at = :seen",
+            None => "attribute_not_exists(next_refresh_at)",
+        };
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(resource_pk(arn)))
+            .key("sk", s("token"))
+            .update_expression("SET claim_owner = :me, claim_until = :until, arn = :arn")
+            .condition_expression(format!(
+                "({due}) AND (attribute_not_exists(claim_until) OR claim_until < :now)"
+            ))
+            .expression_attribute_values(":me", s(owner))
+            .expression_attribute_values(":until", AttributeValue::N(until.to_string()))
+            .expression_attribute_values(":arn", s(arn))
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()));
+        if let Some(seen) = seen {
+            update =
+                update.expression_attribute_values(":seen", AttributeValue::N(seen.to_string()));
+        }
+        match update.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(classify_sdk_error(PEER, "UpdateItem (refresh claim)", &e)),
+        }
+    }
+}
+
+impl LeaseStore for DynamoState {
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Lease>, PortError> {
+        // The version is the acquisition's time; a clock behind the last holder's version
+        // takes that version plus one instead (a second, conditional attempt), so versions
+        // only grow whatever the clocks say.
+        let now = self.clock.now_ms();
+        let free = "(attribute_not_exists(pk) OR expires_at < :now OR #owner = :me)";
+        let mut attempt = (
+            now,
+            format!("{free} AND (attribute_not_exists(#version) OR #version < :v)"),
+            None,
+        );
+        for _ in 0..2 {
+            let (version, condition, previous) = attempt.clone();
+            let expires = now + ttl.as_millis() as u64;
+            let confirmed = self.clock.elapsed();
+            let mut put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(format!("lease#{name}")))
+                .item("sk", s("lease"))
+                .item("owner", s(owner))
+                .item("version", AttributeValue::N(version.to_string()))
+                .item("expires_at", AttributeValue::N(expires.to_string()))
+                .item(
+                    "ttl",
+                    AttributeValue::N((expires / 1000 + 3600).to_string()),
+                )
+                .condition_expression(condition)
+                .expression_attribute_names("#owner", "owner")
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+                .expression_attribute_values(":me", s(owner))
+                .expression_attribute_values(":v", AttributeValue::N(version.to_string()))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                );
+            if let Some(old) = previous {
+                put = put.expression_attribute_values(":old", AttributeValue::N(format!("{old}")));
+            }
+            match put.send().await {
+                Ok(_) => return Ok(Some(Lease::new(name, owner, version, ttl, confirmed))),
+                Err(e) => match e.as_service_error() {
+                    Some(PutItemError::ConditionalCheckFailedException(c)) => {
+                        let old = c.item();
+                        let held = old.is_some_and(|i| {
+                            number(i, "expires_at").unwrap_or(0) >= now && text(i, "owner") != owner
+                        });
+                        match old.and_then(|i| number(i, "version")) {
+                            Some(v) if !held && previous.is_none() => {
+                                attempt = (v + 1, format!("{free} AND #version = :old"), Some(v));
+                            }
+                            _ => return Ok(None),
+                        }
+                    }
+                    _ => return Err(classify_sdk_error(PEER, "PutItem (lease)", &e)),
+                },
+            }
+        }
+        Ok(None)
+    }
+
+    async fn renew_lease(&self, lease: &Lease) -> Result<bool, PortError> {
+        let confirmed = self.clock.elapsed();
+        let expires = self.clock.now_ms() + lease.ttl.as_millis() as u64;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("lease#{}", lease.name)))
+            .key("sk", s("lease"))
+            .update_expression("SET expires_at = :expires, #ttl = :ttl")
+            .condition_expression("#owner = :me AND #version = :version")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":expires", AttributeValue::N(expires.to_string()))
+            .expression_attribute_values(
+                ":ttl",
+                AttributeValue::N((expires / 1000 + 3600).to_string()),
+            )
+            .expression_attribute_values(":me", s(&lease.owner))
+            .expression_attribute_values(":version", AttributeValue::N(lease.version.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => {
+                lease.confirm(confirmed);
+                Ok(true)
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(classify_sdk_error(PEER, "UpdateItem (lease renewal)", &e)),
+        }
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<(), PortError> {
+        // The item stays (expired) so that the next acquisition's version exceeds this one.
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("lease#{}", lease.name)))
+            .key("sk", s("lease"))
+            .update_expression("SET expires_at = :zero")
+            .condition_expression("#owner = :me AND #version = :version")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+            .expression_attribute_values(":me", s(&lease.owner))
+            .expression_attribute_values(":version", AttributeValue::N(lease.version.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(classify_sdk_error(PEER, "UpdateItem (lease release)", &e)),
+        }
+    }
+
+    fn fenced(&self, lease: &Lease) -> Self {
+        Self {
+            fence: Some(lease.clone()),
+            ..self.clone()
+        }
+    }
+
+    async fn hold(&self) -> Result<(), PortError> {
+        let Some(lease) = &self.fence else {
+            return Ok(());
+        };
+        let now = self.clock.elapsed();
+        if lease.surely_held(now) {
+            return Ok(());
+        }
+        match self.renew_lease(lease).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(lease.lost(
+                "it ran out and another worker took it, or it was released, while this work paused",
+            )),
+            Err(e) => Err(lease.lost(&format!("it could not be renewed: {e}"))),
+        }
     }
 }

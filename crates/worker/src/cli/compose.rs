@@ -32,6 +32,7 @@ const OIDC_CACHE: Duration = Duration::from_secs(3600);
 pub struct Root {
     config: aws_config::SdkConfig,
     table: String,
+    clock: std::sync::Arc<crate::clock::SystemClock>,
 }
 
 /// What refreshes egress tokens: the IdP client, where secrets are read, where they may go.
@@ -59,6 +60,7 @@ impl Root {
         Ok(Self {
             config,
             table: global.table.clone(),
+            clock: std::sync::Arc::default(),
         })
     }
 
@@ -71,6 +73,11 @@ impl Root {
     }
 
     /// The DynamoDB state store.
+    /// The one clock every command reads time from.
+    pub(crate) fn clock(&self) -> std::sync::Arc<crate::clock::SystemClock> {
+        std::sync::Arc::clone(&self.clock)
+    }
+
     pub(crate) fn state(&self) -> DynamoState {
         DynamoState::new(&self.config, &self.table)
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use registrar_core::ports::StateStore;
+use registrar_core::ports::{ResourceStore, TokenStore};
 use registrar_core::tokens::ManifestFields;
 use registrar_core::trust::{SecretBinding, TrustPolicy};
 

@@ -10,7 +10,9 @@ use super::Output;
 use super::args::{RegistryArgs, TrustArgs};
 use super::compose::Root;
 use super::parse;
-use crate::tokens::{Refreshed, TokenRows, now, token_rows};
+use registrar_core::ports::Clock;
+
+use crate::tokens::{Refreshed, TokenRows, token_rows};
 
 #[derive(Debug, Subcommand)]
 #[allow(
@@ -73,13 +75,12 @@ async fn status(root: &Root, output: Output) -> anyhow::Result<ExitCode> {
                 .collect();
             println!("{}", serde_json::to_string_pretty(&json)?);
         }
-        Output::Text => status_table(&rows),
+        Output::Text => status_table(&rows, root.clock().now_s() as i64),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn status_table(rows: &TokenRows) {
-    let now = now() as i64;
+fn status_table(rows: &TokenRows, now: i64) {
     println!(
         "{:<30} {:<9} {:<26} {:<11} {:<12} Last result",
         "Path", "Vendor", "Client", "Expires in", "Next refresh"
@@ -127,7 +128,8 @@ async fn refresh(
     enable: EnablePolicy,
     chosen: Chosen,
 ) -> anyhow::Result<ExitCode> {
-    let now = now() as i64;
+    let clock = root.clock();
+    let now = clock.now_s() as i64;
     let state = root.state();
     let client = root.registry(registry)?;
     let machinery = root.token_machinery(trust, regions, registry)?;
@@ -140,6 +142,7 @@ async fn refresh(
         identity: registry.identity(),
         enable,
         policy: registrar_core::refresh::RefreshPolicy::default(),
+        clock: &*clock,
     };
     let rows = token_rows(&state).await?;
     let selected: Vec<_> = rows
@@ -161,7 +164,7 @@ async fn refresh(
         let done = refresher
             .refresh(m, token.as_ref(), resource.as_ref())
             .await;
-        failed += usize::from(print_refreshed(&done));
+        failed += usize::from(print_refreshed(&done, clock.now_s() as i64));
     }
     Ok(if failed > 0 {
         ExitCode::from(1)
@@ -171,13 +174,13 @@ async fn refresh(
 }
 
 /// One line per refresh; true when it failed or was refused.
-fn print_refreshed(done: &Refreshed) -> bool {
+fn print_refreshed(done: &Refreshed, now: i64) -> bool {
     match &done.error {
         None => {
             println!(
                 "{:<30} refreshed, expires in {}{}",
                 done.path,
-                in_words(done.state.expires_at.unwrap_or(0) as i64 - now() as i64),
+                in_words(done.state.expires_at.unwrap_or(0) as i64 - now),
                 if done.enabled_now { ", enabled" } else { "" }
             );
             false

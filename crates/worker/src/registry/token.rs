@@ -133,7 +133,7 @@ impl ClientCredentialsToken {
     async fn token(&self) -> Result<SecretString, registrar_core::PortError> {
         use registrar_core::refresh::{RefreshPolicy, jwt_exp, lifetime, next_refresh};
         let mut cached = self.cached.lock().await;
-        let now = crate::tokens::now();
+        let now = registrar_core::ports::Clock::now_s(&crate::clock::SystemClock::new());
         if let Some((token, renew_at)) = cached.as_ref()
             && now < *renew_at
         {

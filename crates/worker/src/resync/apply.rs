@@ -28,6 +28,8 @@ pub struct Applier<'a, A, R, S> {
     pub enable: EnablePolicy,
     pub recorded: BTreeMap<String, RecordedResource>,
     pub manifests: BTreeMap<String, ManifestFields>,
+    /// Where the entries it creates or overwrites are noted, before each such write.
+    pub written: &'a crate::reconcile::WriteLog,
 }
 
 fn fail(outcome: Outcome, e: &PortError) -> Outcome {
@@ -75,8 +77,16 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
             Ok(Some(found)) => return Box::pin(self.replan(d, found)).await,
             Err(e) => return fail(outcome, &e),
         }
+        if let Err(e) = self.state.hold().await {
+            return fail(outcome, &e);
+        }
+        self.written.note(&d);
         match self.registry.register(&d).await {
-            Ok(()) => {}
+            Ok(()) => {
+                if let Err(e) = self.state.hold().await {
+                    return fail(outcome, &e);
+                }
+            }
             // Someone registered the path since our GET: decide again on what is there now.
             Err(e) if e.class == registrar_core::ErrorClass::Conflict && first_try => {
                 return match self.registry.get(d.collection(), &d.path).await {
@@ -93,6 +103,9 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
         let mut enabled = false;
         let mut message = String::new();
         if self.enable.at_registration(d.inbound_auth) {
+            if let Err(e) = self.state.hold().await {
+                return fail(outcome, &e);
+            }
             match self
                 .registry
                 .set_enabled(d.collection(), &d.path, true)
@@ -154,13 +167,19 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
     async fn update(&self, d: DesiredEntry, current: CurrentEntry) -> Outcome {
         let outcome = Outcome::for_desired(&d, Status::Updated, "");
         let adopted = matches!(current.owner(self.ctx.adopt_legacy), Owner::Legacy(_));
-        if let Err(e) = self.state.hold().await {
-            return fail(outcome, &e);
-        }
         if let Err(e) = self.state.claim_path(&d.path, &d.resource.arn).await {
             return fail(outcome, &e);
         }
+        if let Err(e) = self.state.hold().await {
+            return fail(outcome, &e);
+        }
+        self.written.note(&d);
         if let Err(e) = self.registry.update(&d, &current).await {
+            return fail(outcome, &e);
+        }
+        // A lease lost while the write was in flight: it may have landed after the next
+        // holder's work, which the caller then looks at again (see WriteLog).
+        if let Err(e) = self.state.hold().await {
             return fail(outcome, &e);
         }
         match self.after_write(&d, current.enabled, None).await {

@@ -58,6 +58,9 @@ pub struct Outcome {
     /// For failed rows: whether retrying can help.
     #[serde(skip)]
     pub error_class: Option<ErrorClass>,
+    /// For skipped rows: why, typed (the message is its text).
+    #[serde(skip)]
+    pub skip: Option<registrar_core::plan::SkipReason>,
 }
 
 fn registration_type(c: Collection) -> &'static str {
@@ -79,6 +82,7 @@ impl Outcome {
             status,
             message: message.into(),
             error_class: None,
+            skip: None,
         }
     }
 
@@ -99,6 +103,7 @@ impl Outcome {
             status,
             message: message.into(),
             error_class: None,
+            skip: None,
         }
     }
 
@@ -136,6 +141,7 @@ impl Outcome {
             status,
             message: message.into(),
             error_class: None,
+            skip: None,
         }
     }
 
@@ -163,7 +169,10 @@ impl Outcome {
                 name,
                 path,
                 reason,
-            } => Self::for_resource(resource, name, path, Status::Skipped, reason.clone()),
+            } => Self {
+                skip: Some(reason.clone()),
+                ..Self::for_resource(resource, name, path, Status::Skipped, reason.to_string())
+            },
         }
     }
 

@@ -10,8 +10,6 @@ pub mod oidc;
 pub mod schedule;
 pub mod secrets;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use registrar_core::desired::{Collection, InboundAuth, Pointing};
 use registrar_core::enable::EnablePolicy;
 use registrar_core::plan::{RecordedResource, RegistryIdentity};
@@ -105,14 +103,6 @@ pub async fn token_rows<S: StateStore>(state: &S) -> Result<TokenRows, PortError
     Ok(rows)
 }
 
-/// Unix seconds now.
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Everything a refresh needs.
 #[derive(Debug)]
 pub struct Refresher<'a, R, S> {
@@ -125,6 +115,8 @@ pub struct Refresher<'a, R, S> {
     pub identity: Option<RegistryIdentity>,
     pub enable: EnablePolicy,
     pub policy: RefreshPolicy,
+    /// Issue times, retry times and their jitter.
+    pub clock: &'a dyn registrar_core::ports::Clock,
 }
 
 /// How one refresh went.
@@ -157,7 +149,7 @@ impl<R: Registry, S: StateStore> Refresher<'_, R, S> {
         previous: Option<&TokenState>,
         recorded: Option<&RecordedResource>,
     ) -> Refreshed {
-        let started = now();
+        let started = self.clock.now_s();
         match self.issue_and_deliver(row, recorded).await {
             Ok((state, enabled_now)) => {
                 if let Err(e) = self.state.record_token(&row.arn, &state).await {
@@ -182,7 +174,7 @@ impl<R: Registry, S: StateStore> Refresher<'_, R, S> {
                         started,
                         expires_at,
                         failures,
-                        crate::consumer::jitter(),
+                        self.clock.jitter(),
                         &self.policy,
                     )
                 };
@@ -276,7 +268,7 @@ impl<R: Registry, S: StateStore> Refresher<'_, R, S> {
             .oidc
             .issue(self.trust, &issuer, &client_id, &secret.secret, &request)
             .await?;
-        let issued = now();
+        let issued = self.clock.now_s();
         let life = lifetime(
             token.expires_in,
             jwt_exp(token.access_token.expose_secret()),
@@ -301,7 +293,7 @@ impl<R: Registry, S: StateStore> Refresher<'_, R, S> {
         }
         let state = TokenState {
             expires_at: Some(issued + life),
-            next_refresh_at: next_refresh(issued, life, crate::consumer::jitter(), &self.policy),
+            next_refresh_at: next_refresh(issued, life, self.clock.jitter(), &self.policy),
             last_result: "ok".into(),
             failures: 0,
             client_id: Some(client_id),

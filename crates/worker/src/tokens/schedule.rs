@@ -11,7 +11,7 @@ use registrar_core::ports::{Registry, StateStore};
 use registrar_core::refresh::expiring_unrefreshed;
 use tokio_util::sync::CancellationToken;
 
-use super::{Refresher, now, token_rows};
+use super::{Refresher, token_rows};
 
 /// Counters of the token loop (read by `/metrics`).
 #[derive(Debug, Default)]
@@ -45,7 +45,8 @@ pub async fn run<R: Registry, S: StateStore>(
     loop {
         let wake = match tick(refresher, owner, schedule, stats).await {
             Ok(next_due) => {
-                let until_due = Duration::from_secs(next_due.saturating_sub(now()));
+                let until_due =
+                    Duration::from_secs(next_due.saturating_sub(refresher.clock.now_s()));
                 until_due.clamp(Duration::from_millis(500), schedule.check_every)
             }
             Err(e) => {
@@ -68,7 +69,7 @@ async fn tick<R: Registry, S: StateStore>(
     stats: &TokenStats,
 ) -> Result<u64, registrar_core::PortError> {
     let rows = token_rows(refresher.state).await?;
-    let at = now();
+    let at = refresher.clock.now_s();
     let mut next_due = at + schedule.check_every.as_secs();
     let mut expiring = 0;
     let mut due = Vec::new();

@@ -1,0 +1,326 @@
+//! What every state store does: records and pointers, path claims, manifests and token
+//! state, refresh claims, versioned leases, and fencing.
+
+use std::time::Duration;
+
+use registrar_core::ErrorClass;
+use registrar_core::desired::{DeriveOptions, gateway_entry};
+use registrar_core::identity::ResourceKey;
+use registrar_core::ports::StateStore;
+
+use crate::fixtures::{gateway, recorded, server_entry, token};
+
+fn key_of(r: &registrar_core::plan::RecordedResource) -> ResourceKey {
+    ResourceKey {
+        kind: r.resource.kind,
+        account: r.resource.account.clone(),
+        region: r.resource.region.clone(),
+        id: r.resource.id.clone(),
+        gateway_id: r.resource.gateway_id.clone(),
+    }
+}
+
+fn lease_lost<T: std::fmt::Debug>(r: Result<T, registrar_core::PortError>, what: &str) {
+    let e = r.expect_err(what);
+    assert_eq!(e.class, ErrorClass::Transient, "{what}: {e}");
+    assert!(e.to_string().contains("lease lost"), "{what}: {e}");
+}
+
+/// Records, pointers and path claims.
+pub async fn resources<S: StateStore>(store: &S) {
+    let a = recorded(&server_entry("alpha", "gw-alpha"));
+    let b = recorded(&server_entry("beta", "gw-beta"));
+    assert_eq!(store.lookup(&key_of(&a)).await.expect("lookup"), None);
+    store.record(&a).await.expect("record a");
+    store.record(&b).await.expect("record b");
+    assert_eq!(
+        store.lookup(&key_of(&a)).await.expect("lookup"),
+        Some(a.clone())
+    );
+    let mut changed = a.clone();
+    changed.fingerprint = "changed".into();
+    changed.enabled_set = false;
+    store.record(&changed).await.expect("record again");
+    assert_eq!(
+        store.lookup(&key_of(&a)).await.expect("lookup"),
+        Some(changed.clone())
+    );
+    store.mark_enabled(&a.resource.arn).await.expect("mark");
+    let marked = store
+        .lookup(&key_of(&a))
+        .await
+        .expect("lookup")
+        .expect("row");
+    assert!(marked.enabled_set, "marked enabled");
+    let all = store.resources().await.expect("resources");
+    assert_eq!(all.len(), 2, "{all:?}");
+    store.forget(&a.resource.arn).await.expect("forget");
+    assert_eq!(store.lookup(&key_of(&a)).await.expect("lookup"), None);
+    assert!(
+        store.mark_enabled(&a.resource.arn).await.is_err(),
+        "no row to mark"
+    );
+    let left: Vec<String> = store
+        .resources()
+        .await
+        .expect("resources")
+        .into_iter()
+        .map(|r| r.resource.arn)
+        .collect();
+    assert_eq!(left, std::slice::from_ref(&b.resource.arn));
+
+    // One resource per path.
+    let (one, two) = (a.resource.arn.as_str(), b.resource.arn.as_str());
+    assert_eq!(store.claim_path("/shared", one).await.expect("claim"), None);
+    assert_eq!(
+        store.claim_path("/shared", one).await.expect("again"),
+        None,
+        "idempotent"
+    );
+    assert_eq!(
+        store.claim_path("/shared", two).await.expect("claim"),
+        Some(one.to_owned())
+    );
+    store
+        .release_path("/shared", two)
+        .await
+        .expect("not its claim");
+    assert_eq!(
+        store.claim_path("/shared", two).await.expect("claim"),
+        Some(one.to_owned()),
+        "another resource cannot release it"
+    );
+    store.release_path("/shared", one).await.expect("release");
+    assert_eq!(store.claim_path("/shared", two).await.expect("claim"), None);
+}
+
+/// Manifest rows, token state and the one-refresher claim.
+pub async fn tokens<S: StateStore>(store: &S) {
+    let d = gateway_entry(
+        &gateway("jwt", "gw-jwt", Some("https://idp.example")),
+        DeriveOptions::default(),
+    )
+    .expect("registrable");
+    let m = d
+        .manifest
+        .clone()
+        .expect("a CUSTOM_JWT gateway has a manifest row");
+    let arn = m.arn.clone();
+    assert_eq!(store.manifest(&arn).await.expect("manifest"), None);
+    store.put_manifest(&m).await.expect("put");
+    assert_eq!(
+        store.manifest(&arn).await.expect("manifest"),
+        Some(m.clone())
+    );
+    assert_eq!(
+        store.manifests().await.expect("manifests"),
+        std::slice::from_ref(&m)
+    );
+
+    // Never refreshed: one claim wins until it runs out; a stale view never wins.
+    let now = 1_000_000;
+    assert!(
+        store
+            .claim_refresh(&arn, None, "w1", now, now + 60)
+            .await
+            .expect("claim")
+    );
+    assert!(
+        !store
+            .claim_refresh(&arn, None, "w2", now + 1, now + 61)
+            .await
+            .expect("claim")
+    );
+    assert!(
+        store
+            .claim_refresh(&arn, None, "w2", now + 61, now + 121)
+            .await
+            .expect("claim"),
+        "a claim that ran out can be taken"
+    );
+    // Recording the refreshed state ends the claim; the next claim must have seen it.
+    store
+        .record_token(&arn, &token(now + 70, now + 3000))
+        .await
+        .expect("record");
+    let tokens = store.tokens().await.expect("tokens");
+    assert_eq!(tokens, [(arn.clone(), token(now + 70, now + 3000))]);
+    assert!(
+        !store
+            .claim_refresh(&arn, None, "w1", now + 3001, now + 3060)
+            .await
+            .expect("stale")
+    );
+    assert!(
+        !store
+            .claim_refresh(&arn, Some(now + 1), "w1", now + 3001, now + 3060)
+            .await
+            .expect("stale")
+    );
+    assert!(
+        store
+            .claim_refresh(&arn, Some(now + 3000), "w1", now + 3001, now + 3060)
+            .await
+            .expect("due")
+    );
+
+    // Rewriting the manifest keeps the token state; deleting it takes both.
+    store.put_manifest(&m).await.expect("rewrite");
+    assert_eq!(store.tokens().await.expect("tokens").len(), 1);
+    store.delete_manifest(&arn).await.expect("delete");
+    assert_eq!(store.manifest(&arn).await.expect("manifest"), None);
+    assert!(store.manifests().await.expect("manifests").is_empty());
+    assert!(store.tokens().await.expect("tokens").is_empty());
+}
+
+/// Leases and fencing. `pass` lets at least the given time go by (sleeping on a real clock,
+/// advancing a paused one).
+/// `ttl` must outlast a handful of the store's calls.
+pub async fn leases<S: StateStore, F: AsyncFn(Duration)>(store: &S, ttl: Duration, pass: F) {
+    let name = "key#gateway#us-east-1#gw-fenced";
+    let d = server_entry("fenced", "gw-fenced");
+    let row = recorded(&d);
+    let m = gateway_entry(
+        &gateway("fenced", "gw-fenced", Some("https://idp.example")),
+        DeriveOptions::default(),
+    )
+    .expect("registrable")
+    .manifest
+    .expect("manifest");
+    let arn = row.resource.arn.clone();
+
+    // A holds the lease and writes under it; B cannot take it meanwhile.
+    let a = store
+        .acquire_lease(name, "worker-a", ttl)
+        .await
+        .expect("acquire")
+        .expect("free");
+    assert!(
+        store
+            .acquire_lease(name, "worker-b", ttl)
+            .await
+            .expect("acquire")
+            .is_none()
+    );
+    let stale = store.fenced(&a);
+    stale.hold().await.expect("held");
+    assert_eq!(stale.claim_path(&d.path, &arn).await.expect("claim"), None);
+    stale.record(&row).await.expect("record");
+    stale.put_manifest(&m).await.expect("manifest");
+    stale.mark_enabled(&arn).await.expect("mark");
+    assert!(
+        store.renew_lease(&a).await.expect("renew"),
+        "the holder renews"
+    );
+
+    // A stalls past its lease; B takes it (a newer version) and handles the deletion.
+    pass(ttl * 2).await;
+    let b = store
+        .acquire_lease(name, "worker-b", Duration::from_secs(30))
+        .await
+        .expect("acquire")
+        .expect("A's lease ran out");
+    assert!(b.version > a.version, "versions only grow");
+    let next = store.fenced(&b);
+    next.release_path(&d.path, &arn).await.expect("release");
+    next.forget(&arn).await.expect("forget");
+    next.delete_manifest(&arn).await.expect("delete manifest");
+
+    // A wakes: its lease is gone, and none of its writes lands.
+    assert!(
+        !store.renew_lease(&a).await.expect("renew"),
+        "A's renewal fails"
+    );
+    lease_lost(stale.hold().await, "hold");
+    lease_lost(stale.record(&row).await, "record");
+    lease_lost(stale.claim_path(&d.path, &arn).await, "claim");
+    lease_lost(stale.put_manifest(&m).await, "manifest");
+    assert!(stale.mark_enabled(&arn).await.is_err(), "no row to mark");
+    store.release_lease(&a).await.expect("release");
+    assert!(
+        store.renew_lease(&b).await.expect("renew"),
+        "A's release left B's lease alone"
+    );
+
+    // Tombstones are invisible to readers.
+    let key = key_of(&row);
+    assert_eq!(store.lookup(&key).await.expect("lookup"), None);
+    assert_eq!(store.manifest(&arn).await.expect("manifest"), None);
+    assert!(
+        store
+            .resources()
+            .await
+            .expect("resources")
+            .iter()
+            .all(|r| r.resource.arn != arn)
+    );
+    assert!(
+        store
+            .manifests()
+            .await
+            .expect("manifests")
+            .iter()
+            .all(|x| x.arn != arn)
+    );
+
+    // The next holder, and an unfenced writer (a rescan), write over them as usual.
+    assert_eq!(next.claim_path(&d.path, &arn).await.expect("claim"), None);
+    next.record(&row).await.expect("record");
+    next.put_manifest(&m).await.expect("manifest");
+    next.mark_enabled(&arn).await.expect("mark");
+    assert_eq!(store.lookup(&key).await.expect("lookup"), Some(row.clone()));
+    assert_eq!(
+        store.manifest(&arn).await.expect("manifest"),
+        Some(m.clone())
+    );
+    next.forget(&arn).await.expect("forget");
+    store
+        .record(&row)
+        .await
+        .expect("an unfenced write over a tombstone");
+    assert_eq!(store.lookup(&key).await.expect("lookup"), Some(row));
+
+    // Released, it is free at once, under a newer version.
+    store.release_lease(&b).await.expect("release");
+    pass(Duration::from_millis(5)).await;
+    let c = store
+        .acquire_lease(name, "worker-c", ttl)
+        .await
+        .expect("acquire")
+        .expect("released");
+    assert!(c.version > b.version);
+}
+
+/// Versions only grow, even when the next holder's clock is behind the last one's: `ahead`
+/// and `behind` are the same table seen by two processes, `behind`'s clock slower by more
+/// than the lease takes.
+pub async fn lease_versions_under_skew<S: StateStore>(ahead: &S, behind: &S) {
+    let name = "key#runtime#us-east-1#rt-skew";
+    let ttl = Duration::from_secs(30);
+    let first = ahead
+        .acquire_lease(name, "fast", ttl)
+        .await
+        .expect("acquire")
+        .expect("free");
+    ahead.release_lease(&first).await.expect("release");
+    let second = behind
+        .acquire_lease(name, "slow", ttl)
+        .await
+        .expect("acquire")
+        .expect("released, so free");
+    assert!(
+        second.version > first.version,
+        "a clock behind does not take the version back: {} then {}",
+        first.version,
+        second.version
+    );
+    assert!(behind.renew_lease(&second).await.expect("renew"));
+    assert!(!ahead.renew_lease(&first).await.expect("renew"));
+    behind.release_lease(&second).await.expect("release");
+    let third = ahead
+        .acquire_lease(name, "fast", ttl)
+        .await
+        .expect("acquire")
+        .expect("free");
+    assert!(third.version > second.version);
+}

@@ -1,0 +1,387 @@
+//! The state table in memory, with the DynamoDB adapter's semantics: conditional path claims,
+//! refresh claims, versioned leases, and fenced writes (a write refused where an item was
+//! written under a newer lease; fenced deletions leave tombstones). `contract::state` holds
+//! both to the same behaviour.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use registrar_core::identity::ResourceKey;
+use registrar_core::plan::RecordedResource;
+use registrar_core::ports::{Clock, Lease, LeaseStore, ResourceStore, TokenStore};
+use registrar_core::refresh::TokenState;
+use registrar_core::tokens::ManifestFields;
+use registrar_core::{ErrorClass, PortError};
+
+/// One item: its value (`None`: a tombstone) and the version of the lease that wrote it.
+#[derive(Debug, Clone)]
+struct Row<T> {
+    value: Option<T>,
+    fence: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct TokenRow {
+    state: Option<TokenState>,
+    claim_until: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct LeaseRow {
+    owner: String,
+    version: u64,
+    expires_at_ms: u64,
+}
+
+#[derive(Debug, Default)]
+struct Tables {
+    resources: BTreeMap<String, Row<RecordedResource>>,
+    pointers: BTreeMap<String, Row<String>>,
+    claims: BTreeMap<String, Row<String>>,
+    manifests: BTreeMap<String, Row<ManifestFields>>,
+    tokens: BTreeMap<String, TokenRow>,
+    leases: BTreeMap<String, LeaseRow>,
+}
+
+/// The state table in memory. Clones share the table; [`LeaseStore::fenced`] makes a view
+/// whose writes are fenced.
+#[derive(Debug, Clone)]
+pub struct MemoryState {
+    tables: Arc<Mutex<Tables>>,
+    clock: Arc<dyn Clock>,
+    fence: Option<Lease>,
+}
+
+fn pointer_key(key: &ResourceKey) -> String {
+    format!("{}#{}#{}", key.kind.as_str(), key.region, key.id)
+}
+
+impl MemoryState {
+    /// An empty table whose leases read `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            tables: Arc::default(),
+            clock,
+            fence: None,
+        }
+    }
+
+    /// This table, seen by a process with another clock (a replica whose clock is off).
+    pub fn with_clock(&self, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            ..self.clone()
+        }
+    }
+
+    fn tables(&self) -> MutexGuard<'_, Tables> {
+        self.tables.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Refuses a fenced write over an item written under a newer lease.
+    fn admit(&self, what: &str, written_under: Option<u64>) -> Result<(), PortError> {
+        match (&self.fence, written_under) {
+            (Some(lease), Some(theirs)) if theirs > lease.version => Err(lease.lost(&format!(
+                "the {what} was written under a newer lease, version {theirs} > ours {}",
+                lease.version
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn put<T>(
+        &self,
+        what: &str,
+        rows: &mut BTreeMap<String, Row<T>>,
+        key: &str,
+        value: T,
+    ) -> Result<(), PortError> {
+        self.admit(what, rows.get(key).and_then(|r| r.fence))?;
+        let fence = self.fence.as_ref().map(|l| l.version);
+        rows.insert(
+            key.to_owned(),
+            Row {
+                value: Some(value),
+                fence,
+            },
+        );
+        Ok(())
+    }
+
+    fn delete<T>(
+        &self,
+        what: &str,
+        rows: &mut BTreeMap<String, Row<T>>,
+        key: &str,
+    ) -> Result<(), PortError> {
+        match &self.fence {
+            None => {
+                rows.remove(key);
+                Ok(())
+            }
+            Some(lease) => {
+                self.admit(what, rows.get(key).and_then(|r| r.fence))?;
+                rows.insert(
+                    key.to_owned(),
+                    Row {
+                        value: None,
+                        fence: Some(lease.version),
+                    },
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+impl ResourceStore for MemoryState {
+    async fn resources(&self) -> Result<Vec<RecordedResource>, PortError> {
+        Ok(self
+            .tables()
+            .resources
+            .values()
+            .filter_map(|r| r.value.clone())
+            .collect())
+    }
+
+    async fn record(&self, r: &RecordedResource) -> Result<(), PortError> {
+        let mut t = self.tables();
+        let key = pointer_key(&ResourceKey {
+            kind: r.resource.kind,
+            account: r.resource.account.clone(),
+            region: r.resource.region.clone(),
+            id: r.resource.id.clone(),
+            gateway_id: r.resource.gateway_id.clone(),
+        });
+        let t = &mut *t;
+        self.put("resource row", &mut t.resources, &r.resource.arn, r.clone())?;
+        self.put("key pointer", &mut t.pointers, &key, r.resource.arn.clone())
+    }
+
+    async fn forget(&self, arn: &str) -> Result<(), PortError> {
+        let mut t = self.tables();
+        let t = &mut *t;
+        if let Some(r) = t.resources.get(arn).and_then(|r| r.value.clone()) {
+            let key = pointer_key(&ResourceKey {
+                kind: r.resource.kind,
+                account: r.resource.account,
+                region: r.resource.region,
+                id: r.resource.id,
+                gateway_id: r.resource.gateway_id,
+            });
+            self.delete("key pointer", &mut t.pointers, &key)?;
+        }
+        self.delete("resource row", &mut t.resources, arn)
+    }
+
+    async fn lookup(&self, key: &ResourceKey) -> Result<Option<RecordedResource>, PortError> {
+        let t = self.tables();
+        Ok(t.pointers
+            .get(&pointer_key(key))
+            .and_then(|p| p.value.as_ref())
+            .and_then(|arn| t.resources.get(arn))
+            .and_then(|r| r.value.clone()))
+    }
+
+    async fn claim_path(&self, path: &str, arn: &str) -> Result<Option<String>, PortError> {
+        let mut t = self.tables();
+        if let Some(holder) = t.claims.get(path).and_then(|c| c.value.clone())
+            && holder != arn
+        {
+            return Ok(Some(holder));
+        }
+        self.put("path claim", &mut t.claims, path, arn.to_owned())?;
+        Ok(None)
+    }
+
+    async fn release_path(&self, path: &str, arn: &str) -> Result<(), PortError> {
+        let mut t = self.tables();
+        if t.claims.get(path).and_then(|c| c.value.as_deref()) != Some(arn) {
+            return Ok(()); // not ours to release
+        }
+        self.delete("path claim", &mut t.claims, path)
+    }
+
+    async fn mark_enabled(&self, arn: &str) -> Result<(), PortError> {
+        let mut t = self.tables();
+        let fence = self.fence.as_ref().map(|l| l.version);
+        let Some(row) = t.resources.get_mut(arn).filter(|r| r.value.is_some()) else {
+            return Err(PortError::new(
+                "state",
+                "mark enabled",
+                ErrorClass::Transient,
+                format!("no resource row for {arn}"),
+            ));
+        };
+        self.admit("resource row", row.fence)?;
+        if let Some(r) = row.value.as_mut() {
+            r.enabled_set = true;
+        }
+        if fence.is_some() {
+            row.fence = fence;
+        }
+        Ok(())
+    }
+}
+
+impl TokenStore for MemoryState {
+    async fn manifest(&self, arn: &str) -> Result<Option<ManifestFields>, PortError> {
+        Ok(self
+            .tables()
+            .manifests
+            .get(arn)
+            .and_then(|m| m.value.clone()))
+    }
+
+    async fn put_manifest(&self, row: &ManifestFields) -> Result<(), PortError> {
+        let mut t = self.tables();
+        self.put("manifest row", &mut t.manifests, &row.arn, row.clone())
+    }
+
+    async fn delete_manifest(&self, arn: &str) -> Result<(), PortError> {
+        let mut t = self.tables();
+        self.delete("manifest row", &mut t.manifests, arn)?;
+        t.tokens.remove(arn);
+        Ok(())
+    }
+
+    async fn manifests(&self) -> Result<Vec<ManifestFields>, PortError> {
+        Ok(self
+            .tables()
+            .manifests
+            .values()
+            .filter_map(|m| m.value.clone())
+            .collect())
+    }
+
+    async fn record_token(&self, arn: &str, token: &TokenState) -> Result<(), PortError> {
+        // A whole new item, as DynamoDB's PutItem: the refresh claim ends with it.
+        self.tables().tokens.insert(
+            arn.to_owned(),
+            TokenRow {
+                state: Some(token.clone()),
+                claim_until: None,
+            },
+        );
+        Ok(())
+    }
+
+    async fn tokens(&self) -> Result<Vec<(String, TokenState)>, PortError> {
+        Ok(self
+            .tables()
+            .tokens
+            .iter()
+            .map(|(arn, row)| {
+                // A claim-only item reads as a state with nothing recorded, as in DynamoDB.
+                let state = row.state.clone().unwrap_or(TokenState {
+                    expires_at: None,
+                    next_refresh_at: 0,
+                    last_result: String::new(),
+                    failures: 0,
+                    client_id: None,
+                    refreshed_at: None,
+                });
+                (arn.clone(), state)
+            })
+            .collect())
+    }
+
+    async fn claim_refresh(
+        &self,
+        arn: &str,
+        seen: Option<u64>,
+        _owner: &str,
+        now: u64,
+        until: u64,
+    ) -> Result<bool, PortError> {
+        let mut t = self.tables();
+        let row = t.tokens.entry(arn.to_owned()).or_default();
+        let next = row.state.as_ref().map(|s| s.next_refresh_at);
+        let still_due = next == seen;
+        let unclaimed = row.claim_until.is_none_or(|c| c < now);
+        if still_due && unclaimed {
+            row.claim_until = Some(until);
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+}
+
+impl LeaseStore for MemoryState {
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, PortError> {
+        let now = self.clock.now_ms();
+        let mut t = self.tables();
+        let version = match t.leases.get(name) {
+            Some(l) if l.expires_at_ms >= now && l.owner != owner => return Ok(None),
+            Some(l) => now.max(l.version + 1),
+            None => now,
+        };
+        t.leases.insert(
+            name.to_owned(),
+            LeaseRow {
+                owner: owner.to_owned(),
+                version,
+                expires_at_ms: now + ttl.as_millis() as u64,
+            },
+        );
+        Ok(Some(Lease::new(
+            name,
+            owner,
+            version,
+            ttl,
+            self.clock.elapsed(),
+        )))
+    }
+
+    async fn renew_lease(&self, lease: &Lease) -> Result<bool, PortError> {
+        let now = self.clock.now_ms();
+        let mut t = self.tables();
+        match t.leases.get_mut(&lease.name) {
+            Some(l) if l.owner == lease.owner && l.version == lease.version => {
+                l.expires_at_ms = now + lease.ttl.as_millis() as u64;
+                lease.confirm(self.clock.elapsed());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<(), PortError> {
+        // Kept, expired, so that the next version exceeds this one.
+        if let Some(l) = self
+            .tables()
+            .leases
+            .get_mut(&lease.name)
+            .filter(|l| l.owner == lease.owner && l.version == lease.version)
+        {
+            l.expires_at_ms = 0;
+        }
+        Ok(())
+    }
+
+    fn fenced(&self, lease: &Lease) -> Self {
+        Self {
+            fence: Some(lease.clone()),
+            ..self.clone()
+        }
+    }
+
+    async fn hold(&self) -> Result<(), PortError> {
+        let Some(lease) = &self.fence else {
+            return Ok(());
+        };
+        if lease.surely_held(self.clock.elapsed()) || self.renew_lease(lease).await? {
+            return Ok(());
+        }
+        Err(lease.lost(
+            "it ran out and another worker took it, or it was released, while this work paused",
+        ))
+    }
+}
