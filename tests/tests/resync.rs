@@ -688,31 +688,48 @@ async fn bad_settings_are_refused_at_start_up_with_a_message_naming_them() -> an
             && stderr.contains("got \"agentcore-events\""),
         "{stderr}"
     );
-    // Every wrong setting at once, by flag and variable.
+    // A flag's own range is checked on the flag, before anything runs: the message names the
+    // flag, its variable, the rule and the value, from the command line or the environment.
+    let queue = [
+        "worker",
+        "--queue-url",
+        "https://sqs.us-east-1.amazonaws.com/1/q",
+    ];
+    for (flags, vars, expected) in [
+        (
+            &["--concurrency", "0"][..],
+            &[][..],
+            "--concurrency (REGISTRAR_CONCURRENCY) must be at least 1, got 0",
+        ),
+        (
+            &["--wait-cap", "1000"],
+            &[],
+            "--wait-cap (REGISTRAR_WAIT_CAP) must be 1..=900 seconds (the SQS delay limit), got 1000",
+        ),
+        (
+            &[],
+            &[("REGISTRAR_VISIBILITY_TIMEOUT", "50000")],
+            "--visibility-timeout (REGISTRAR_VISIBILITY_TIMEOUT) must be 1..=43200 seconds (the SQS limit), got 50000",
+        ),
+    ] {
+        let args: Vec<&str> = queue.iter().chain(flags).copied().collect();
+        let out = env.cli_with_env(&args, vars).await?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(expected), "{expected}\n{stderr}");
+    }
+    // Settings that must agree with each other: every wrong one at once, by flag and variable.
     let out = env
         .cli_with_env(
-            &[
-                "worker",
-                "--queue-url",
-                "https://sqs.us-east-1.amazonaws.com/1/q",
-                "--concurrency",
-                "0",
-                "--wait-cap",
-                "1000",
-            ],
-            &[
-                ("REGISTRAR_VISIBILITY_TIMEOUT", "50000"),
-                ("REGISTRAR_SECRET_NAME_PATTERN", "static-name"),
-            ],
+            &[&queue[..], &["--wait-base", "100", "--wait-cap", "50"]].concat(),
+            &[("REGISTRAR_SECRET_NAME_PATTERN", "static-name")],
         )
         .await?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     for expected in [
-        "4 settings are wrong",
-        "--concurrency (REGISTRAR_CONCURRENCY) must be at least 1, got 0",
-        "--wait-cap (REGISTRAR_WAIT_CAP) must be between --wait-base and 900 seconds",
-        "--visibility-timeout (REGISTRAR_VISIBILITY_TIMEOUT) must be 1..=43200 seconds",
+        "2 settings are wrong",
+        "--wait-cap (REGISTRAR_WAIT_CAP) must be between --wait-base and 900 seconds (the SQS delay limit), got 50",
         "--secret-name-pattern (REGISTRAR_SECRET_NAME_PATTERN) must be a fixed prefix then {name}",
     ] {
         assert!(stderr.contains(expected), "{expected}\n{stderr}");

@@ -78,12 +78,12 @@ pub async fn run(
     args: DoctorArgs,
 ) -> anyhow::Result<ExitCode> {
     let deadline = Duration::from_secs(args.deadline);
-    let regions = crate::cli::regions_read(config, &args.reach.regions);
+    let regions = crate::cli::compose::regions_read(config, &args.reach.regions);
     let event_names = rules::shipped_event_names();
 
     let aws = bounded(deadline, "aws", async {
         let mut out = vec![accounts::credentials(config).await];
-        match args.reach.fleet(config).await {
+        match crate::cli::compose::fleet(config, &args.reach).await {
             Ok(fleet) => out.extend(accounts::agentcore(&fleet, &args.reach.member_role_name).await),
             Err(e) => out.push(Check::fail(
                 "aws",
@@ -125,7 +125,7 @@ pub async fn run(
     // Not bounded as a whole: each call has its own deadline, and the probe must get to its
     // removal whatever happened before.
     let registry = async {
-        match crate::cli::registry_client(&args.registry) {
+        match crate::cli::compose::registry_client(&args.registry) {
             Ok(client) => {
                 let url =
                     registrar_core::trust::shown(args.registry.registry_url.trim_end_matches('/'));
@@ -150,7 +150,7 @@ pub async fn run(
         }
     };
     let issuers = async {
-        match args.trust.policy(&regions, Some(&args.registry)) {
+        match crate::cli::compose::trust_policy(&args.trust, &regions, Some(&args.registry)) {
             Ok(policy) => issuers::check(&policy, &args.trust.trusted_issuers, deadline).await,
             Err(e) => vec![Check::fail(
                 "issuer",
