@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::fingerprint::fingerprint;
-use crate::identity::{ResourceKind, ResourceRef};
+use crate::identity::{ResourceKind, ResourceRef, SOURCE};
 use crate::naming::{display_name, is_slug_path, quote_all, registry_path, target_path};
 use crate::observed::{
     Arn, AuthorizerType, GatewaySnapshot, JwtAuthorizer, RuntimeSnapshot, ServerProtocol,
@@ -14,10 +14,6 @@ use crate::observed::{
 use crate::outbound::check_outbound_url;
 use crate::tokens::{IdpVendor, ManifestFields};
 
-/// `metadata.source` of every entry this service writes.
-pub const SOURCE: &str = "agentcore-registrar";
-/// `metadata.source` of entries written by the registry's Python tool (adoptable).
-pub const LEGACY_SOURCE: &str = "agentcore-sync";
 /// `auth_provider` sent for every server.
 const AUTH_PROVIDER: &str = "bedrock-agentcore";
 

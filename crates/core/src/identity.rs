@@ -3,8 +3,14 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::desired::{LEGACY_SOURCE, SOURCE};
 use crate::observed::{Arn, unqualified_runtime_arn};
+
+/// `metadata.source` of every entry this service writes: with the resource's ARN, what makes an
+/// entry ours ([`Owner::Us`]).
+pub const SOURCE: &str = "agentcore-registrar";
+/// `metadata.source` of entries written by the registry's Python tool ([`Owner::Legacy`],
+/// adoptable).
+pub const LEGACY_SOURCE: &str = "agentcore-sync";
 
 /// The kinds of AgentCore resource the registrar registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
