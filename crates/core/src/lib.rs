@@ -20,4 +20,4 @@ pub mod refresh;
 pub mod tokens;
 pub mod trust;
 
-pub use error::{ErrorClass, PortError};
+pub use error::{ErrorClass, ErrorSource, PortError};

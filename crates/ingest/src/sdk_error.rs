@@ -43,6 +43,24 @@ where
     }
 }
 
+/// [`classify_sdk_error`], keeping what the SDK error wraps (the modelled service error, or the
+/// dispatch, timeout or parse failure) as the source. The raw HTTP response is dropped: for
+/// `GetSecretValue` or `DescribeUserPoolClient` its body may hold a secret.
+pub fn from_sdk_error<E>(
+    peer: &'static str,
+    operation: &str,
+    err: SdkError<E, HttpResponse>,
+) -> PortError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let classified = classify_sdk_error(peer, operation, &err);
+    match err.into_source() {
+        Ok(source) => classified.with_boxed_source(source),
+        Err(_) => classified,
+    }
+}
+
 /// The class of a service error from its code and HTTP status.
 pub fn class_of(code: &str, status: u16) -> ErrorClass {
     match code {

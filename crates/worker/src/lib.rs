@@ -3,11 +3,13 @@
 
 pub mod aws;
 pub mod cli;
+pub mod clock;
 pub mod consumer;
 pub mod doctor;
 pub mod emf;
 pub mod fresh;
 pub mod gate;
+pub mod net;
 pub mod reconcile;
 pub mod registry;
 pub mod resync;

@@ -9,21 +9,35 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 /// Why no token could be read. Names the file; never contains the token.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum TokenFileError {
     /// The file is missing or unreadable.
-    #[error("cannot read registry token file {path}: {reason}")]
-    Unreadable { path: String, reason: String },
+    #[error("cannot read registry token file {path}")]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// What the file system said.
+        #[source]
+        source: std::io::Error,
+    },
     /// The file holds no token in any shape the registry tools write.
     #[error(
         "registry token file {path} has no token: expected JSON with `access_token` or `token` at the top level or under `tokens`, or a bare token"
     )]
-    NoToken { path: String },
+    NoToken {
+        /// The file.
+        path: String,
+    },
     /// Other users of the machine could read (or replace) the token.
     #[error(
         "registry token file {path} is open to other users (mode {mode:04o}): chmod 600 it, or pass --allow-shared-token-file (REGISTRAR_ALLOW_SHARED_TOKEN_FILE) if a mount cannot be made private"
     )]
-    Shared { path: String, mode: u32 },
+    Shared {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 /// A token file in any shape `registry-contract.md` §2.1 lists: `{"access_token"}`,
@@ -61,9 +75,9 @@ impl TokenFile {
     /// The current token; the file is parsed again only when its mtime or size changed.
     pub fn token(&self) -> Result<SecretString, TokenFileError> {
         let display = self.path.display().to_string();
-        let unreadable = |e: std::io::Error| TokenFileError::Unreadable {
+        let unreadable = |source: std::io::Error| TokenFileError::Unreadable {
             path: display.clone(),
-            reason: e.to_string(),
+            source,
         };
         let meta = std::fs::metadata(&self.path).map_err(unreadable)?;
         #[cfg(unix)]
@@ -101,7 +115,7 @@ impl TokenFile {
 /// stops on an expired registry token.
 #[derive(Debug)]
 pub struct ClientCredentialsToken {
-    pub oidc: crate::tokens::oidc::Oidc,
+    pub oidc: crate::net::oauth::Oidc,
     pub trust: registrar_core::trust::TrustPolicy,
     pub issuer: registrar_core::trust::TrustedIssuer,
     pub client_id: String,
@@ -112,7 +126,7 @@ pub struct ClientCredentialsToken {
 
 impl ClientCredentialsToken {
     pub fn new(
-        oidc: crate::tokens::oidc::Oidc,
+        oidc: crate::net::oauth::Oidc,
         trust: registrar_core::trust::TrustPolicy,
         issuer: registrar_core::trust::TrustedIssuer,
         client_id: String,
@@ -133,7 +147,7 @@ impl ClientCredentialsToken {
     async fn token(&self) -> Result<SecretString, registrar_core::PortError> {
         use registrar_core::refresh::{RefreshPolicy, jwt_exp, lifetime, next_refresh};
         let mut cached = self.cached.lock().await;
-        let now = crate::tokens::now();
+        let now = crate::clock::now();
         if let Some((token, renew_at)) = cached.as_ref()
             && now < *renew_at
         {
@@ -150,8 +164,8 @@ impl ClientCredentialsToken {
             )
             .await
             .map_err(|e| match e {
-                crate::tokens::oidc::IssueError::Failed(e) => e,
-                refused @ crate::tokens::oidc::IssueError::Refused(_) => {
+                crate::net::oauth::IssueError::Failed(e) => e,
+                refused @ crate::net::oauth::IssueError::Refused(_) => {
                     registrar_core::PortError::new(
                         "registry",
                         "token",
@@ -193,8 +207,9 @@ impl TokenSource {
                     "registry",
                     "token",
                     registrar_core::ErrorClass::Terminal,
-                    e.to_string(),
+                    registrar_core::error::Chain(&e).to_string(),
                 )
+                .with_source(e)
             }),
             Self::ClientCredentials(c) => c.token().await,
         }

@@ -6,11 +6,8 @@
 //! client secret may go, before any request; and a token is PATCHed only into an entry that a
 //! GET just showed to be ours and pointing at the gateway recorded with the manifest row.
 
-pub mod oidc;
 pub mod schedule;
 pub mod secrets;
-
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use registrar_core::desired::{Collection, InboundAuth, Pointing};
 use registrar_core::enable::EnablePolicy;
@@ -24,8 +21,11 @@ use registrar_core::trust::{Refusal, TrustPolicy};
 use registrar_core::{ErrorClass, PortError};
 use secrecy::ExposeSecret;
 
-use self::oidc::{IssueError, Oidc};
 use self::secrets::{SecretError, SecretResolver};
+pub use crate::clock::now;
+/// The IdP client under its former path, for callers not yet moved to [`crate::net::oauth`].
+pub use crate::net::oauth as oidc;
+use crate::net::oauth::{IssueError, Oidc};
 
 /// How long a refused token waits before it is looked at again: a refusal holds until the
 /// operator's configuration or the resource changes (`tokens refresh --path` asks at once).
@@ -103,14 +103,6 @@ pub async fn token_rows<S: StateStore>(state: &S) -> Result<TokenRows, PortError
         .collect();
     rows.sort_by(|a, b| a.0.path.cmp(&b.0.path));
     Ok(rows)
-}
-
-/// Unix seconds now.
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Everything a refresh needs.
