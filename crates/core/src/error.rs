@@ -15,6 +15,7 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    /// The stable name operators see in logs and metrics labels.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Transient => "transient",

@@ -85,15 +85,11 @@ pub async fn build(
 ) -> Result<Fleet<AgentCoreAws>, FleetError> {
     let home = AgentCoreAws::new(base);
     let home_account = if request.member_accounts.iter().any(|a| !a.trim().is_empty()) {
-        home.account()
-            .await
-            .map_err(FleetError::OwnAccount)?
+        home.account().await.map_err(FleetError::OwnAccount)?
     } else {
         String::new()
     };
-    let reach = request
-        .validate(&home_account)
-        .map_err(FleetError::Reach)?;
+    let reach = request.validate(&home_account).map_err(FleetError::Reach)?;
     let in_region = |config: &SdkConfig, region: &str| {
         config
             .to_builder()
