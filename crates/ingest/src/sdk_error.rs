@@ -1,5 +1,5 @@
 //! AWS SDK errors mapped to [`PortError`]s that know whether retrying can help. Shared by every
-//! AWS adapter (SQS here, AgentCore, DynamoDB and STS in the worker).
+//! AWS adapter (SQS here; AgentCore, STS, DynamoDB, Secrets Manager and Cognito in the worker).
 
 use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};

@@ -1,6 +1,7 @@
-//! Egress tokens for entries behind CUSTOM_JWT authorizers: secret, OIDC discovery,
-//! client_credentials, the registry's auth-credential PATCH, the enable-once after the first
-//! token, and the token state (expiry, next refresh, last result) in DynamoDB.
+//! Egress tokens for entries behind CUSTOM_JWT authorizers, delivered: the secret (resolved
+//! through the trust policy), a token from the IdP ([`crate::net::oauth`]), the registry's
+//! auth-credential PATCH, the enable-once after the first token, and the token state (expiry,
+//! next refresh, last result) in DynamoDB.
 //!
 //! Two gates stand before anything leaves (design invariant 7): the trust policy decides where a
 //! client secret may go, before any request; and a token is PATCHed only into an entry that a
