@@ -165,14 +165,12 @@ impl ClientCredentialsToken {
             .await
             .map_err(|e| match e {
                 crate::net::oauth::IssueError::Failed(e) => e,
-                refused @ crate::net::oauth::IssueError::Refused(_) => {
-                    registrar_core::PortError::new(
-                        "registry",
-                        "token",
-                        registrar_core::ErrorClass::Terminal,
-                        format!("registry IdP: {refused}"),
-                    )
-                }
+                crate::net::oauth::IssueError::Refused(refusal) => registrar_core::PortError::new(
+                    "registry",
+                    "token",
+                    registrar_core::ErrorClass::Terminal,
+                    registry_idp_refusal(&refusal),
+                ),
             })?;
         let policy = RefreshPolicy::default();
         let life = lifetime(
@@ -188,6 +186,24 @@ impl ClientCredentialsToken {
             "Registry token obtained by client_credentials."
         );
         Ok(token)
+    }
+}
+
+/// A refusal of the registry's own IdP, in terms of the flag that configures it. That IdP is
+/// trusted through --registry-token-discovery-url alone: the egress trust flags a refusal names
+/// for egress IdPs (--trusted-token-hosts) do not apply to it.
+fn registry_idp_refusal(refusal: &registrar_core::trust::Refusal) -> String {
+    match refusal {
+        registrar_core::trust::Refusal::TokenEndpoint {
+            issuer,
+            endpoint,
+            why,
+        } => format!(
+            "registry IdP: token endpoint {endpoint:?} of issuer {issuer} refused: {why}; the \
+             registry's IdP (--registry-token-discovery-url) must serve its token endpoint over \
+             https on its own host"
+        ),
+        other => format!("registry IdP: refused: {other}"),
     }
 }
 
@@ -263,6 +279,63 @@ mod tests {
         }
         assert_eq!(parse_token(r#"{"nothing":1}"#), None);
         assert_eq!(parse_token(""), None);
+    }
+
+    /// An IdP whose discovery document puts its token endpoint on another host.
+    async fn idp_with_foreign_token_endpoint() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let issuer = base.clone();
+        let app = axum::Router::new().route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || {
+                let doc = serde_json::json!({
+                    "issuer": issuer,
+                    "token_endpoint": "https://other.example/token",
+                });
+                async move { axum::Json(doc) }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        base
+    }
+
+    #[tokio::test]
+    async fn a_refused_registry_idp_names_the_registry_idp_flag_only() {
+        use registrar_core::trust::{COGNITO_ISSUER_BASE, TrustConfig, TrustPolicy};
+        let base = idp_with_foreign_token_endpoint().await;
+        let trust = TrustPolicy::new(&TrustConfig {
+            trusted: std::slice::from_ref(&base),
+            cognito_issuer_base: COGNITO_ISSUER_BASE,
+            ..TrustConfig::default()
+        })
+        .expect("policy");
+        let trusted = trust
+            .issuer_of(&format!("{base}/.well-known/openid-configuration"), &[])
+            .expect("trusted");
+        let oidc = crate::net::oauth::Oidc::new(
+            std::time::Duration::from_secs(5),
+            std::time::Duration::from_secs(60),
+        )
+        .expect("client");
+        let source = TokenSource::ClientCredentials(Box::new(ClientCredentialsToken::new(
+            oidc,
+            trust,
+            trusted,
+            "registrar".into(),
+            SecretString::from("s3cret-value"),
+            registrar_core::refresh::TokenRequest::default(),
+        )));
+        let e = source.get().await.expect_err("refused").to_string();
+        assert!(
+            e.contains("refused") && e.contains("--registry-token-discovery-url"),
+            "{e}"
+        );
+        assert!(!e.contains("--trusted-token-hosts"), "{e}");
+        assert!(!e.contains("--allow-insecure-registry"), "{e}");
+        assert!(!e.contains("s3cret-value"), "{e}");
     }
 
     fn set_mode(path: &std::path::Path, mode: u32) {
