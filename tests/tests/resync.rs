@@ -455,6 +455,36 @@ async fn an_insecure_registry_url_and_a_missing_token_file_are_refused_up_front(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_plain_http_idp_url_names_the_idp_flag_never_the_registry_one() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let secret = [("REGISTRY_CLIENT_SECRET", "s3cret-value")];
+    let idp = "http://idp.example.com/.well-known/openid-configuration";
+    // Allowing an insecure registry does not open a plain-http IdP.
+    for allow in [&[][..], &["--allow-insecure-registry"][..]] {
+        let mut args = vec![
+            "resync",
+            "--registry-token-discovery-url",
+            idp,
+            "--registry-client-id",
+            "registrar",
+        ];
+        args.extend_from_slice(allow);
+        let out = env.cli_with_env(&args, &secret).await?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("--registry-token-discovery-url")
+                && stderr.contains("plain http to a non-loopback host"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("--allow-insecure-registry"), "{stderr}");
+        assert!(!stderr.contains("s3cret-value"), "{stderr}");
+    }
+    assert!(env.standin.log().is_empty(), "nothing was sent");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_update_keeps_the_operators_enabled_state_and_agent_status() -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     create_runtime(&env.agentcore, "ops_agent", ServerProtocol::Http).await?;

@@ -58,9 +58,7 @@ async fn a_custom_jwt_gateway_gets_a_valid_token_and_is_enabled_once_it_has_one(
     assert!(
         c["exp"]
             .as_u64()
-            .is_some_and(|e| e > registrar_core::ports::Clock::now_s(
-                &registrar_worker::clock::SystemClock::new()
-            ))
+            .is_some_and(|e| e > registrar_worker::clock::now())
     );
     assert_eq!(
         entry["is_enabled"],
@@ -253,8 +251,7 @@ async fn watch_credential(env: &TestEnv, path: &str, window: Duration) -> anyhow
             .and_then(|e| e["auth_credential"].as_str().map(str::to_owned))
         {
             let exp = claims(&token)["exp"].as_u64().unwrap_or(0);
-            let now =
-                registrar_core::ports::Clock::now_s(&registrar_worker::clock::SystemClock::new());
+            let now = registrar_worker::clock::now();
             anyhow::ensure!(
                 exp > now,
                 "the registry held an expired token (exp {exp}, now {now})\n{}",

@@ -184,7 +184,7 @@ async fn client_secrets_never_reach_an_idp_the_operator_did_not_trust() -> anyho
     );
     let status = env.cli(&["tokens", "status", "--output", "json"]).await?;
     let status: Vec<Value> = serde_json::from_slice(&status.stdout)?;
-    let now = registrar_core::ports::Clock::now_s(&registrar_worker::clock::SystemClock::new());
+    let now = registrar_worker::clock::now();
     for row in status.iter().filter(|r| r["path"] != json!("/good")) {
         let token = &row["token"];
         assert!(
@@ -447,7 +447,7 @@ async fn no_long_lived_value_prints_a_secret_and_secrets_are_never_arguments() -
     .map_err(anyhow::Error::msg)?;
     let issuer = trust.issuer_of(&idp.discovery_url(), &[])?;
     let oidc =
-        registrar_worker::tokens::oidc::Oidc::new(Duration::from_secs(5), Duration::from_secs(60))?;
+        registrar_worker::net::oauth::Oidc::new(Duration::from_secs(5), Duration::from_secs(60))?;
     let client_credentials = RegistryClient::new(
         env.standin.url(),
         TokenSource::ClientCredentials(Box::new(ClientCredentialsToken::new(
@@ -484,7 +484,7 @@ async fn no_long_lived_value_prints_a_secret_and_secrets_are_never_arguments() -
         Some("external-id-value-42"),
     )
     .await?;
-    let issued = registrar_worker::tokens::oidc::IssuedToken {
+    let issued = registrar_worker::net::oauth::IssuedToken {
         access_token: SecretString::from("issued-token-value"),
         expires_in: Some(60),
     };

@@ -7,7 +7,9 @@ use std::time::Duration;
 /// up to half of the delay (so concurrent retries spread out, and the cap is never exceeded).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
+    /// The delay after the first failure.
     pub base: Duration,
+    /// No delay is longer.
     pub cap: Duration,
 }
 

@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::fingerprint::fingerprint;
-use crate::identity::{ResourceKind, ResourceRef};
+use crate::identity::{ResourceKind, ResourceRef, SOURCE};
 use crate::naming::{display_name, is_slug_path, quote_all, registry_path, target_path};
 use crate::observed::{
     Arn, AuthorizerType, GatewaySnapshot, JwtAuthorizer, RuntimeSnapshot, ServerProtocol,
@@ -14,10 +14,6 @@ use crate::observed::{
 use crate::outbound::check_outbound_url;
 use crate::tokens::{IdpVendor, ManifestFields};
 
-/// `metadata.source` of every entry this service writes.
-pub const SOURCE: &str = "agentcore-registrar";
-/// `metadata.source` of entries written by the registry's Python tool (adoptable).
-pub const LEGACY_SOURCE: &str = "agentcore-sync";
 /// `auth_provider` sent for every server.
 const AUTH_PROVIDER: &str = "bedrock-agentcore";
 
@@ -25,11 +21,14 @@ const AUTH_PROVIDER: &str = "bedrock-agentcore";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Collection {
+    /// `/api/servers`: MCP servers (gateways, targets, runtimes that speak MCP).
     Server,
+    /// `/api/agents`: agents (runtimes that do not speak MCP).
     Agent,
 }
 
 impl Collection {
+    /// `server` or `agent`: the stable name in state rows, logs and reports.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Server => "server",
@@ -42,12 +41,16 @@ impl Collection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Visibility {
     #[default]
+    /// Listed for everyone.
     Public,
+    /// Listed only for its owner (`internal` reads as this).
     Private,
+    /// Listed for the entry's allowed groups.
     GroupRestricted,
 }
 
 impl Visibility {
+    /// Reads the flag's value: `public`, `private` (or `internal`), `group-restricted`.
     pub fn parse(value: &str) -> Option<Self> {
         match value {
             "public" => Some(Self::Public),
@@ -57,6 +60,7 @@ impl Visibility {
         }
     }
 
+    /// The registry's spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Public => "public",
@@ -82,21 +86,32 @@ pub enum InboundAuth {
 /// Options that shape every desired entry of a run.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DeriveOptions {
+    /// Visibility of every entry registered (an entry's is never changed after).
     pub visibility: Visibility,
 }
 
 /// Form fields of `POST /api/servers/register` (encoding is the adapter's job).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ServerFields {
+    /// Display name.
     pub name: String,
+    /// Description.
     pub description: String,
+    /// Where the registry proxies to (the gateway's or runtime's URL).
     pub proxy_pass_url: String,
+    /// The MCP endpoint clients call.
     pub mcp_endpoint: String,
+    /// Always `bedrock-agentcore`.
     pub auth_provider: String,
+    /// `bearer` for JWT-protected resources, else what the authorizer maps to.
     pub auth_scheme: String,
+    /// Always `streamable-http`.
     pub supported_transports: String,
+    /// Tags (`auto-registered`, the kind, ...).
     pub tags: Vec<String>,
+    /// [`Visibility::as_str`].
     pub visibility: String,
+    /// Ownership and change-detection metadata (`source`, ARN, `updated_at`, `fingerprint`).
     pub metadata: Map<String, Value>,
 }
 
@@ -104,25 +119,45 @@ pub struct ServerFields {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentFields {
+    /// A2A agent-card protocol version.
     pub protocol_version: String,
+    /// Display name.
     pub name: String,
+    /// Description.
     pub description: String,
+    /// The runtime's invocation URL.
     pub url: String,
+    /// Agent version (fixed: AWS gives none).
     pub version: String,
+    /// A2A capabilities (none declared).
     pub capabilities: Map<String, Value>,
+    /// Input media types.
     pub default_input_modes: Vec<String>,
+    /// Output media types.
     pub default_output_modes: Vec<String>,
+    /// A2A skills (none declared).
     pub skills: Vec<Value>,
+    /// A2A preferred transport.
     pub preferred_transport: String,
+    /// How callers authenticate, as A2A security schemes.
     pub security_schemes: Value,
+    /// Which of the security schemes apply.
     pub security: Value,
+    /// Ownership and change-detection metadata (`source`, ARN, `updated_at`, `fingerprint`).
     pub metadata: Map<String, Value>,
+    /// The registry path.
     pub path: String,
+    /// Tags (`auto-registered`, the kind, ...).
     pub tags: Vec<String>,
+    /// License (unknown: `N/A`).
     pub license: String,
+    /// [`Visibility::as_str`].
     pub visibility: String,
+    /// Groups that see a group-restricted entry.
     pub allowed_groups: Vec<String>,
+    /// The registry's trust level (`unverified`: we do not vouch for the agent).
     pub trust_level: String,
+    /// `a2a` when the runtime speaks A2A, else `other`.
     pub supported_protocol: String,
 }
 
@@ -130,11 +165,14 @@ pub struct AgentFields {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum EntryBody {
+    /// A server's form fields.
     Server(Box<ServerFields>),
+    /// An agent's JSON body.
     Agent(Box<AgentFields>),
 }
 
 impl EntryBody {
+    /// The collection the body is registered in.
     pub fn collection(&self) -> Collection {
         match self {
             Self::Server(_) => Collection::Server,
@@ -142,6 +180,7 @@ impl EntryBody {
         }
     }
 
+    /// The body's `metadata` (ownership and fingerprint).
     pub fn metadata(&self) -> &Map<String, Value> {
         match self {
             Self::Server(s) => &s.metadata,
@@ -169,6 +208,7 @@ pub struct Pointing {
 }
 
 impl Pointing {
+    /// A pointing, the URL without a trailing `/`.
     pub fn new(url: &str, auth_scheme: Option<&str>) -> Self {
         Self {
             url: url.trim().trim_end_matches('/').to_owned(),
@@ -190,12 +230,15 @@ impl EntryBody {
 /// The registry entry one resource should have.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredEntry {
+    /// The resource the entry stands for.
     pub resource: ResourceRef,
+    /// Its registry path.
     pub path: String,
     /// The resource's own name (for reports).
     pub name: String,
     /// The summary table's Auth column.
     pub auth_label: String,
+    /// How callers authenticate to the resource: drives the enable policy.
     pub inbound_auth: InboundAuth,
     /// The body to send; its `metadata.fingerprint` is [`DesiredEntry::fingerprint`].
     pub body: EntryBody,
@@ -210,6 +253,7 @@ pub struct DesiredEntry {
 }
 
 impl DesiredEntry {
+    /// The collection the entry is registered in.
     pub fn collection(&self) -> Collection {
         self.body.collection()
     }
@@ -248,9 +292,13 @@ impl DesiredEntry {
 /// Why a READY resource gets no entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unregistrable {
+    /// The resource.
     pub resource: ResourceRef,
+    /// Its name (its id when AWS gave none).
     pub name: String,
+    /// The path derived for it.
     pub path: String,
+    /// Why it cannot be registered.
     pub reason: String,
 }
 

@@ -1,3 +1,6 @@
+//! Derivation of desired entries from snapshots: paths, names, auth mapping, metadata and
+//! the Python tool's compatibility rules, pinned per resource kind.
+
 use super::*;
 use crate::observed::Lifecycle;
 use serde_json::json;

@@ -17,6 +17,7 @@ pub enum EnablePolicy {
 }
 
 impl EnablePolicy {
+    /// Reads `none`, `authenticated` or `all` (the flag's values).
     pub fn parse(value: &str) -> Option<Self> {
         match value {
             "none" => Some(Self::None),

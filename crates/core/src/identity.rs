@@ -3,19 +3,29 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::desired::{LEGACY_SOURCE, SOURCE};
 use crate::observed::{Arn, unqualified_runtime_arn};
+
+/// `metadata.source` of every entry this service writes: with the resource's ARN, what makes an
+/// entry ours ([`Owner::Us`]).
+pub const SOURCE: &str = "agentcore-registrar";
+/// `metadata.source` of entries written by the registry's Python tool ([`Owner::Legacy`],
+/// adoptable).
+pub const LEGACY_SOURCE: &str = "agentcore-sync";
 
 /// The kinds of AgentCore resource the registrar registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ResourceKind {
+    /// An AgentCore Gateway: an MCP server in the registry.
     Gateway,
+    /// A gateway target: an MCP server of its own, behind its gateway.
     Target,
+    /// An Agent Runtime: an agent, or an MCP server when it speaks MCP.
     Runtime,
 }
 
 impl ResourceKind {
+    /// `gateway`, `target` or `runtime`: the stable name in state rows, logs and reports.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Gateway => "gateway",
@@ -24,6 +34,7 @@ impl ResourceKind {
         }
     }
 
+    /// The inverse of [`as_str`](Self::as_str).
     pub fn parse(value: &str) -> Option<Self> {
         match value {
             "gateway" => Some(Self::Gateway),
@@ -40,9 +51,13 @@ impl ResourceKind {
 /// it; for a runtime it is the ARN without a version qualifier.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ResourceRef {
+    /// What kind of resource.
     pub kind: ResourceKind,
+    /// Its identity (see above).
     pub arn: String,
+    /// The account, from the ARN (empty when the ARN does not parse).
     pub account: String,
+    /// The region, from the ARN: a resource carries its own region.
     pub region: String,
     /// Gateway id, runtime id, or target id.
     pub id: String,
@@ -66,15 +81,18 @@ impl ResourceRef {
         }
     }
 
+    /// A gateway by ARN and id.
     pub fn gateway(arn: &str, id: &str) -> Self {
         Self::with_arn(ResourceKind::Gateway, arn.to_owned(), id, None)
     }
 
+    /// A target: `<gatewayArn>:target:<targetId>`.
     pub fn target(gateway_arn: &str, gateway_id: &str, target_id: &str) -> Self {
         let arn = format!("{gateway_arn}:target:{target_id}");
         Self::with_arn(ResourceKind::Target, arn, target_id, Some(gateway_id))
     }
 
+    /// A runtime, its ARN without a version qualifier.
     pub fn runtime(arn: &str, id: &str) -> Self {
         Self::with_arn(
             ResourceKind::Runtime,
@@ -126,9 +144,11 @@ impl ResourceRef {
 /// not be known yet (a DeleteGateway event carries only the identifier).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ResourceKey {
+    /// What kind of resource.
     pub kind: ResourceKind,
     /// Empty when the event did not say (moto omits the EventBridge `account`).
     pub account: String,
+    /// The region the event came from.
     pub region: String,
     /// Gateway id, runtime id, or target id.
     pub id: String,
@@ -139,8 +159,11 @@ pub struct ResourceKey {
 /// A (kind, account, region) that a scan can list completely.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Scope {
+    /// What kind of resource is listed.
     pub kind: ResourceKind,
+    /// The account listed.
     pub account: String,
+    /// The region listed.
     pub region: String,
 }
 

@@ -4,6 +4,8 @@
 //! Nothing here does I/O. This crate must never depend on the AWS SDK, reqwest or a tokio
 //! runtime (`tests/core_stays_pure.rs` fails if it does).
 
+#![warn(missing_docs)]
+
 pub mod backoff;
 pub mod desired;
 pub mod enable;
@@ -20,4 +22,4 @@ pub mod refresh;
 pub mod tokens;
 pub mod trust;
 
-pub use error::{ErrorClass, PortError};
+pub use error::{ErrorClass, ErrorSource, PortError};

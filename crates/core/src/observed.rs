@@ -67,13 +67,18 @@ needed; it is checked again on its next UpdateGatewayTarget/SynchronizeGatewayTa
 /// A gateway's or runtime's inbound authorizer type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthorizerType {
+    /// `CUSTOM_JWT`: callers present a JWT from an OIDC issuer.
     CustomJwt,
+    /// `AWS_IAM`: callers sign with SigV4.
     AwsIam,
+    /// `NONE`: anyone who can reach it may call it.
     None,
+    /// A type this version does not know, as AWS spelt it.
     Other(String),
 }
 
 impl AuthorizerType {
+    /// Reads AWS's spelling.
     pub fn from_wire(value: &str) -> Self {
         match value {
             "CUSTOM_JWT" => Self::CustomJwt,
@@ -83,6 +88,7 @@ impl AuthorizerType {
         }
     }
 
+    /// AWS's spelling.
     pub fn as_str(&self) -> &str {
         match self {
             Self::CustomJwt => "CUSTOM_JWT",
@@ -96,23 +102,33 @@ impl AuthorizerType {
 /// `customJWTAuthorizer` of a gateway or runtime.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct JwtAuthorizer {
+    /// The issuer's OIDC discovery URL (chosen by whoever created the resource).
     pub discovery_url: String,
+    /// Client ids whose tokens are accepted.
     pub allowed_clients: Vec<String>,
+    /// Audiences accepted.
     pub allowed_audience: Vec<String>,
+    /// Scopes accepted.
     pub allowed_scopes: Vec<String>,
 }
 
 /// A runtime's `protocolConfiguration.serverProtocol` (absent counts as HTTP).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerProtocol {
+    /// `MCP`: registered as an MCP server.
     Mcp,
+    /// `HTTP` (also when absent): registered as an agent.
     Http,
+    /// `A2A`: registered as an agent that speaks A2A.
     A2a,
+    /// `AGUI`: registered as an agent.
     Agui,
+    /// A protocol this version does not know, as AWS spelt it.
     Other(String),
 }
 
 impl ServerProtocol {
+    /// Reads AWS's spelling (absent is HTTP).
     pub fn from_wire(value: Option<&str>) -> Self {
         match value {
             None | Some("HTTP") => Self::Http,
@@ -123,6 +139,7 @@ impl ServerProtocol {
         }
     }
 
+    /// AWS's spelling.
     pub fn as_str(&self) -> &str {
         match self {
             Self::Mcp => "MCP",
@@ -137,54 +154,84 @@ impl ServerProtocol {
 /// A gateway as `GetGateway` returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewaySnapshot {
+    /// `gatewayId`.
     pub id: String,
+    /// `gatewayArn`.
     pub arn: String,
+    /// `name`.
     pub name: String,
+    /// `description`.
     pub description: Option<String>,
+    /// `status`, read as a lifecycle.
     pub lifecycle: Lifecycle,
+    /// `gatewayUrl`: what the registry entry points at.
     pub url: Option<String>,
+    /// `authorizerType`.
     pub authorizer_type: AuthorizerType,
+    /// `authorizerConfiguration.customJWTAuthorizer`, when set.
     pub jwt: Option<JwtAuthorizer>,
     /// ISO-8601, as AWS returned it.
     pub created_at: String,
+    /// ISO-8601, as AWS returned it: equal to the recorded one means unchanged.
     pub updated_at: String,
 }
 
 /// A gateway target as `GetGatewayTarget` returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetSnapshot {
+    /// The gateway it belongs to (its URL and authorizer apply to the target).
     pub gateway: GatewaySnapshot,
+    /// `targetId`.
     pub target_id: String,
+    /// `name`.
     pub name: String,
+    /// `description`.
     pub description: Option<String>,
+    /// `status`, read as a lifecycle.
     pub lifecycle: Lifecycle,
     /// `targetConfiguration.mcp.mcpServer.endpoint`, when the target is an MCP server.
     pub mcp_endpoint: Option<String>,
+    /// ISO-8601, as AWS returned it.
     pub created_at: String,
+    /// ISO-8601, as AWS returned it: equal to the recorded one means unchanged.
     pub updated_at: String,
 }
 
 /// An agent runtime as `GetAgentRuntime` returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeSnapshot {
+    /// `agentRuntimeId`.
     pub id: String,
+    /// `agentRuntimeArn` (may carry a version qualifier).
     pub arn: String,
+    /// `agentRuntimeName`.
     pub name: String,
+    /// `description`.
     pub description: Option<String>,
+    /// `status`, read as a lifecycle.
     pub lifecycle: Lifecycle,
+    /// `protocolConfiguration.serverProtocol`.
     pub protocol: ServerProtocol,
+    /// `authorizerConfiguration.customJWTAuthorizer`, when set.
     pub jwt: Option<JwtAuthorizer>,
+    /// ISO-8601, as AWS returned it.
     pub created_at: String,
+    /// ISO-8601, as AWS returned it: equal to the recorded one means unchanged.
     pub updated_at: String,
 }
 
 /// The parts of an ARN the registrar needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Arn {
+    /// `aws`, `aws-cn`, `aws-us-gov`.
     pub partition: String,
+    /// `bedrock-agentcore`.
     pub service: String,
+    /// The resource's region.
     pub region: String,
+    /// The owning account.
     pub account: String,
+    /// Everything after the account (`gateway/<id>`, `runtime/<id>`, ...).
     pub resource: String,
 }
 

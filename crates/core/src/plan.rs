@@ -15,11 +15,17 @@ use crate::identity::{Owner, ResourceRef, Scope};
 /// An entry as the registry holds it (from a list or a GET).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CurrentEntry {
+    /// Which collection it is in.
     pub collection: Collection,
+    /// Its registry path.
     pub path: String,
+    /// Its display name (`server_name`, `display_name` or `name`).
     pub name: String,
+    /// Its metadata (ownership: `source` and the ARN; our `fingerprint`).
     pub metadata: Map<String, Value>,
+    /// Its tags.
     pub tags: Vec<String>,
+    /// Whether it is enabled (`is_enabled`).
     pub enabled: bool,
     /// An agent's `status` (`draft`, ...), kept on update since a PUT would reset it.
     pub status: Option<String>,
@@ -42,6 +48,7 @@ impl RegistryIdentity {
         Self(Box::leak(name.into_boxed_str()))
     }
 
+    /// The configured name.
     pub fn as_str(self) -> &'static str {
         self.0
     }
@@ -73,6 +80,7 @@ impl CurrentEntry {
         }
     }
 
+    /// Whose entry this is, from its metadata and tags ([`Owner::classify`]).
     pub fn owner(&self, adopt_legacy: bool) -> Owner {
         Owner::classify(&self.metadata, &self.tags, adopt_legacy)
     }
@@ -149,10 +157,15 @@ impl CurrentEntry {
 /// What the state store recorded for a resource we applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedResource {
+    /// The resource.
     pub resource: ResourceRef,
+    /// The collection its entry is in.
     pub collection: Collection,
+    /// The path of its entry.
     pub path: String,
+    /// Fingerprint of the body last applied: equal to the desired one means nothing to write.
     pub fingerprint: String,
+    /// AWS `updatedAt` when last applied: equal to the listed one means no Get is needed.
     pub aws_updated_at: String,
     /// We have set this entry's enabled state once (invariant 6) and never touch it again.
     pub enabled_set: bool,
@@ -161,6 +174,7 @@ pub struct RecordedResource {
     /// The resource's AWS name and the report's auth label, so rows of resources a rescan did not
     /// read look like rows it read; empty in rows recorded before they were kept.
     pub name: String,
+    /// The summary table's Auth column.
     pub auth_label: String,
 }
 
@@ -189,6 +203,7 @@ pub enum Policy {
 }
 
 impl Policy {
+    /// Reads the flag's value: `sync`, `upsert-only`, `create-only`.
     pub fn parse(value: &str) -> Option<Self> {
         match value {
             "sync" => Some(Self::Sync),
@@ -198,6 +213,7 @@ impl Policy {
         }
     }
 
+    /// The flag's spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Sync => "sync",
@@ -211,7 +227,9 @@ impl Policy {
 /// forced (a safety net for a scan that is complete but wrong, e.g. the wrong account).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DeleteGuard {
+    /// The largest share of owned entries one run may remove (`0.0..=1.0`).
     pub max_fraction: f64,
+    /// Remove past the share anyway (`--force`).
     pub force: bool,
 }
 
@@ -227,8 +245,11 @@ impl Default for DeleteGuard {
 /// Settings of one planning run.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PlanContext {
+    /// Which writes are allowed.
     pub policy: Policy,
+    /// Whether entries of the Python tool are adopted (updated, deregistered) as ours.
     pub adopt_legacy: bool,
+    /// The mass-deletion guard.
     pub guard: DeleteGuard,
     /// Our `registered_by`, when configured: servers registered by anyone else are not ours.
     pub identity: Option<RegistryIdentity>,
@@ -256,16 +277,24 @@ pub enum DeregisterReason {
     /// A complete listing no longer shows the resource (or it FAILED / is DELETING).
     Gone,
     /// The resource now wants another path or collection (renamed, protocol changed).
-    Moved { to: String },
+    Moved {
+        /// The path it wants now.
+        to: String,
+    },
 }
 
 /// An owned entry to remove.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Deregistration {
+    /// The resource the entry stood for.
     pub resource: ResourceRef,
+    /// The collection the entry is in.
     pub collection: Collection,
+    /// Its path.
     pub path: String,
+    /// The resource's name, for reports.
     pub name: String,
+    /// Why it goes.
     pub reason: DeregisterReason,
 }
 
@@ -276,26 +305,36 @@ pub enum Action {
     Register(DesiredEntry),
     /// We own (or adopt) the entry and it differs.
     Update {
+        /// What the entry should be.
         desired: DesiredEntry,
+        /// What it is now.
         current: CurrentEntry,
     },
     /// We own the entry and it is what we want: no registry write.
     Unchanged {
+        /// What the entry should be.
         desired: DesiredEntry,
+        /// What it is (and should stay).
         current: CurrentEntry,
     },
     /// Remove an entry we own.
     Deregister(Deregistration),
     /// Another entry or resource holds the path: reported, never overwritten.
     Conflict {
+        /// The entry we wanted there.
         desired: DesiredEntry,
+        /// Who holds the path (another entry, or the resource that won it), for the report.
         holder: String,
     },
     /// A write the policy or the deletion guard forbids.
     Skip {
+        /// The resource.
         resource: ResourceRef,
+        /// Its name.
         name: String,
+        /// Its path.
         path: String,
+        /// Why the write was not made.
         reason: SkipReason,
     },
 }
@@ -643,6 +682,7 @@ fn guard_deregistrations(
 /// A recorded resource whose registry entry is exactly as we last wrote it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Intact {
+    /// The state row.
     pub recorded: RecordedResource,
     /// The resource's AWS name, as recorded (reports show it).
     pub name: String,

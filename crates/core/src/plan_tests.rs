@@ -1,3 +1,6 @@
+//! The planner's guarantees (ownership, deletion only on authority, one resource per path,
+//! policies and the deletion guard), unit and property tested.
+
 use super::*;
 use crate::desired::{DeriveOptions, gateway_entry, runtime_entry};
 use crate::identity::ResourceKind;

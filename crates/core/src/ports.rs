@@ -14,8 +14,11 @@ use crate::tokens::ManifestFields;
 /// A list item: enough to decide whether to read the full resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
+    /// The gateway, target or runtime id.
     pub id: String,
+    /// Its status, as the list reports it.
     pub lifecycle: Lifecycle,
+    /// Its `updatedAt` (ISO-8601): a rescan reads only what changed since it recorded it.
     pub updated_at: String,
 }
 
@@ -24,23 +27,29 @@ pub struct Listed {
 pub trait AgentCore: Send + Sync {
     /// The account the credentials act in.
     fn account(&self) -> impl Future<Output = Result<String, PortError>> + Send;
+    /// The region it reads.
     fn region(&self) -> &str;
     /// Every gateway (all pages); an error if any page failed.
     fn list_gateways(&self) -> impl Future<Output = Result<Vec<Listed>, PortError>> + Send;
+    /// One gateway.
     fn get_gateway(
         &self,
         id: &str,
     ) -> impl Future<Output = Result<Option<GatewaySnapshot>, PortError>> + Send;
+    /// Every target of a gateway (all pages).
     fn list_targets(
         &self,
         gateway_id: &str,
     ) -> impl Future<Output = Result<Vec<Listed>, PortError>> + Send;
+    /// One target of `gateway`.
     fn get_target(
         &self,
         gateway: &GatewaySnapshot,
         target_id: &str,
     ) -> impl Future<Output = Result<Option<TargetSnapshot>, PortError>> + Send;
+    /// Every agent runtime (all pages).
     fn list_runtimes(&self) -> impl Future<Output = Result<Vec<Listed>, PortError>> + Send;
+    /// One agent runtime.
     fn get_runtime(
         &self,
         id: &str,
@@ -71,12 +80,14 @@ pub trait Registry: Send + Sync {
         desired: &DesiredEntry,
         current: &CurrentEntry,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Enables or disables an entry.
     fn set_enabled(
         &self,
         collection: Collection,
         path: &str,
         enabled: bool,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Removes an entry; nothing there is no error.
     fn remove(
         &self,
         collection: Collection,

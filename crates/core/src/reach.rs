@@ -16,10 +16,13 @@ pub struct Reach {
 /// What the operator asked for.
 #[derive(Debug, Clone, Default)]
 pub struct ReachRequest<'a> {
+    /// The worker's own region (its SDK configuration's).
     pub home_region: &'a str,
     /// Extra regions (the home region may be repeated; duplicates are dropped).
     pub regions: &'a [String],
+    /// Accounts to read through `AssumeRole`, besides the worker's own.
     pub member_accounts: &'a [String],
+    /// The allowlist every member account must be in (fail closed: empty admits no member).
     pub allowed_accounts: &'a [String],
 }
 

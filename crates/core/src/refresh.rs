@@ -150,7 +150,9 @@ pub fn base64url_decode(input: &str) -> Option<Vec<u8>> {
 /// What a client_credentials request asks for, per vendor (design.md, Tokens).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TokenRequest {
+    /// `scope` of the grant (space-separated), when the vendor uses scopes.
     pub scope: Option<String>,
+    /// `audience` of the grant (Auth0).
     pub audience: Option<String>,
 }
 
@@ -195,7 +197,12 @@ pub enum SecretSource {
     /// A Secrets Manager secret (its `SecretString`, or its `client_secret` JSON key).
     SecretsManager(String),
     /// Cognito `DescribeUserPoolClient` of the pool in the discovery URL.
-    Cognito { region: String, pool_id: String },
+    Cognito {
+        /// The pool's region.
+        region: String,
+        /// The pool's id (`<region>_<id>`).
+        pool_id: String,
+    },
 }
 
 impl SecretSource {

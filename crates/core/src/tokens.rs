@@ -7,11 +7,17 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IdpVendor {
+    /// Amazon Cognito user pools (`cognito-idp.<region>.amazonaws.com`).
     Cognito,
+    /// Auth0 (`*.auth0.com`): asked for an `audience`.
     Auth0,
+    /// Okta (`*.okta.com`).
     Okta,
+    /// Microsoft Entra ID (`login.microsoftonline.com`): asked for `<audience>/.default`.
     Entra,
+    /// Keycloak (a `/realms/` path).
     Keycloak,
+    /// None of the above: scopes only, no vendor secret variable.
     Unknown,
 }
 
@@ -45,6 +51,7 @@ impl IdpVendor {
         }
     }
 
+    /// The lowercase name the Python refresher's manifest and our state rows use.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Cognito => "cognito",
@@ -60,16 +67,23 @@ impl IdpVendor {
 /// What the token refresher needs to know about one resource behind a CUSTOM_JWT authorizer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestFields {
+    /// The registry path of the entry the token goes into.
     pub path: String,
+    /// The resource's identity ([`crate::identity::ResourceRef::arn`]).
     pub arn: String,
     /// Where the entry points (a gateway's `gatewayUrl`): a token is PATCHed only into an
     /// entry that still points there. Empty in rows written before it was recorded.
     #[serde(default)]
     pub url: String,
+    /// The authorizer's OIDC discovery URL.
     pub discovery_url: String,
+    /// The authorizer's allowed clients: the client ids a token may be requested for.
     pub allowed_clients: Vec<String>,
+    /// The authorizer's allowed audiences (Entra and Auth0 requests use the first).
     pub allowed_audience: Vec<String>,
+    /// The authorizer's allowed scopes (requested by the other vendors).
     pub allowed_scopes: Vec<String>,
+    /// Detected from `discovery_url`.
     pub idp_vendor: IdpVendor,
 }
 
@@ -77,12 +91,17 @@ pub struct ManifestFields {
 /// §1.8), so the existing refresher can still read what this service records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PythonManifestEntry {
+    /// The registry path of the entry.
     pub server_path: String,
     /// The Python tool's name for the resource ARN (a runtime's ARN for runtime rows).
     pub gateway_arn: String,
+    /// The authorizer's OIDC discovery URL.
     pub discovery_url: String,
+    /// The authorizer's allowed clients.
     pub allowed_clients: Vec<String>,
+    /// The authorizer's allowed audiences.
     pub allowed_audience: Vec<String>,
+    /// Detected from `discovery_url`.
     pub idp_vendor: IdpVendor,
 }
 

@@ -21,17 +21,30 @@ pub const COGNITO_ISSUER_BASE: &str = "https://cognito-idp.{region}.amazonaws.co
 pub enum Refusal {
     /// The discovery URL is not one we can use at all.
     #[error("discovery URL {url:?} refused: {why}")]
-    BadDiscoveryUrl { url: String, why: String },
+    BadDiscoveryUrl {
+        /// The discovery URL as given.
+        url: String,
+        /// Which rule it breaks.
+        why: String,
+    },
     /// The issuer is neither listed by the operator nor a Cognito pool in a region we read.
     #[error(
         "issuer {issuer} is not trusted for client {clients}; trust it with --trusted-issuers or REGISTRAR_TRUSTED_ISSUERS"
     )]
-    UntrustedIssuer { issuer: String, clients: String },
+    UntrustedIssuer {
+        /// The issuer the discovery URL belongs to.
+        issuer: String,
+        /// The client (or clients) a secret was wanted for.
+        clients: String,
+    },
     /// The discovery document names another issuer than the one its URL belongs to.
     #[error("the discovery document at {url} names issuer {claimed}, not {issuer}")]
     IssuerMismatch {
+        /// Where the document was read.
         url: String,
+        /// The issuer the URL belongs to.
         issuer: String,
+        /// The issuer the document names.
         claimed: String,
     },
     /// The token endpoint is not where the issuer's secrets may go.
@@ -39,8 +52,11 @@ pub enum Refusal {
         "token endpoint {endpoint:?} of issuer {issuer} refused: {why}; list its host in --trusted-token-hosts or REGISTRAR_TRUSTED_TOKEN_HOSTS if it is the IdP's"
     )]
     TokenEndpoint {
+        /// The trusted issuer whose document named the endpoint.
         issuer: String,
+        /// The endpoint, as shown (see [`shown`]).
         endpoint: String,
+        /// Which rule it breaks.
         why: String,
     },
     /// The secret found for the client may not go to this issuer.
@@ -48,9 +64,13 @@ pub enum Refusal {
         "the secret of client {client} from {source_name} may not go to issuer {issuer}: {why}"
     )]
     SecretNotForIssuer {
+        /// The client the secret is for.
         client: String,
+        /// Where the secret was found (`env OAUTH_CLIENT_SECRET_x`, never the value).
         source_name: String,
+        /// The issuer it would have gone to.
         issuer: String,
+        /// Why that issuer may not have it.
         why: String,
     },
 }
@@ -69,7 +89,9 @@ pub enum SecretBinding {
 /// A Cognito user pool.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CognitoPool {
+    /// The pool's region.
     pub region: String,
+    /// The pool's id (`<region>_<id>`).
     pub pool_id: String,
 }
 

@@ -1,5 +1,5 @@
 //! AWS SDK errors mapped to [`PortError`]s that know whether retrying can help. Shared by every
-//! AWS adapter (SQS here, AgentCore, DynamoDB and STS in the worker).
+//! AWS adapter (SQS here; AgentCore, STS, DynamoDB, Secrets Manager and Cognito in the worker).
 
 use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -40,6 +40,24 @@ where
             ErrorClass::Terminal,
             DisplayErrorContext(err).to_string(),
         ),
+    }
+}
+
+/// [`classify_sdk_error`], keeping what the SDK error wraps (the modelled service error, or the
+/// dispatch, timeout or parse failure) as the source. The raw HTTP response is dropped: for
+/// `GetSecretValue` or `DescribeUserPoolClient` its body may hold a secret.
+pub fn from_sdk_error<E>(
+    peer: &'static str,
+    operation: &str,
+    err: SdkError<E, HttpResponse>,
+) -> PortError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let classified = classify_sdk_error(peer, operation, &err);
+    match err.into_source() {
+        Ok(source) => classified.with_boxed_source(source),
+        Err(_) => classified,
     }
 }
 

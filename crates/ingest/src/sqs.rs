@@ -17,7 +17,7 @@ use aws_sdk_sqs::types::{
 };
 use registrar_core::{ErrorClass, PortError};
 
-use crate::sdk_error::classify_sdk_error;
+use crate::sdk_error::from_sdk_error;
 
 const PEER: &str = "sqs";
 /// SQS's largest `DelaySeconds`.
@@ -74,7 +74,10 @@ fn string_attr(value: &str) -> Result<MessageAttributeValue, PortError> {
         .data_type("String")
         .string_value(value)
         .build()
-        .map_err(|e| PortError::new(PEER, "build attribute", ErrorClass::Terminal, e.to_string()))
+        .map_err(|e| {
+            PortError::new(PEER, "build attribute", ErrorClass::Terminal, e.to_string())
+                .with_source(e)
+        })
 }
 
 fn secs(d: Duration) -> i32 {
@@ -113,7 +116,7 @@ impl Queue {
             .message_attribute_names("All")
             .send()
             .await
-            .map_err(|e| classify_sdk_error(PEER, "ReceiveMessage", &e))?;
+            .map_err(|e| from_sdk_error(PEER, "ReceiveMessage", e))?;
         Ok(out
             .messages()
             .iter()
@@ -169,6 +172,7 @@ impl Queue {
                                 ErrorClass::Terminal,
                                 e.to_string(),
                             )
+                            .with_source(e)
                         })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
@@ -179,7 +183,7 @@ impl Queue {
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| classify_sdk_error(PEER, "DeleteMessageBatch", &e))?;
+                .map_err(|e| from_sdk_error(PEER, "DeleteMessageBatch", e))?;
             for f in out.failed() {
                 let message_id = f
                     .id()
@@ -206,7 +210,7 @@ impl Queue {
             .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
             .send()
             .await
-            .map_err(|e| classify_sdk_error(PEER, "GetQueueAttributes", &e))?;
+            .map_err(|e| from_sdk_error(PEER, "GetQueueAttributes", e))?;
         out.attributes()
             .and_then(|a| {
                 a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
@@ -232,7 +236,7 @@ impl Queue {
             .attribute_names(name.clone())
             .send()
             .await
-            .map_err(|e| classify_sdk_error(PEER, "GetQueueAttributes", &e))?;
+            .map_err(|e| from_sdk_error(PEER, "GetQueueAttributes", e))?;
         Ok(out
             .attributes()
             .and_then(|a| a.get(&name))
@@ -256,7 +260,7 @@ impl Queue {
         }
         send.send()
             .await
-            .map_err(|e| classify_sdk_error(PEER, "SendMessage", &e))?;
+            .map_err(|e| from_sdk_error(PEER, "SendMessage", e))?;
         Ok(())
     }
 
@@ -278,7 +282,7 @@ impl Queue {
         let out = req
             .send()
             .await
-            .map_err(|e| classify_sdk_error(PEER, "StartMessageMoveTask", &e))?;
+            .map_err(|e| from_sdk_error(PEER, "StartMessageMoveTask", e))?;
         Ok(out.task_handle().unwrap_or_default().to_owned())
     }
 
@@ -290,7 +294,7 @@ impl Queue {
             .receipt_handle(&message.receipt_handle)
             .send()
             .await
-            .map_err(|e| classify_sdk_error(PEER, "DeleteMessage", &e))?;
+            .map_err(|e| from_sdk_error(PEER, "DeleteMessage", e))?;
         Ok(())
     }
 
@@ -308,7 +312,7 @@ impl Queue {
             .visibility_timeout(secs(visibility.min(MAX_VISIBILITY)))
             .send()
             .await
-            .map_err(|e| classify_sdk_error(PEER, "ChangeMessageVisibility", &e))?;
+            .map_err(|e| from_sdk_error(PEER, "ChangeMessageVisibility", e))?;
         Ok(())
     }
 
@@ -332,7 +336,7 @@ impl Queue {
         }
         send.send()
             .await
-            .map_err(|e| classify_sdk_error(PEER, "SendMessage (delayed copy)", &e))?;
+            .map_err(|e| from_sdk_error(PEER, "SendMessage (delayed copy)", e))?;
         self.delete(message).await
     }
 
@@ -369,7 +373,7 @@ impl Queue {
             );
         send.send()
             .await
-            .map_err(|e| classify_sdk_error(PEER, "SendMessage (dead-letter)", &e))?;
+            .map_err(|e| from_sdk_error(PEER, "SendMessage (dead-letter)", e))?;
         self.delete(message).await
     }
 }

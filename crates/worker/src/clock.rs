@@ -49,3 +49,9 @@ impl Clock for SystemClock {
         (h.finish() % 10_000) as f64 / 10_000.0
     }
 }
+
+/// Unix seconds now, for the edges (command output, the registry's own token cache): the
+/// engine reads time through the [`Clock`] port it is given.
+pub fn now() -> u64 {
+    SystemClock::new().now_s()
+}

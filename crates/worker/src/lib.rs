@@ -1,5 +1,5 @@
-//! The `registrar` service: adapters (AgentCore, DynamoDB, the registry), the resync engine
-//! and the command line.
+//! The `registrar` service: the adapters (`aws`, `registry`, `net`), the reconcile engine and
+//! the consumer that feeds it, resync, the token refresher, `doctor`, and the command line.
 
 pub mod aws;
 pub mod cli;
@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod emf;
 pub mod fresh;
 pub mod gate;
+pub mod net;
 pub mod reconcile;
 pub mod registry;
 pub mod resync;

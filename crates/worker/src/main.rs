@@ -1,3 +1,6 @@
+//! The `registrar` binary: parses the command line (flags and their env vars) and runs the
+//! command; everything else is in the library.
+
 use std::process::ExitCode;
 
 #[tokio::main]

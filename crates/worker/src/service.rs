@@ -48,7 +48,7 @@ struct Telemetry {
 /// The worker's token refresh (off when `None`).
 #[derive(Debug)]
 pub struct TokenSettings {
-    pub oidc: crate::tokens::oidc::Oidc,
+    pub oidc: crate::net::oauth::Oidc,
     pub secrets: crate::tokens::secrets::SecretResolver,
     pub trust: registrar_core::trust::TrustPolicy,
     pub identity: Option<registrar_core::plan::RegistryIdentity>,

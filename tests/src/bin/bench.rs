@@ -634,8 +634,7 @@ async fn bench_tokens(args: &Args, out: &mut String) -> anyhow::Result<()> {
     let mut worst = i64::MAX;
     let mut expired_seen = 0usize;
     while started.elapsed() < window {
-        let now = registrar_core::ports::Clock::now_s(&registrar_worker::clock::SystemClock::new())
-            as i64;
+        let now = registrar_worker::clock::now() as i64;
         for e in env.standin.db().servers.values() {
             if let Some(exp) = e["auth_credential"]
                 .as_str()

@@ -13,7 +13,7 @@ use registrar_core::observed::{
 };
 use registrar_core::ports::{AgentCore, Listed};
 
-use super::classify_sdk_error;
+use super::from_sdk_error;
 
 const PEER: &str = "agentcore";
 
@@ -119,7 +119,7 @@ macro_rules! found_or_none {
             {
                 None
             }
-            Err(e) => return Err(classify_sdk_error(PEER, $op, &e)),
+            Err(e) => return Err(from_sdk_error(PEER, $op, e)),
         }
     };
 }
@@ -132,7 +132,7 @@ impl AgentCoreAws {
             .get_caller_identity()
             .send()
             .await
-            .map_err(|e| classify_sdk_error("sts", "GetCallerIdentity", &e))?;
+            .map_err(|e| from_sdk_error("sts", "GetCallerIdentity", e))?;
         let account = me.account().unwrap_or_default().to_owned();
         let wrong = match &self.expected_account {
             Some(expected) if expected != &account => Some(format!(
@@ -174,7 +174,7 @@ impl AgentCore for AgentCoreAws {
             .send()
             .try_collect()
             .await
-            .map_err(|e| classify_sdk_error(PEER, "ListGateways", &e))?;
+            .map_err(|e| from_sdk_error(PEER, "ListGateways", e))?;
         Ok(items
             .iter()
             .map(|g| Listed {
@@ -220,7 +220,7 @@ impl AgentCore for AgentCoreAws {
             .send()
             .try_collect()
             .await
-            .map_err(|e| classify_sdk_error(PEER, "ListGatewayTargets", &e))?;
+            .map_err(|e| from_sdk_error(PEER, "ListGatewayTargets", e))?;
         Ok(items
             .iter()
             .map(|t| Listed {
@@ -270,7 +270,7 @@ impl AgentCore for AgentCoreAws {
             .send()
             .try_collect()
             .await
-            .map_err(|e| classify_sdk_error(PEER, "ListAgentRuntimes", &e))?;
+            .map_err(|e| from_sdk_error(PEER, "ListAgentRuntimes", e))?;
         Ok(items
             .iter()
             .map(|r| Listed {

@@ -1,8 +1,9 @@
 //! Every AWS SDK client is built here: one place for what all of them share, deadlines on every
-//! call (design invariant 4) and the call log that proves the IAM policies (invariant 9). With `REGISTRAR_AWS_CALL_LOG=<file>` each
-//! process appends one line per AWS call it starts, `<principal>\t<iam action>`, where the
-//! principal is the role the call would be made with in AWS (`task`, `operator`, `member`);
-//! `scripts/iam-check.py` evaluates every line against the policies the stack ships.
+//! call (design invariant 4) and the call log that proves the IAM policies (invariant 9). With
+//! `REGISTRAR_AWS_CALL_LOG=<file>` each process appends one line per AWS call it starts,
+//! `<principal>\t<iam action>`, where the principal is the role the call would be made with in
+//! AWS (`task`, `operator`, `member`); `scripts/iam-check.py` evaluates every line against the
+//! policies the stack ships.
 
 use std::io::Write;
 use std::sync::OnceLock;

@@ -64,6 +64,17 @@ impl<A: AgentCore> Fleet<A> {
     }
 }
 
+/// Why the fleet could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// Member accounts were asked for, and STS could not say which account is the worker's own.
+    #[error("cannot tell this worker's own account")]
+    OwnAccount(#[source] PortError),
+    /// The accounts and regions asked for are refused (fail closed); says which and why.
+    #[error("{0}")]
+    Reach(String),
+}
+
 /// Builds the fleet: validates the request (fail closed), then one client per account and
 /// region; member accounts through AssumeRole of `role_name` (with `external_id` if set).
 pub async fn build(
@@ -71,18 +82,14 @@ pub async fn build(
     request: ReachRequest<'_>,
     role_name: &str,
     external_id: Option<&str>,
-) -> anyhow::Result<Fleet<AgentCoreAws>> {
+) -> Result<Fleet<AgentCoreAws>, FleetError> {
     let home = AgentCoreAws::new(base);
     let home_account = if request.member_accounts.iter().any(|a| !a.trim().is_empty()) {
-        home.account()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot tell this worker's own account: {e}"))?
+        home.account().await.map_err(FleetError::OwnAccount)?
     } else {
         String::new()
     };
-    let reach = request
-        .validate(&home_account)
-        .map_err(anyhow::Error::msg)?;
+    let reach = request.validate(&home_account).map_err(FleetError::Reach)?;
     let in_region = |config: &SdkConfig, region: &str| {
         config
             .to_builder()

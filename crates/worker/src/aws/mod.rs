@@ -6,7 +6,7 @@ pub mod fleet;
 pub mod state;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-pub use registrar_ingest::sdk_error::classify_sdk_error;
+pub use registrar_ingest::sdk_error::from_sdk_error;
 
 /// Loads the SDK configuration from the standard chain (`AWS_ENDPOINT_URL` points every client
 /// at a local emulator), with an explicit region when one is given.

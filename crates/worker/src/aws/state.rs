@@ -34,7 +34,7 @@ use registrar_core::ports::{LeaseStore, ResourceStore, TokenStore};
 use registrar_core::tokens::{IdpVendor, ManifestFields};
 use registrar_core::{ErrorClass, PortError};
 
-use super::classify_sdk_error;
+use super::from_sdk_error;
 
 const PEER: &str = "dynamodb";
 type Item = HashMap<String, AttributeValue>;
@@ -157,7 +157,7 @@ impl DynamoState {
                 Some(PutItemError::ConditionalCheckFailedException(c)) => {
                     Ok(Put::Refused(c.item().cloned()))
                 }
-                _ => Err(classify_sdk_error(PEER, &format!("PutItem ({what})"), &e)),
+                _ => Err(from_sdk_error(PEER, &format!("PutItem ({what})"), e)),
             },
         }
     }
@@ -233,7 +233,7 @@ impl DynamoState {
             {
                 Ok(false)
             }
-            Err(e) => Err(classify_sdk_error(PEER, "CreateTable", &e)),
+            Err(e) => Err(from_sdk_error(PEER, "CreateTable", e)),
         }
     }
 
@@ -250,7 +250,7 @@ impl DynamoState {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| classify_sdk_error(PEER, "Scan", &e))?;
+                .map_err(|e| from_sdk_error(PEER, "Scan", e))?;
             items.extend(out.items().iter().cloned());
             match out.last_evaluated_key() {
                 Some(k) if !k.is_empty() => start = Some(k.clone()),
@@ -269,7 +269,7 @@ impl DynamoState {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| classify_sdk_error(PEER, "GetItem", &e))?;
+            .map_err(|e| from_sdk_error(PEER, "GetItem", e))?;
         Ok(out.item().cloned())
     }
 
@@ -301,7 +301,7 @@ impl DynamoState {
             {
                 Ok(())
             }
-            Err(e) => Err(classify_sdk_error(PEER, &format!("DeleteItem ({sk})"), &e)),
+            Err(e) => Err(from_sdk_error(PEER, &format!("DeleteItem ({sk})"), e)),
         }
     }
 
@@ -313,7 +313,7 @@ impl DynamoState {
             .key("sk", s(sk))
             .send()
             .await
-            .map_err(|e| classify_sdk_error(PEER, "DeleteItem", &e))?;
+            .map_err(|e| from_sdk_error(PEER, "DeleteItem", e))?;
         Ok(())
     }
 }
@@ -466,7 +466,7 @@ impl ResourceStore for DynamoState {
                 .send()
                 .await
                 .map_err(|e| {
-                    classify_sdk_error(PEER, "BatchWriteItem (resource and key pointer)", &e)
+                    from_sdk_error(PEER, "BatchWriteItem (resource and key pointer)", e)
                 })?;
             pending = out
                 .unprocessed_items()
@@ -603,7 +603,7 @@ impl ResourceStore for DynamoState {
                 {
                     Err(self.overtaken("resource row", c.item()))
                 }
-                _ => Err(classify_sdk_error(PEER, "UpdateItem (enabled)", &e)),
+                _ => Err(from_sdk_error(PEER, "UpdateItem (enabled)", e)),
             },
         }
     }
@@ -681,7 +681,7 @@ impl TokenStore for DynamoState {
         }
         put.send()
             .await
-            .map_err(|e| classify_sdk_error(PEER, "PutItem (token)", &e))?;
+            .map_err(|e| from_sdk_error(PEER, "PutItem (token)", e))?;
         Ok(())
     }
 
@@ -744,7 +744,7 @@ impl TokenStore for DynamoState {
             {
                 Ok(false)
             }
-            Err(e) => Err(classify_sdk_error(PEER, "UpdateItem (refresh claim)", &e)),
+            Err(e) => Err(from_sdk_error(PEER, "UpdateItem (refresh claim)", e)),
         }
     }
 }
@@ -810,7 +810,7 @@ impl LeaseStore for DynamoState {
                             _ => return Ok(None),
                         }
                     }
-                    _ => return Err(classify_sdk_error(PEER, "PutItem (lease)", &e)),
+                    _ => return Err(from_sdk_error(PEER, "PutItem (lease)", e)),
                 },
             }
         }
@@ -851,7 +851,7 @@ impl LeaseStore for DynamoState {
             {
                 Ok(false)
             }
-            Err(e) => Err(classify_sdk_error(PEER, "UpdateItem (lease renewal)", &e)),
+            Err(e) => Err(from_sdk_error(PEER, "UpdateItem (lease renewal)", e)),
         }
     }
 
@@ -880,7 +880,7 @@ impl LeaseStore for DynamoState {
             {
                 Ok(())
             }
-            Err(e) => Err(classify_sdk_error(PEER, "UpdateItem (lease release)", &e)),
+            Err(e) => Err(from_sdk_error(PEER, "UpdateItem (lease release)", e)),
         }
     }
 

@@ -16,9 +16,9 @@ use crate::aws::agentcore::AgentCoreAws;
 use crate::aws::clients::Principal;
 use crate::aws::fleet::Fleet;
 use crate::aws::state::DynamoState;
+use crate::net::oauth::Oidc;
 use crate::registry::token::{ClientCredentialsToken, TokenFile, TokenSource};
 use crate::registry::{RegistryClient, RetryPolicy, check_registry_url};
-use crate::tokens::oidc::Oidc;
 use crate::tokens::secrets::SecretResolver;
 use registrar_ingest::sqs::Queue;
 
@@ -334,6 +334,10 @@ fn registry_idp_trust(url: &str) -> anyhow::Result<TrustPolicy> {
             "--registry-token-discovery-url (REGISTRY_TOKEN_DISCOVERY_URL) {url:?} must end in {DISCOVERY_SUFFIX}"
         )
     })?;
+    // Checked here, so that the error names this flag (the policy below would name its own).
+    registrar_core::outbound::check_outbound_url(issuer, false).map_err(|e| {
+        anyhow::anyhow!("--registry-token-discovery-url (REGISTRY_TOKEN_DISCOVERY_URL): {e}")
+    })?;
     // A Cognito IdP's token endpoint is on its `amazoncognito.com` domain.
     let cognito_region: Vec<String> = url::Url::parse(issuer)
         .ok()
@@ -387,5 +391,22 @@ fn secret_input(
             Ok(Some(SecretString::from(value.to_owned())))
         }
         (None, None) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_http_registry_idp_is_refused_naming_its_own_flag() {
+        let e = registry_idp_trust("http://idp.example/.well-known/openid-configuration")
+            .expect_err("plain http to a remote IdP");
+        let text = e.to_string();
+        assert!(text.contains("--registry-token-discovery-url"), "{text}");
+        assert!(!text.contains("--trusted-issuers"), "{text}");
+        assert!(!text.contains("--allow-insecure-registry"), "{text}");
+        registry_idp_trust("http://127.0.0.1:8080/.well-known/openid-configuration")
+            .expect("loopback http is allowed");
     }
 }

@@ -154,13 +154,13 @@ pub enum Command {
 /// Runs a command; the exit code is 1 when anything failed, 2 for bad configuration.
 pub async fn run(cli: Cli) -> ExitCode {
     if let Err(e) = init_logging(&cli.global) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", registrar_core::error::Chain(e.as_ref()));
         return ExitCode::from(2);
     }
     match execute(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", registrar_core::error::Chain(e.as_ref()));
             ExitCode::from(2)
         }
     }

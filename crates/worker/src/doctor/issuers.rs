@@ -7,7 +7,7 @@ use std::time::Duration;
 use registrar_core::trust::{DISCOVERY_SUFFIX, Refusal, TrustPolicy, shown};
 
 use super::checklist::Check;
-use crate::tokens::oidc::{IssueError, Oidc};
+use crate::net::oauth::{IssueError, Oidc};
 
 const GROUP: &str = "issuer";
 

@@ -337,7 +337,7 @@ mod tests {
         assert_eq!(s.visibility, "private");
         assert_ne!(
             s.metadata.get("source").and_then(|v| v.as_str()),
-            Some(registrar_core::desired::SOURCE),
+            Some(registrar_core::identity::SOURCE),
             "the registrar never owns a probe"
         );
     }

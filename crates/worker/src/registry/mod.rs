@@ -17,6 +17,7 @@ use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 
 use self::token::TokenSource;
+use crate::net::http;
 
 const PEER: &str = "registry";
 /// The registry's largest page (`limit` above it is a 422).
@@ -93,14 +94,12 @@ impl RegistryClient {
         timeout: Duration,
         retry: RetryPolicy,
     ) -> Result<Self, PortError> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
+        // No redirects: one could carry the bearer token or a credential body elsewhere.
+        let http = http::client_builder(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("agentcore-registrar/", env!("CARGO_PKG_VERSION")))
-            // A redirect could carry the bearer token or a credential body elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| PortError::new(PEER, "client", ErrorClass::Terminal, e.to_string()))?;
+            .map_err(|e| http::client_error(PEER, e))?;
         Ok(Self {
             http,
             base,
@@ -126,12 +125,7 @@ impl RegistryClient {
                 .send()
                 .await
                 .map_err(|e| Failure {
-                    error: PortError::new(
-                        PEER,
-                        operation,
-                        ErrorClass::Transient,
-                        transport_message(&e),
-                    ),
+                    error: http::transport_error(PEER, operation, e),
                     retry_after: None,
                 })?;
             if ok.contains(&response.status()) {
@@ -218,23 +212,6 @@ fn retry_delay(
     planned.map(|p| retry_after.map_or(p, |ra| ra.min(max)))
 }
 
-fn transport_message(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    let mut msg = format!("{kind}: {e}");
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    msg
-}
-
 /// Turns an unexpected response into a classified error carrying the registry's own message.
 async fn failure(operation: &str, response: Response) -> Failure {
     let status = response.status();
@@ -245,9 +222,9 @@ async fn failure(operation: &str, response: Response) -> Failure {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
     let text = response.text().await.unwrap_or_default();
-    let class = match status.as_u16() {
-        409 => ErrorClass::Conflict,
-        408 | 425 | 429 | 500..=599 => ErrorClass::Transient,
+    let class = match status {
+        StatusCode::CONFLICT => ErrorClass::Conflict,
+        s if http::is_transient_status(s) => ErrorClass::Transient,
         _ => ErrorClass::Terminal,
     };
     let message = format!("HTTP {}: {}", status.as_u16(), registry_message(&text));
@@ -290,6 +267,7 @@ async fn json_body(operation: &str, response: Response) -> Result<Value, PortErr
             ErrorClass::Transient,
             format!("unreadable JSON: {e}"),
         )
+        .with_source(e)
     })
 }
 

@@ -9,21 +9,35 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 /// Why no token could be read. Names the file; never contains the token.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum TokenFileError {
     /// The file is missing or unreadable.
-    #[error("cannot read registry token file {path}: {reason}")]
-    Unreadable { path: String, reason: String },
+    #[error("cannot read registry token file {path}")]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// What the file system said.
+        #[source]
+        source: std::io::Error,
+    },
     /// The file holds no token in any shape the registry tools write.
     #[error(
         "registry token file {path} has no token: expected JSON with `access_token` or `token` at the top level or under `tokens`, or a bare token"
     )]
-    NoToken { path: String },
+    NoToken {
+        /// The file.
+        path: String,
+    },
     /// Other users of the machine could read (or replace) the token.
     #[error(
         "registry token file {path} is open to other users (mode {mode:04o}): chmod 600 it, or pass --allow-shared-token-file (REGISTRAR_ALLOW_SHARED_TOKEN_FILE) if a mount cannot be made private"
     )]
-    Shared { path: String, mode: u32 },
+    Shared {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 /// A token file in any shape `registry-contract.md` §2.1 lists: `{"access_token"}`,
@@ -61,9 +75,9 @@ impl TokenFile {
     /// The current token; the file is parsed again only when its mtime or size changed.
     pub fn token(&self) -> Result<SecretString, TokenFileError> {
         let display = self.path.display().to_string();
-        let unreadable = |e: std::io::Error| TokenFileError::Unreadable {
+        let unreadable = |source: std::io::Error| TokenFileError::Unreadable {
             path: display.clone(),
-            reason: e.to_string(),
+            source,
         };
         let meta = std::fs::metadata(&self.path).map_err(unreadable)?;
         #[cfg(unix)]
@@ -101,7 +115,7 @@ impl TokenFile {
 /// stops on an expired registry token.
 #[derive(Debug)]
 pub struct ClientCredentialsToken {
-    pub oidc: crate::tokens::oidc::Oidc,
+    pub oidc: crate::net::oauth::Oidc,
     pub trust: registrar_core::trust::TrustPolicy,
     pub issuer: registrar_core::trust::TrustedIssuer,
     pub client_id: String,
@@ -112,7 +126,7 @@ pub struct ClientCredentialsToken {
 
 impl ClientCredentialsToken {
     pub fn new(
-        oidc: crate::tokens::oidc::Oidc,
+        oidc: crate::net::oauth::Oidc,
         trust: registrar_core::trust::TrustPolicy,
         issuer: registrar_core::trust::TrustedIssuer,
         client_id: String,
@@ -133,7 +147,7 @@ impl ClientCredentialsToken {
     async fn token(&self) -> Result<SecretString, registrar_core::PortError> {
         use registrar_core::refresh::{RefreshPolicy, jwt_exp, lifetime, next_refresh};
         let mut cached = self.cached.lock().await;
-        let now = registrar_core::ports::Clock::now_s(&crate::clock::SystemClock::new());
+        let now = crate::clock::now();
         if let Some((token, renew_at)) = cached.as_ref()
             && now < *renew_at
         {
@@ -150,15 +164,13 @@ impl ClientCredentialsToken {
             )
             .await
             .map_err(|e| match e {
-                crate::tokens::oidc::IssueError::Failed(e) => e,
-                refused @ crate::tokens::oidc::IssueError::Refused(_) => {
-                    registrar_core::PortError::new(
-                        "registry",
-                        "token",
-                        registrar_core::ErrorClass::Terminal,
-                        format!("registry IdP: {refused}"),
-                    )
-                }
+                crate::net::oauth::IssueError::Failed(e) => e,
+                crate::net::oauth::IssueError::Refused(refusal) => registrar_core::PortError::new(
+                    "registry",
+                    "token",
+                    registrar_core::ErrorClass::Terminal,
+                    registry_idp_refusal(&refusal),
+                ),
             })?;
         let policy = RefreshPolicy::default();
         let life = lifetime(
@@ -174,6 +186,24 @@ impl ClientCredentialsToken {
             "Registry token obtained by client_credentials."
         );
         Ok(token)
+    }
+}
+
+/// A refusal of the registry's own IdP, in terms of the flag that configures it. That IdP is
+/// trusted through --registry-token-discovery-url alone: the egress trust flags a refusal names
+/// for egress IdPs (--trusted-token-hosts) do not apply to it.
+fn registry_idp_refusal(refusal: &registrar_core::trust::Refusal) -> String {
+    match refusal {
+        registrar_core::trust::Refusal::TokenEndpoint {
+            issuer,
+            endpoint,
+            why,
+        } => format!(
+            "registry IdP: token endpoint {endpoint:?} of issuer {issuer} refused: {why}; the \
+             registry's IdP (--registry-token-discovery-url) must serve its token endpoint over \
+             https on its own host"
+        ),
+        other => format!("registry IdP: refused: {other}"),
     }
 }
 
@@ -193,8 +223,9 @@ impl TokenSource {
                     "registry",
                     "token",
                     registrar_core::ErrorClass::Terminal,
-                    e.to_string(),
+                    registrar_core::error::Chain(&e).to_string(),
                 )
+                .with_source(e)
             }),
             Self::ClientCredentials(c) => c.token().await,
         }
@@ -248,6 +279,63 @@ mod tests {
         }
         assert_eq!(parse_token(r#"{"nothing":1}"#), None);
         assert_eq!(parse_token(""), None);
+    }
+
+    /// An IdP whose discovery document puts its token endpoint on another host.
+    async fn idp_with_foreign_token_endpoint() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let issuer = base.clone();
+        let app = axum::Router::new().route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || {
+                let doc = serde_json::json!({
+                    "issuer": issuer,
+                    "token_endpoint": "https://other.example/token",
+                });
+                async move { axum::Json(doc) }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        base
+    }
+
+    #[tokio::test]
+    async fn a_refused_registry_idp_names_the_registry_idp_flag_only() {
+        use registrar_core::trust::{COGNITO_ISSUER_BASE, TrustConfig, TrustPolicy};
+        let base = idp_with_foreign_token_endpoint().await;
+        let trust = TrustPolicy::new(&TrustConfig {
+            trusted: std::slice::from_ref(&base),
+            cognito_issuer_base: COGNITO_ISSUER_BASE,
+            ..TrustConfig::default()
+        })
+        .expect("policy");
+        let trusted = trust
+            .issuer_of(&format!("{base}/.well-known/openid-configuration"), &[])
+            .expect("trusted");
+        let oidc = crate::net::oauth::Oidc::new(
+            std::time::Duration::from_secs(5),
+            std::time::Duration::from_secs(60),
+        )
+        .expect("client");
+        let source = TokenSource::ClientCredentials(Box::new(ClientCredentialsToken::new(
+            oidc,
+            trust,
+            trusted,
+            "registrar".into(),
+            SecretString::from("s3cret-value"),
+            registrar_core::refresh::TokenRequest::default(),
+        )));
+        let e = source.get().await.expect_err("refused").to_string();
+        assert!(
+            e.contains("refused") && e.contains("--registry-token-discovery-url"),
+            "{e}"
+        );
+        assert!(!e.contains("--trusted-token-hosts"), "{e}");
+        assert!(!e.contains("--allow-insecure-registry"), "{e}");
+        assert!(!e.contains("s3cret-value"), "{e}");
     }
 
     fn set_mode(path: &std::path::Path, mode: u32) {

@@ -1,12 +1,12 @@
-//! Egress tokens for entries behind CUSTOM_JWT authorizers: secret, OIDC discovery,
-//! client_credentials, the registry's auth-credential PATCH, the enable-once after the first
-//! token, and the token state (expiry, next refresh, last result) in DynamoDB.
+//! Egress tokens for entries behind CUSTOM_JWT authorizers, delivered: the secret (resolved
+//! through the trust policy), a token from the IdP ([`crate::net::oauth`]), the registry's
+//! auth-credential PATCH, the enable-once after the first token, and the token state (expiry,
+//! next refresh, last result) in DynamoDB.
 //!
 //! Two gates stand before anything leaves (design invariant 7): the trust policy decides where a
 //! client secret may go, before any request; and a token is PATCHed only into an entry that a
 //! GET just showed to be ours and pointing at the gateway recorded with the manifest row.
 
-pub mod oidc;
 pub mod schedule;
 pub mod secrets;
 
@@ -22,8 +22,8 @@ use registrar_core::trust::{Refusal, TrustPolicy};
 use registrar_core::{ErrorClass, PortError};
 use secrecy::ExposeSecret;
 
-use self::oidc::{IssueError, Oidc};
 use self::secrets::{SecretError, SecretResolver};
+use crate::net::oauth::{IssueError, Oidc};
 
 /// How long a refused token waits before it is looked at again: a refusal holds until the
 /// operator's configuration or the resource changes (`tokens refresh --path` asks at once).

@@ -12,7 +12,7 @@ use registrar_core::refresh::{SecretSource, secret_sources};
 use registrar_core::tokens::IdpVendor;
 use registrar_core::trust::{CognitoPool, Refusal, SecretBinding, TrustPolicy, TrustedIssuer};
 
-use crate::aws::classify_sdk_error;
+use crate::aws::from_sdk_error;
 use aws_sdk_cognitoidentityprovider::error::ProvideErrorMetadata;
 use secrecy::SecretString;
 
@@ -150,6 +150,7 @@ impl SecretResolver {
                 SecretSource::Env(var) => (self.env)(var).map(|v| (v, SecretBinding::Unbound)),
                 SecretSource::SecretsManager(secret) => match &self.aws {
                     Some(aws) => match self.look_in_secrets_manager(aws, secret).await? {
+                        // `why` is ours, and no JSON error is kept: it could quote the secret.
                         Some(text) => Some(secret_value(&text).map_err(|why| {
                             SecretError::Lookup(PortError::new(
                                 "secretsmanager",
@@ -226,10 +227,10 @@ impl SecretResolver {
             {
                 Ok(None)
             }
-            Err(e) => Err(classify_sdk_error(
+            Err(e) => Err(from_sdk_error(
                 "secretsmanager",
                 &format!("GetSecretValue {name}"),
-                &e,
+                e,
             )),
         }
     }
@@ -270,10 +271,10 @@ impl SecretResolver {
                 registrar_core::ErrorClass::Terminal,
                 format!("DescribeUserPoolClient {pool_id}: access denied"),
             )),
-            Err(e) => Err(classify_sdk_error(
+            Err(e) => Err(from_sdk_error(
                 "cognito",
                 &format!("DescribeUserPoolClient {pool_id}"),
-                &e,
+                e,
             )),
         }
     }

@@ -1,8 +1,9 @@
-//! OIDC discovery (fetched once per issuer and cached, issuer checked) and the client_credentials
-//! grant with the `oauth2` crate, using the client authentication the IdP advertises. Only
-//! issuers the trust policy accepted are asked anything, and the token endpoint a discovery
-//! document names is checked against the policy before a secret goes to it. Neither request
-//! follows redirects.
+//! Asks an IdP for a token: OIDC discovery (fetched once per issuer and cached, issuer checked)
+//! and the client_credentials grant with the `oauth2` crate, using the client authentication the
+//! IdP advertises. Only issuers the trust policy accepted are asked anything, and the token
+//! endpoint a discovery document names is checked against the policy before a secret goes to
+//! it. Neither request follows redirects ([`super::http`]). Used for egress tokens and for the
+//! registry's own ingress token alike; errors name the IdP (peer `idp`), never a registry flag.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,13 +18,18 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use super::http;
+
 const PEER: &str = "idp";
 
 /// What the registrar reads from a discovery document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Discovery {
+    /// The issuer the document names (checked against the trusted one).
     pub issuer: String,
+    /// Where the client_credentials grant is sent (checked against the trust policy first).
     pub token_endpoint: String,
+    /// `token_endpoint_auth_methods_supported`; empty when the document says nothing.
     pub auth_methods: Vec<String>,
 }
 
@@ -38,6 +44,7 @@ struct DiscoveryDocument {
 /// A token the IdP issued.
 #[derive(Debug, Clone)]
 pub struct IssuedToken {
+    /// The bearer token itself.
     pub access_token: SecretString,
     /// `expires_in` of the token response, when present.
     pub expires_in: Option<u64>,
@@ -68,13 +75,13 @@ fn err(operation: &str, class: ErrorClass, message: impl Into<String>) -> PortEr
 }
 
 impl Oidc {
+    /// A client whose requests give up after `timeout`, keeping discovery documents for
+    /// `cache_ttl`.
     pub fn new(timeout: Duration, cache_ttl: Duration) -> Result<Self, PortError> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            // Neither discovery nor the token endpoint may send us (and a secret) elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
+        // Neither discovery nor the token endpoint may send us (and a secret) elsewhere.
+        let http = http::client_builder(timeout)
             .build()
-            .map_err(|e| err("client", ErrorClass::Terminal, e.to_string()))?;
+            .map_err(|e| http::client_error(PEER, e))?;
         Ok(Self {
             http,
             cache: Mutex::new(HashMap::new()),
@@ -113,15 +120,13 @@ impl Oidc {
             return Ok(Arc::clone(d));
         }
         let op = "discovery";
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| err(op, ErrorClass::Transient, format!("{url}: {e}")))?;
+        let response =
+            self.http.get(url).send().await.map_err(|e| {
+                err(op, ErrorClass::Transient, format!("{url}: {e}")).with_source(e)
+            })?;
         let status = response.status();
         if !status.is_success() {
-            let class = if status.is_server_error() || status.as_u16() == 429 {
+            let class = if http::is_transient_status(status) {
                 ErrorClass::Transient
             } else {
                 ErrorClass::Terminal
@@ -139,6 +144,7 @@ impl Oidc {
                 ErrorClass::Terminal,
                 format!("{url} is not a discovery document: {e}"),
             )
+            .with_source(e)
         })?;
         let issuer = doc.issuer.ok_or_else(|| {
             err(
@@ -228,20 +234,30 @@ impl Oidc {
                     ),
                 ))
             }
-            Err(RequestTokenError::Request(e)) => Err(err(
-                op,
-                ErrorClass::Transient,
-                format!("{} unreachable: {e}", discovery.token_endpoint),
-            )),
-            // Typically a proxy's HTML error page in front of an IdP that is down.
-            Err(RequestTokenError::Parse(e, _)) => Err(err(
+            // `oauth2` says only "client error": the reqwest chain says why (refused, timed out).
+            Err(RequestTokenError::Request(e)) => {
+                let why = match &e {
+                    oauth2::HttpClientError::Reqwest(r) => http::transport_message(r),
+                    other => other.to_string(),
+                };
+                Err(err(
+                    op,
+                    ErrorClass::Transient,
+                    format!("{} unreachable: {why}", discovery.token_endpoint),
+                )
+                .with_source(e))
+            }
+            // Typically a proxy's HTML error page in front of an IdP that is down. Only the
+            // parse error is kept: the body beside it may hold a token.
+            Err(RequestTokenError::Parse(e, _body)) => Err(err(
                 op,
                 ErrorClass::Transient,
                 format!(
                     "{} answered an unreadable token response: {e}",
                     discovery.token_endpoint
                 ),
-            )),
+            )
+            .with_source(e)),
             Err(RequestTokenError::Other(e)) => Err(err(
                 op,
                 ErrorClass::Transient,
@@ -316,6 +332,79 @@ mod tests {
 
     fn oidc() -> Oidc {
         Oidc::new(Duration::from_secs(5), Duration::from_secs(3600)).expect("client")
+    }
+
+    #[tokio::test]
+    async fn idp_url_errors_name_the_idp_flags_never_the_registry_one() {
+        let http_issuer = ["http://idp.example.com/realms/x".to_owned()];
+        let e = TrustPolicy::new(&TrustConfig {
+            trusted: &http_issuer,
+            cognito_issuer_base: COGNITO_ISSUER_BASE,
+            ..TrustConfig::default()
+        })
+        .expect_err("plain http issuer");
+        assert!(e.contains("use https"), "{e}");
+        assert!(!e.contains("--allow-insecure-registry"), "{e}");
+
+        let trust = trusting(&["idp.example.com".to_owned()]);
+        let e = trust
+            .issuer_of(
+                "http://idp.example.com/.well-known/openid-configuration",
+                &[],
+            )
+            .expect_err("plain http discovery URL");
+        assert!(e.to_string().contains("plain http"), "{e}");
+        assert!(!e.to_string().contains("--allow-insecure-registry"), "{e}");
+
+        // A token endpoint over plain http: the IdP's own flag is named.
+        let (base, _) = serve("", true, Some("http://idp.example.com/token")).await;
+        let (trust, trusted) = trusted_at(&base, base.clone());
+        let e = oidc()
+            .issue(
+                &trust,
+                &trusted,
+                "c",
+                &SecretString::from("s3cret"),
+                &TokenRequest::default(),
+            )
+            .await
+            .expect_err("plain http token endpoint");
+        assert!(
+            matches!(e, IssueError::Refused(Refusal::TokenEndpoint { .. })),
+            "{e}"
+        );
+        assert!(e.to_string().contains("--trusted-token-hosts"), "{e}");
+        assert!(!e.to_string().contains("--allow-insecure-registry"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_token_endpoint_says_why_and_keeps_the_cause() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let closed = format!("http://{}/token", listener.local_addr().expect("addr"));
+        drop(listener);
+        let discovery = Discovery {
+            issuer: "http://127.0.0.1".into(),
+            token_endpoint: closed.clone(),
+            auth_methods: Vec::new(),
+        };
+        let e = oidc()
+            .client_credentials(
+                &discovery,
+                url::Url::parse(&closed).expect("url"),
+                "c",
+                &SecretString::from("s3cret"),
+                &TokenRequest::default(),
+            )
+            .await
+            .expect_err("nobody listens");
+        assert!(e.is_transient());
+        assert!(
+            e.message.contains("unreachable: connection failed"),
+            "{}",
+            e.message
+        );
+        assert!(std::error::Error::source(&e).is_some());
+        assert!(!format!("{e:?}").contains("s3cret"));
     }
 
     #[tokio::test]
