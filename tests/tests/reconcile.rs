@@ -11,7 +11,7 @@ use registrar_tests::fixtures::{GatewayAuth, create_gateway};
 use registrar_tests::{ACCOUNT, REGION};
 use registrar_worker::aws::agentcore::AgentCoreAws;
 use registrar_worker::aws::fleet::Fleet;
-use registrar_worker::reconcile::{KeyOutcome, ReconcileOptions, WriteLog, reconcile};
+use registrar_worker::engine::{KeyOutcome, ReconcileOptions, WriteLog, reconcile};
 use registrar_worker::resync::report::Status;
 use serde_json::json;
 

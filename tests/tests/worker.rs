@@ -668,7 +668,11 @@ async fn key_metrics_reach_cloudwatch_as_embedded_metric_lines() -> anyhow::Resu
     let env = TestEnv::start().await?;
     let path = EventPath::create(&env.config, "emf", 5, 10).await?;
     let id = create_gateway(&env.agentcore, "measured", GatewayAuth::Iam).await?;
-    let _worker = env.spawn_worker_with_env(&path, &[], &[("REGISTRAR_EMF_INTERVAL", "1")])?;
+    let _worker = env.spawn_worker_with_env(
+        &path,
+        &["--startup-rescan", "true"],
+        &[("REGISTRAR_EMF_INTERVAL", "1")],
+    )?;
     path.put("CreateGateway", json!({}), json!({"gatewayId": id}))
         .await?;
     let done = |logs: &str| -> Option<serde_json::Value> {
@@ -694,12 +698,37 @@ async fn key_metrics_reach_cloudwatch_as_embedded_metric_lines() -> anyhow::Resu
         "ReconcilesFailed",
         "DeadLettered",
         "TokensExpiringUnrefreshed",
+    ] {
+        assert!(names.contains(&expected), "{expected} in {names:?}");
+        assert!(line[expected].is_number(), "{line}");
+    }
+    // What the rescan saw goes out once, in the line after it (one rescan ran: the start-up
+    // one), so another replica's stale view cannot hold an alarm.
+    let emf_lines = |logs: &str| -> Vec<serde_json::Value> {
+        logs.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v.get("_aws").is_some())
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || emf_lines(&env.worker_logs())
+            .len()
+            >= 3)
+        .await,
+        "{}",
+        env.worker_logs()
+    );
+    let with_rescan: Vec<serde_json::Value> = emf_lines(&env.worker_logs())
+        .into_iter()
+        .filter(|v| v.get("UnauthenticatedGateways").is_some())
+        .collect();
+    assert_eq!(with_rescan.len(), 1, "{with_rescan:?}");
+    for expected in [
         "DeletionsBlocked",
         "UnauthenticatedGateways",
         "TargetsNeedingAuthorization",
     ] {
-        assert!(names.contains(&expected), "{expected} in {names:?}");
-        assert!(line[expected].is_number(), "{line}");
+        assert!(with_rescan[0][expected].is_number(), "{}", with_rescan[0]);
     }
     Ok(())
 }

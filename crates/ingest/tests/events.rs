@@ -102,6 +102,38 @@ fn runtime_and_endpoint_events_name_the_runtime() {
 }
 
 #[test]
+fn a_forwarded_event_is_keyed_by_the_account_and_region_it_happened_in() {
+    // As EventBridge delivers a member account's call forwarded from eu-west-1 to the central
+    // bus in us-west-2: the envelope keeps the sender's account and region, and so does the
+    // CloudTrail record; the central bus's own account appears nowhere in the event.
+    let mut event: serde_json::Value =
+        serde_json::from_str(&fixture("create_gateway")).expect("fixture");
+    event["account"] = "444455556666".into();
+    event["region"] = "eu-west-1".into();
+    event["detail"]["recipientAccountId"] = "444455556666".into();
+    event["detail"]["awsRegion"] = "eu-west-1".into();
+    let Verdict::Reconcile { keys, .. } = parse(&event.to_string(), ParseOptions::default()) else {
+        panic!("reconciled");
+    };
+    assert_eq!(keys.len(), 1);
+    assert_eq!(
+        (keys[0].account.as_str(), keys[0].region.as_str()),
+        ("444455556666", "eu-west-1")
+    );
+    // moto's forwarding drops `account` and restamps `region` with the central bus's: the
+    // CloudTrail record still says where the call happened.
+    event.as_object_mut().map(|e| e.remove("account"));
+    event["region"] = "us-west-2".into();
+    let Verdict::Reconcile { keys, .. } = parse(&event.to_string(), ParseOptions::default()) else {
+        panic!("reconciled");
+    };
+    assert_eq!(
+        (keys[0].account.as_str(), keys[0].region.as_str()),
+        ("444455556666", "eu-west-1")
+    );
+}
+
+#[test]
 fn a_missing_account_is_tolerated() {
     let got = keys("no_account_create_agent_runtime", false);
     assert_eq!(got.len(), 1);

@@ -51,6 +51,8 @@ pub struct MemoryState {
     tables: Arc<Mutex<Tables>>,
     clock: Arc<dyn Clock>,
     fence: Option<Lease>,
+    /// A fault for tests: lease renewals fail as an unavailable store's would.
+    renewals_fail: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn pointer_key(key: &ResourceKey) -> String {
@@ -64,7 +66,14 @@ impl MemoryState {
             tables: Arc::default(),
             clock,
             fence: None,
+            renewals_fail: Arc::default(),
         }
+    }
+
+    /// Makes lease renewals fail (a transient error, as a throttled or unreachable store's).
+    pub fn fail_lease_renewals(&self, fail: bool) {
+        self.renewals_fail
+            .store(fail, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// This table, seen by a process with another clock (a replica whose clock is off).
@@ -341,6 +350,17 @@ impl LeaseStore for MemoryState {
     }
 
     async fn renew_lease(&self, lease: &Lease) -> Result<bool, PortError> {
+        if self
+            .renewals_fail
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(PortError::new(
+                "state",
+                "renew lease",
+                ErrorClass::Transient,
+                "ThrottlingException (a test fault)",
+            ));
+        }
         let now = self.clock.now_ms();
         let mut t = self.tables();
         match t.leases.get_mut(&lease.name) {

@@ -20,9 +20,10 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::aws::fleet::Fleet;
+use crate::engine::ending::{Ending, EndingPolicy, Parsed, Waited, ending};
+use crate::engine::{KeyOutcome, ReconcileOptions, WriteLog, lease, reconcile};
 use crate::fresh::Freshness;
 use crate::gate::KeyGate;
-use crate::reconcile::{KeyOutcome, ReconcileOptions, WriteLog, reconcile};
 
 /// Settings of the consumer.
 #[derive(Debug, Clone, Copy)]
@@ -108,15 +109,6 @@ impl ConsumerStats {
             .fetch_add(took.as_millis() as u64, Ordering::Relaxed);
         self.duration_count.fetch_add(1, Ordering::Relaxed);
     }
-}
-
-/// How one message ends.
-#[derive(Debug, Clone, PartialEq)]
-enum Ending {
-    Delete,
-    Wait { status: String },
-    Retry { after: Duration, error: PortError },
-    DeadLetter { code: &'static str, reason: String },
 }
 
 /// The consumer: one queue, the three peers, the in-process key gate.
@@ -315,15 +307,13 @@ where
         let (keys, meta) = match verdict {
             Verdict::Reject(r) => {
                 tracing::warn!(message_id = %message.message_id, reason_code = r.code(), reason = %r, "Unusable message; dead-lettering it.");
-                self.end(
-                    message,
-                    Ending::DeadLetter {
-                        code: r.code(),
-                        reason: r.to_string(),
-                    },
-                    done,
-                )
-                .await;
+                let reason = r.to_string();
+                let parsed = Parsed::Rejected {
+                    code: r.code(),
+                    reason: &reason,
+                };
+                let ending = self.ending_of(parsed, &message);
+                self.finish(message, ending, done).await;
                 return;
             }
             Verdict::Ignore { reason, meta } => {
@@ -395,9 +385,12 @@ where
             }
             return;
         };
-        let ending = self.decide(&outcomes, message.receive_count);
+        let ending = self.ending_of(Parsed::Reconciled(&outcomes), &message);
+        if ending == Ending::Delete {
+            self.stats.done.fetch_add(1, Ordering::Relaxed);
+        }
         let _enter = span.enter();
-        self.end(message, ending, done).await;
+        self.finish(message, ending, done).await;
     }
 
     async fn reconcile_key(&self, key: &ResourceKey) -> KeyOutcome {
@@ -471,18 +464,11 @@ where
     /// The key's lease, after a few tries; `None` while another worker holds it.
     async fn acquire(&self, key: &ResourceKey) -> Result<Option<Lease>, PortError> {
         let name = lease_name(key);
-        for attempt in 1..=5u32 {
-            if let Some(lease) = self
-                .state
-                .acquire_lease(&name, &self.owner, self.config.visibility)
-                .await?
-            {
-                self.held_leases().insert(name, lease.clone());
-                return Ok(Some(lease));
-            }
-            tokio::time::sleep(Duration::from_millis(200) * attempt).await;
+        let lease = lease::acquire(&self.state, &name, &self.owner, self.config.visibility).await?;
+        if let Some(held) = &lease {
+            self.held_leases().insert(name, held.clone());
         }
-        Ok(None)
+        Ok(lease)
     }
 
     async fn release(&self, lease: &Lease) {
@@ -501,27 +487,6 @@ where
         written: &WriteLog,
         suspects: &[registrar_core::plan::RecordedResource],
     ) -> KeyOutcome {
-        let ttl = lease.ttl;
-        // A lease that could not be renewed ends the work it protects: dropping the reconcile
-        // stops it at its next await, before its next write. The writes themselves are fenced
-        // by the lease's version, for a worker that stalled between two awaits.
-        let renew = async {
-            loop {
-                tokio::time::sleep(ttl / 6).await;
-                let lost = match self.state.renew_lease(lease).await {
-                    Ok(true) => continue,
-                    Ok(false) => "another worker took it, or it was released".to_owned(),
-                    // A throttled or slow renewal is tried again while the lease still holds.
-                    Err(e) if lease.surely_held(self.clock.elapsed()) => {
-                        tracing::warn!(error = %e, "Lease renewal failed; trying again.");
-                        continue;
-                    }
-                    Err(e) => format!("it could not be renewed before it ran out: {e}"),
-                };
-                return lease.lost(&lost);
-            }
-        };
-        let opts = self.config.reconcile;
         let deadline = self.config.reconcile_deadline;
         let started_ms = self.clock.now_ms();
         let fenced = self.state.fenced(lease);
@@ -530,20 +495,26 @@ where
             &self.registry,
             &fenced,
             key,
-            opts,
+            self.config.reconcile,
             written,
             suspects,
         );
-        let outcome = tokio::select! {
-            o = tokio::time::timeout(deadline, work) => {
-                o.unwrap_or_else(|_| KeyOutcome::Failed(PortError::new(
-                    "reconcile",
-                    format!("{key:?}"),
-                    ErrorClass::Transient,
-                    format!("exceeded its deadline of {} s", deadline.as_secs()),
-                )))
-            }
-            e = renew => KeyOutcome::Failed(e),
+        let outcome = match lease::under(
+            &self.state,
+            &*self.clock,
+            lease,
+            tokio::time::timeout(deadline, work),
+        )
+        .await
+        {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => KeyOutcome::Failed(PortError::new(
+                "reconcile",
+                format!("{key:?}"),
+                ErrorClass::Transient,
+                format!("exceeded its deadline of {} s", deadline.as_secs()),
+            )),
+            Err(lost) => KeyOutcome::Failed(lost),
         };
         if matches!(outcome, KeyOutcome::Done(_)) {
             self.fresh.mark(key, started_ms);
@@ -558,44 +529,33 @@ where
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Transient failures back off by the message's receive count, which SQS keeps across
-    /// workers and restarts (a per-process count would restart at 1 on another replica and
-    /// reach the dead-letter queue sooner).
-    fn decide(&self, outcomes: &[KeyOutcome], receive_count: u32) -> Ending {
-        let failed = |class: ErrorClass| {
-            outcomes.iter().find_map(|o| match o {
-                KeyOutcome::Failed(e) if e.class == class => Some(e.clone()),
-                _ => None,
-            })
-        };
-        if let Some(e) = failed(ErrorClass::Terminal).or_else(|| failed(ErrorClass::Conflict)) {
-            return Ending::DeadLetter {
-                code: "terminal",
-                reason: e.to_string(),
-            };
-        }
-        if let Some(error) = failed(ErrorClass::Transient) {
-            return Ending::Retry {
-                after: self
-                    .config
-                    .retry_backoff
-                    .delay(receive_count.max(1), self.clock.jitter()),
-                error,
-            };
-        }
-        if let Some(status) = outcomes.iter().find_map(|o| match o {
-            KeyOutcome::Waiting(s) => Some(s.clone()),
-            _ => None,
-        }) {
-            return Ending::Wait { status };
-        }
-        Ending::Delete
+    /// How the message ends ([`ending`], pure), from its attributes and the time now.
+    fn ending_of(&self, parsed: Parsed<'_>, message: &Received) -> Ending {
+        let attribute = |name: &str| message.attributes.get(name).and_then(|v| v.parse().ok());
+        let waited = attribute(attr::WAITING_SINCE).map(|since_ms| Waited {
+            since_ms,
+            checks: attribute(attr::WAIT_COUNT).map_or(0, |c: u64| c as u32),
+        });
+        let now_ms = self.clock.now_ms();
+        ending(
+            parsed,
+            message.receive_count,
+            waited,
+            message.sent_at_ms.unwrap_or(now_ms),
+            now_ms,
+            self.clock.jitter(),
+            EndingPolicy {
+                retry: self.config.retry_backoff,
+                wait: self.config.wait_backoff,
+                max_wait: self.config.max_wait,
+            },
+        )
     }
 
-    async fn end(&self, message: Received, ending: Ending, done: &mpsc::Sender<Received>) {
+    /// Carries the ending out.
+    async fn finish(&self, message: Received, ending: Ending, done: &mpsc::Sender<Received>) {
         let result = match ending {
             Ending::Delete => {
-                self.stats.done.fetch_add(1, Ordering::Relaxed);
                 let _ = done.send(message).await;
                 return;
             }
@@ -609,42 +569,21 @@ where
                 tracing::warn!(reason_code = code, reason, "Message dead-lettered.");
                 self.queue.dead_letter(&message, code, &reason).await
             }
-            Ending::Wait { status } => {
-                let since = message
-                    .attributes
-                    .get(attr::WAITING_SINCE)
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .or(message.sent_at_ms)
-                    .unwrap_or_else(|| self.clock.now_ms());
-                let count: u32 = message
-                    .attributes
-                    .get(attr::WAIT_COUNT)
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(0)
-                    + 1;
-                if Duration::from_millis(self.clock.now_ms().saturating_sub(since))
-                    > self.config.max_wait
-                {
-                    self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                    let reason =
-                        format!("gave up waiting: resource still {status} after {count} checks");
-                    tracing::warn!(reason, "Message dead-lettered.");
-                    self.queue
-                        .dead_letter(&message, "gave-up-waiting", &reason)
-                        .await
-                } else {
-                    self.stats.waiting.fetch_add(1, Ordering::Relaxed);
-                    let delay = self.config.wait_backoff.delay(count, self.clock.jitter());
-                    tracing::info!(
-                        status,
-                        recheck_in_s = delay.as_secs_f64(),
-                        "Resource not ready; re-checking later."
-                    );
-                    let mut attrs = message.attributes.clone();
-                    attrs.insert(attr::WAITING_SINCE.into(), since.to_string());
-                    attrs.insert(attr::WAIT_COUNT.into(), count.to_string());
-                    self.queue.requeue_delayed(&message, delay, &attrs).await
-                }
+            Ending::Recheck {
+                delay,
+                waited,
+                status,
+            } => {
+                self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    status,
+                    recheck_in_s = delay.as_secs_f64(),
+                    "Resource not ready; re-checking later."
+                );
+                let mut attrs = message.attributes.clone();
+                attrs.insert(attr::WAITING_SINCE.into(), waited.since_ms.to_string());
+                attrs.insert(attr::WAIT_COUNT.into(), waited.checks.to_string());
+                self.queue.requeue_delayed(&message, delay, &attrs).await
             }
         };
         if let Err(e) = result {

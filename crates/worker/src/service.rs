@@ -28,6 +28,8 @@ pub struct RescanStats {
     /// Writes a rescan had to make: events the queue missed, or drift in the registry.
     pub drift: AtomicU64,
     pub deletions_blocked: AtomicU64,
+    /// Deletions the last rescan of this replica held back.
+    pub last_blocked: AtomicU64,
     pub last_success_unix: AtomicU64,
     /// Gateways with no inbound authorization, as the last rescan saw them.
     pub unauthenticated: AtomicU64,
@@ -98,18 +100,24 @@ async fn emf_loop(t: &Telemetry, every: std::time::Duration, stop: CancellationT
                 "TokensExpiringUnrefreshed",
                 get(&k.expiring_unrefreshed) as f64,
             ),
-            count("DeletionsBlocked", get(&r.deletions_blocked) as f64),
-            count("UnauthenticatedGateways", get(&r.unauthenticated) as f64),
-            count(
-                "TargetsNeedingAuthorization",
-                get(&r.needs_authorization) as f64,
-            ),
             Sample {
                 name: "QueueLagMs",
                 value: get(&c.last_queue_lag_ms) as f64,
                 unit: "Milliseconds",
             },
         ];
+        // What a rescan saw goes out once, from the replica that ran it: another replica's
+        // older view would keep an alarm from clearing.
+        if deltas.of("rescans", get(&r.runs)) > 0.0 {
+            samples.extend([
+                count("DeletionsBlocked", get(&r.last_blocked) as f64),
+                count("UnauthenticatedGateways", get(&r.unauthenticated) as f64),
+                count(
+                    "TargetsNeedingAuthorization",
+                    get(&r.needs_authorization) as f64,
+                ),
+            ]);
+        }
         if duration_count > 0.0 {
             samples.push(Sample {
                 name: "ReconcileDurationMs",
@@ -486,41 +494,35 @@ async fn rescan_loop<A, R, S>(
         // A rescan whose lease was taken (or could not be renewed in time) stops: another
         // replica rescans now. Its writes are fenced by the lease's version, so a rescan that
         // stalled cannot overwrite what a newer reconcile of a key wrote meanwhile.
-        let renew = async {
-            loop {
-                tokio::time::sleep(RESCAN_LEASE_TTL / 6).await;
-                match consumer.state.renew_lease(&lease).await {
-                    Ok(true) => {}
-                    Ok(false) => return lease.lost("another replica took it"),
-                    Err(e) if lease.surely_held(consumer.clock.elapsed()) => {
-                        tracing::warn!(error = %e, "Rescan lease renewal failed; trying again.");
-                    }
-                    Err(e) => return lease.lost(&format!("it could not be renewed in time: {e}")),
-                }
-            }
-        };
         let fenced = consumer.state.fenced(&lease);
+        let work = resync(
+            &consumer.agentcore,
+            &consumer.registry,
+            &fenced,
+            schedule.options,
+            &progress,
+        );
         let result = tokio::select! {
             _ = stop.cancelled() => {
                 let _ = consumer.state.release_lease(&lease).await;
                 return;
             }
-            r = resync(&consumer.agentcore, &consumer.registry, &fenced, schedule.options, &progress) => r,
-            e = renew => Err(e),
+            r = crate::engine::lease::under(&consumer.state, &*consumer.clock, &lease, work) => r.and_then(|r| r),
         };
         let _ = consumer.state.release_lease(&lease).await;
         match result {
             Ok(report) => {
                 let writes = (report.registered + report.updated + report.deregistered) as u64;
                 stats.drift.fetch_add(writes, Ordering::Relaxed);
-                stats.deletions_blocked.fetch_add(
-                    report
-                        .results
-                        .iter()
-                        .filter(|r| r.skip.as_ref().is_some_and(|s| s.is_blocked_deletion()))
-                        .count() as u64,
-                    Ordering::Relaxed,
-                );
+                let blocked = report
+                    .results
+                    .iter()
+                    .filter(|r| r.skip.as_ref().is_some_and(|s| s.is_blocked_deletion()))
+                    .count() as u64;
+                stats
+                    .deletions_blocked
+                    .fetch_add(blocked, Ordering::Relaxed);
+                stats.last_blocked.store(blocked, Ordering::Relaxed);
                 stats
                     .unauthenticated
                     .store(report.unauthenticated.len() as u64, Ordering::Relaxed);

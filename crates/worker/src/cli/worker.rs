@@ -14,7 +14,7 @@ use super::args::{PolicyArgs, RegistryArgs, ScopeArgs, TrustArgs};
 use super::compose::{self, Root};
 use super::parse::{QueueUrl, at_least, at_most, within};
 use crate::consumer::{Consumer, ConsumerConfig};
-use crate::reconcile::ReconcileOptions;
+use crate::engine::ReconcileOptions;
 use crate::registry::RegistryClient;
 use crate::resync::ResyncOptions;
 use crate::resync::scan::ScanOptions;

@@ -1,6 +1,5 @@
 //! `registrar resync`: scan AgentCore, read the registry and the state, plan, apply, report.
 
-pub mod apply;
 pub mod report;
 pub mod scan;
 
@@ -16,10 +15,10 @@ use registrar_core::plan::{Action, PlanContext, intact, plan};
 use registrar_core::ports::{AgentCore, Registry, StateStore};
 use registrar_core::tokens::ManifestFields;
 
-use self::apply::Applier;
 use self::report::{Outcome, Report, Status};
 use self::scan::{Known, Progress, ScanOptions, scan_fleet};
 use crate::aws::fleet::Fleet;
+use crate::engine::apply::Applier;
 
 /// Settings of one resync.
 #[derive(Debug, Clone, Copy)]
@@ -160,7 +159,7 @@ pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
             .map(|r| (r.resource.arn.clone(), r))
             .collect(),
         manifests,
-        written: &crate::reconcile::WriteLog::default(),
+        written: &crate::engine::WriteLog::default(),
     };
     // Deregistrations first: they may free a path a registration of this run wants.
     let (first, rest): (Vec<Action>, Vec<Action>) = actions

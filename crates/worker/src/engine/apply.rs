@@ -15,8 +15,8 @@ use registrar_core::plan::{
 use registrar_core::ports::{AgentCore, Registry, StateStore};
 use registrar_core::tokens::ManifestFields;
 
-use super::report::{Outcome, Status};
 use crate::aws::fleet::Fleet;
+use crate::resync::report::{Outcome, Status};
 
 /// Everything the applier needs besides the action.
 #[derive(Debug)]
@@ -29,7 +29,7 @@ pub struct Applier<'a, A, R, S> {
     pub recorded: BTreeMap<String, RecordedResource>,
     pub manifests: BTreeMap<String, ManifestFields>,
     /// Where the entries it creates or overwrites are noted, before each such write.
-    pub written: &'a crate::reconcile::WriteLog,
+    pub written: &'a super::WriteLog,
 }
 
 fn fail(outcome: Outcome, e: &PortError) -> Outcome {

@@ -1,7 +1,13 @@
-//! Reconcile one resource key (design invariant 1, level-triggered): read AgentCore now, derive
-//! the desired entry, read the registry now, plan with the core planner, apply, record state.
-//! The event that named the key is never consulted, so duplicates, reordering and replays are
-//! harmless.
+//! The engine: observe -> plan -> apply for one resource key (design invariant 1,
+//! level-triggered), used by the event path and, through [`apply`], by the rescan. It reads
+//! AgentCore now, derives the desired entry, reads the registry now, plans with the core
+//! planner, applies, and records state. The event that named the key is never consulted, so
+//! duplicates, reordering and replays are harmless. [`lease`] runs work under a key's lease;
+//! [`ending`] decides, as a pure function, how the message that named the key ends.
+
+pub mod apply;
+pub mod ending;
+pub mod lease;
 
 use std::collections::BTreeMap;
 
@@ -15,8 +21,8 @@ use registrar_core::plan::{Action, DeleteGuard, Observation, PlanContext, Record
 use registrar_core::ports::{AgentCore, Registry, StateStore};
 use registrar_core::{ErrorClass, PortError};
 
+use self::apply::Applier;
 use crate::aws::fleet::Fleet;
-use crate::resync::apply::Applier;
 use crate::resync::report::{Outcome, Status};
 
 /// Settings of key reconciles.
