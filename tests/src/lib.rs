@@ -1,6 +1,8 @@
 //! End-to-end test support: real local peers (moto), the registry stand-in, fixtures, and a
 //! bundle that wires them to the registrar.
 
+#![allow(clippy::disallowed_methods)] // tests time real processes on the real clock
+
 pub mod env;
 pub mod events;
 pub mod fixtures;

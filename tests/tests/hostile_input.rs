@@ -3,6 +3,8 @@
 //! that only look like loopback, event ids that are paths, and registry entries at paths we
 //! never derive. Real moto, the registry stand-in and the real `registrar` binary.
 
+#![allow(clippy::disallowed_methods)] // tests time real processes on the real clock
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 

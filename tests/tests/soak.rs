@@ -7,6 +7,8 @@
 //! CI runs it reduced (`SOAK_SECONDS`, default 40 s of traffic); `SOAK_SECONDS=600 cargo test
 //! --test soak -- --nocapture` runs a long one.
 
+#![allow(clippy::disallowed_methods)] // tests time real processes on the real clock
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,7 @@
 //! Egress tokens from a real OpenID provider (`oidc-provider`) into the registry stand-in.
 
+#![allow(clippy::disallowed_methods)] // tests time real processes on the real clock
+
 use std::time::Duration;
 
 use axum::routing::get;

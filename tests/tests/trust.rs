@@ -446,8 +446,11 @@ async fn no_long_lived_value_prints_a_secret_and_secrets_are_never_arguments() -
     })
     .map_err(anyhow::Error::msg)?;
     let issuer = trust.issuer_of(&idp.discovery_url(), &[])?;
-    let oidc =
-        registrar_worker::net::oauth::Oidc::new(Duration::from_secs(5), Duration::from_secs(60))?;
+    let oidc = registrar_worker::net::oauth::Oidc::new(
+        Duration::from_secs(5),
+        Duration::from_secs(60),
+        std::sync::Arc::new(registrar_worker::clock::SystemClock::new()),
+    )?;
     let client_credentials = RegistryClient::new(
         env.standin.url(),
         TokenSource::ClientCredentials(Box::new(ClientCredentialsToken::new(

@@ -3,7 +3,7 @@
 //! current state again.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use registrar_core::PortError;
 use serde::Serialize;
@@ -29,15 +29,8 @@ pub struct DeadLetter {
     pub replay_count: u32,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Reads a message for the report and the filters.
-pub fn describe(m: &Received) -> DeadLetter {
+/// Reads a message for the report and the filters, its age as of `now_ms` (Unix ms).
+pub fn describe(m: &Received, now_ms: u64) -> DeadLetter {
     let (event_name, resource) = match parse(
         &m.body,
         ParseOptions {
@@ -59,7 +52,7 @@ pub fn describe(m: &Received) -> DeadLetter {
             .cloned()
             .unwrap_or_else(|| "max-receives".into()),
         reason: m.attributes.get(attr::REASON).cloned(),
-        age_seconds: m.sent_at_ms.map(|t| now_ms().saturating_sub(t) / 1000),
+        age_seconds: m.sent_at_ms.map(|t| now_ms.saturating_sub(t) / 1000),
         replay_count: m
             .attributes
             .get(attr::REPLAY_COUNT)
@@ -82,7 +75,12 @@ pub struct Inspection {
 }
 
 /// Reads up to `limit` messages, summarises them, and makes them visible again.
-pub async fn inspect(dlq: &Queue, limit: usize, sample: usize) -> Result<Inspection, PortError> {
+pub async fn inspect(
+    dlq: &Queue,
+    limit: usize,
+    sample: usize,
+    now_ms: u64,
+) -> Result<Inspection, PortError> {
     let count = dlq.depth().await?;
     let held = hold(dlq, limit).await?;
     let mut out = Inspection {
@@ -91,7 +89,7 @@ pub async fn inspect(dlq: &Queue, limit: usize, sample: usize) -> Result<Inspect
         ..Inspection::default()
     };
     for m in &held {
-        let d = describe(m);
+        let d = describe(m, now_ms);
         *out.by_event.entry(d.event_name.clone()).or_default() += 1;
         *out.by_reason.entry(d.reason_code.clone()).or_default() += 1;
         out.oldest_age_seconds = out.oldest_age_seconds.max(d.age_seconds);
@@ -144,6 +142,8 @@ pub struct ReplayOptions {
     pub rate: Option<f64>,
     pub filter_event: Option<String>,
     pub filter_resource: Option<String>,
+    /// When the replay started (Unix ms): it moves what the DLQ held then.
+    pub started_ms: u64,
 }
 
 impl ReplayOptions {
@@ -209,7 +209,7 @@ pub async fn replay(
     // A replay moves what the DLQ held when it started. Messages dead-lettered again while it
     // runs (a replayed poison message comes straight back) are left for the next look, or a
     // replay next to running workers would never end.
-    let started_ms = now_ms();
+    let started_ms = opts.started_ms;
     let pause = opts
         .rate
         .filter(|r| *r > 0.0)
@@ -231,7 +231,7 @@ pub async fn replay(
                 kept.push(m);
                 continue;
             }
-            let d = describe(&m);
+            let d = describe(&m, started_ms);
             let full = opts.max.is_some_and(|max| out.moved.len() >= max);
             if full || !opts.matches(&d) || opts.dry_run {
                 if !full && opts.matches(&d) {

@@ -166,6 +166,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    #[allow(clippy::disallowed_methods)] // measures the paused clock itself
     async fn different_keys_run_in_parallel() {
         let gate = Arc::new(KeyGate::<()>::default());
         let start = tokio::time::Instant::now();

@@ -6,6 +6,8 @@
 //! fixed delay to every call (`--latency-ms`; 0 is plain loopback), the same for the registrar
 //! and for the baseline.
 
+#![allow(clippy::disallowed_methods)] // tests time real processes on the real clock
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};

@@ -112,7 +112,7 @@ impl Root {
         registry: &RegistryArgs,
     ) -> anyhow::Result<TokenMachinery> {
         Ok(TokenMachinery {
-            oidc: Oidc::new(OIDC_TIMEOUT, OIDC_CACHE)?,
+            oidc: Oidc::new(OIDC_TIMEOUT, OIDC_CACHE, self.clock())?,
             secrets: SecretResolver::from_process_env(
                 trust.secret_name_pattern.clone(),
                 self.config.clone(),
@@ -307,7 +307,11 @@ fn registry_client_credentials(args: &RegistryArgs, url: &str) -> anyhow::Result
             "--registry-token-discovery-url needs --registry-client-id and REGISTRY_CLIENT_SECRET (or --registry-client-secret-file)"
         );
     };
-    let oidc = Oidc::new(OIDC_TIMEOUT, OIDC_CACHE)?;
+    let oidc = Oidc::new(
+        OIDC_TIMEOUT,
+        OIDC_CACHE,
+        std::sync::Arc::new(crate::clock::SystemClock::new()),
+    )?;
     let trust = registry_idp_trust(url)?;
     let trusted = trust
         .issuer_of(url, std::slice::from_ref(client_id))

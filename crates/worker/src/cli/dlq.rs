@@ -77,6 +77,7 @@ pub(crate) async fn run(root: &Root, command: DlqCommand) -> anyhow::Result<Exit
                 rate,
                 filter_event,
                 filter_resource,
+                started_ms: registrar_core::ports::Clock::now_ms(&*root.clock()),
             };
             replay(root, &queue_url, &dlq_url, &opts, output).await
         }
@@ -90,7 +91,8 @@ async fn inspect(
     sample: usize,
     output: Output,
 ) -> anyhow::Result<ExitCode> {
-    let report = dlq::inspect(&root.queue(dlq_url), limit, sample).await?;
+    let now_ms = registrar_core::ports::Clock::now_ms(&*root.clock());
+    let report = dlq::inspect(&root.queue(dlq_url), limit, sample, now_ms).await?;
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Output::Text => {

@@ -13,7 +13,11 @@ const GROUP: &str = "issuer";
 
 /// One line per `--trusted-issuers` entry.
 pub async fn check(policy: &TrustPolicy, entries: &[String], deadline: Duration) -> Vec<Check> {
-    let oidc = match Oidc::new(deadline, Duration::from_secs(60)) {
+    let oidc = match Oidc::new(
+        deadline,
+        Duration::from_secs(60),
+        std::sync::Arc::new(crate::clock::SystemClock::new()),
+    ) {
         Ok(o) => o,
         Err(e) => {
             return vec![Check::fail(

@@ -21,18 +21,13 @@ pub const PROBE_PREFIX: &str = "/agentcore-registrar-doctor-probe-";
 /// What the probe sets as its credential: not a secret, and never sent anywhere but the probe.
 const PROBE_CREDENTIAL: &str = "agentcore-registrar-doctor-probe-not-a-token";
 
-/// A fresh probe path: the prefix and 12 hex digits from the clock and the process id.
+/// A fresh probe path: the prefix and 12 random hex digits.
 pub fn probe_path() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let mixed =
-        (nanos ^ (u128::from(std::process::id()) << 64)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    format!(
-        "{PROBE_PREFIX}{:012x}",
-        (mixed >> 40) as u64 & 0xFFFF_FFFF_FFFF
-    )
+    use std::hash::{BuildHasher, Hasher};
+    // The std hasher's keys are random per process: enough to keep two probes apart.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    format!("{PROBE_PREFIX}{:012x}", h.finish() & 0xFFFF_FFFF_FFFF)
 }
 
 /// The disabled, private server the probe registers.

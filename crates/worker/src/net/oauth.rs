@@ -16,7 +16,6 @@ use registrar_core::trust::{Refusal, TrustPolicy, TrustedIssuer};
 use registrar_core::{ErrorClass, PortError};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use tokio::time::Instant;
 
 use super::http;
 
@@ -66,8 +65,10 @@ pub enum IssueError {
 #[derive(Debug)]
 pub struct Oidc {
     http: reqwest::Client,
-    cache: Mutex<HashMap<String, (Instant, Arc<Discovery>)>>,
+    /// Discovery documents by URL, with when they were read ([`Clock::elapsed`]).
+    cache: Mutex<HashMap<String, (Duration, Arc<Discovery>)>>,
     cache_ttl: Duration,
+    clock: Arc<dyn registrar_core::ports::Clock>,
 }
 
 fn err(operation: &str, class: ErrorClass, message: impl Into<String>) -> PortError {
@@ -76,8 +77,12 @@ fn err(operation: &str, class: ErrorClass, message: impl Into<String>) -> PortEr
 
 impl Oidc {
     /// A client whose requests give up after `timeout`, keeping discovery documents for
-    /// `cache_ttl`.
-    pub fn new(timeout: Duration, cache_ttl: Duration) -> Result<Self, PortError> {
+    /// `cache_ttl` (aged by `clock`).
+    pub fn new(
+        timeout: Duration,
+        cache_ttl: Duration,
+        clock: Arc<dyn registrar_core::ports::Clock>,
+    ) -> Result<Self, PortError> {
         // Neither discovery nor the token endpoint may send us (and a secret) elsewhere.
         let http = http::client_builder(timeout)
             .build()
@@ -86,6 +91,7 @@ impl Oidc {
             http,
             cache: Mutex::new(HashMap::new()),
             cache_ttl,
+            clock,
         })
     }
 
@@ -115,7 +121,7 @@ impl Oidc {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(url)
-            && at.elapsed() < self.cache_ttl
+            && self.clock.elapsed().saturating_sub(*at) < self.cache_ttl
         {
             return Ok(Arc::clone(d));
         }
@@ -169,7 +175,7 @@ impl Oidc {
         self.cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(url.clone(), (Instant::now(), Arc::clone(&discovery)));
+            .insert(url.clone(), (self.clock.elapsed(), Arc::clone(&discovery)));
         Ok(discovery)
     }
 
@@ -331,7 +337,12 @@ mod tests {
     }
 
     fn oidc() -> Oidc {
-        Oidc::new(Duration::from_secs(5), Duration::from_secs(3600)).expect("client")
+        Oidc::new(
+            Duration::from_secs(5),
+            Duration::from_secs(3600),
+            Arc::new(registrar_testkit::TestClock::standard()),
+        )
+        .expect("client")
     }
 
     #[tokio::test]

@@ -318,6 +318,7 @@ mod tests {
         let oidc = crate::net::oauth::Oidc::new(
             std::time::Duration::from_secs(5),
             std::time::Duration::from_secs(60),
+            std::sync::Arc::new(crate::clock::SystemClock::new()),
         )
         .expect("client");
         let source = TokenSource::ClientCredentials(Box::new(ClientCredentialsToken::new(

@@ -106,9 +106,11 @@ impl Progress {
     /// Waits while higher-priority work is in flight (at most [`YIELD_LIMIT`]).
     pub async fn yield_to_events(&self) {
         let Some(busy) = &self.yield_to else { return };
-        let started = tokio::time::Instant::now();
-        while busy.load(Ordering::Relaxed) > 0 && started.elapsed() < YIELD_LIMIT {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let step = std::time::Duration::from_millis(50);
+        let mut waited = std::time::Duration::ZERO;
+        while busy.load(Ordering::Relaxed) > 0 && waited < YIELD_LIMIT {
+            tokio::time::sleep(step).await;
+            waited += step;
         }
     }
 }
