@@ -168,6 +168,7 @@ pub async fn reconcile<A: AgentCore, R: Registry, S: StateStore>(
     }
 }
 
+/// Observe -> plan -> apply for one key.
 async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
     fleet: &Fleet<A>,
     registry: &R,
@@ -186,14 +187,62 @@ async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
         Some(r) => Some(r),
         None => suspects.last().cloned(),
     };
+    let obs = match observation(observe(ac, key, opts).await?, key, recorded.as_ref()) {
+        Ok(obs) => obs,
+        Err(settled) => return Ok(settled),
+    };
+    let current = entries_at(registry, &obs, recorded.as_ref()).await?;
+    let ctx = PlanContext {
+        policy: opts.policy,
+        adopt_legacy: opts.adopt_legacy,
+        // One resource AgentCore answered for: the mass-deletion guard is for full rescans.
+        guard: DeleteGuard {
+            force: true,
+            ..DeleteGuard::default()
+        },
+        identity: opts.identity,
+    };
+    let recorded_rows: Vec<RecordedResource> = recorded.iter().cloned().collect();
+    let actions = plan(&obs, &current, &recorded_rows, ctx);
+    let applier = Applier {
+        agentcore: fleet,
+        registry,
+        state,
+        ctx,
+        enable: opts.enable,
+        manifests: manifest_of(state, &obs, recorded.as_ref()).await?,
+        recorded: recorded
+            .into_iter()
+            .map(|r| (r.resource.arn.clone(), r))
+            .collect(),
+        written,
+    };
+    // Deregistrations first: they may free a path a registration wants.
+    let (first, rest): (Vec<Action>, Vec<Action>) = actions
+        .into_iter()
+        .partition(|a| matches!(a, Action::Deregister(_)));
+    let mut rows = Vec::new();
+    for action in first.into_iter().chain(rest) {
+        rows.push(applier.apply(action).await);
+    }
+    concluded(rows)
+}
+
+/// What the planner is to work from, or the key's outcome when there is nothing to plan (not
+/// READY yet, waiting for consent, degraded, not registrable, or gone and never recorded).
+fn observation(
+    seen: Seen,
+    key: &ResourceKey,
+    recorded: Option<&RecordedResource>,
+) -> Result<Observation, KeyOutcome> {
     let mut obs = Observation::default();
-    match observe(ac, key, opts).await? {
-        Seen::InProgress(status) => return Ok(KeyOutcome::Waiting(status)),
+    match seen {
+        Seen::InProgress(status) => return Err(KeyOutcome::Waiting(status)),
         Seen::NeedsAuthorization(status) => {
             // Waiting would only dead-letter it after --max-wait: consent may take days. Its
             // next Update/Synchronize event (or a rescan) looks again.
             tracing::warn!(key = ?key, status, "{}", registrar_core::observed::AUTHORIZATION_NEEDED);
-            return Ok(KeyOutcome::Done(vec![Outcome::for_kind(
+            return Err(KeyOutcome::Done(vec![Outcome::for_kind(
                 key.kind,
                 &key.id,
                 "",
@@ -207,11 +256,11 @@ async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
         }
         Seen::Degraded(status) => {
             tracing::info!(key = ?key, status, "Resource degraded; its entry is kept as it is.");
-            return Ok(KeyOutcome::Done(Vec::new()));
+            return Err(KeyOutcome::Done(Vec::new()));
         }
         Seen::NothingToRegister(reason) => {
             tracing::info!(key = ?key, reason, "Resource is READY but gets no entry.");
-            return Ok(KeyOutcome::Done(Vec::new()));
+            return Err(KeyOutcome::Done(Vec::new()));
         }
         Seen::Ready(d) => {
             if d.inbound_auth == registrar_core::desired::InboundAuth::Open {
@@ -220,76 +269,64 @@ async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
             obs.present.insert(d.resource.arn.clone());
             obs.desired.push(*d);
         }
-        Seen::Gone => match &recorded {
-            // AgentCore answered for this very resource: authoritative for it alone.
+        // AgentCore answered for this very resource: authoritative for it alone.
+        Seen::Gone => match recorded {
             Some(r) => {
                 obs.covered.insert(r.resource.scope());
             }
-            None => return Ok(KeyOutcome::Done(Vec::new())),
+            None => return Err(KeyOutcome::Done(Vec::new())),
         },
     }
+    Ok(obs)
+}
 
-    // What the registry holds now at the paths involved (a GET is authoritative).
-    let mut current = Vec::new();
+/// What the registry holds now at the paths involved (a GET is authoritative; lists hide some
+/// entries).
+async fn entries_at<R: Registry>(
+    registry: &R,
+    obs: &Observation,
+    recorded: Option<&RecordedResource>,
+) -> Result<Vec<registrar_core::plan::CurrentEntry>, PortError> {
     let mut wanted: Vec<(registrar_core::desired::Collection, String)> = obs
         .desired
         .iter()
         .map(|d| (d.collection(), d.path.clone()))
+        .chain(recorded.map(|r| (r.collection, r.path.clone())))
         .collect();
-    if let Some(r) = &recorded {
-        wanted.push((r.collection, r.path.clone()));
-    }
     wanted.sort();
     wanted.dedup();
+    let mut current = Vec::new();
     for (collection, path) in &wanted {
         if let Some(entry) = registry.get(*collection, path).await? {
             current.push(entry);
         }
     }
+    Ok(current)
+}
 
-    let ctx = PlanContext {
-        policy: opts.policy,
-        adopt_legacy: opts.adopt_legacy,
-        // One resource AgentCore answered for: the mass-deletion guard is for full rescans.
-        guard: DeleteGuard {
-            force: true,
-            ..DeleteGuard::default()
-        },
-        identity: opts.identity,
-    };
-    let recorded_rows: Vec<RecordedResource> = recorded.iter().cloned().collect();
-    let actions = plan(&obs, &current, &recorded_rows, ctx);
+/// The manifest row recorded for the key's resource, if any.
+async fn manifest_of<S: StateStore>(
+    state: &S,
+    obs: &Observation,
+    recorded: Option<&RecordedResource>,
+) -> Result<BTreeMap<String, registrar_core::tokens::ManifestFields>, PortError> {
     let arn = obs
         .desired
         .first()
         .map(|d| d.resource.arn.clone())
-        .or_else(|| recorded.as_ref().map(|r| r.resource.arn.clone()));
+        .or_else(|| recorded.map(|r| r.resource.arn.clone()));
     let mut manifests = BTreeMap::new();
-    if let Some(arn) = &arn
-        && let Some(m) = state.manifest(arn).await?
+    if let Some(arn) = arn
+        && let Some(m) = state.manifest(&arn).await?
     {
-        manifests.insert(arn.clone(), m);
+        manifests.insert(arn, m);
     }
-    let applier = Applier {
-        agentcore: fleet,
-        registry,
-        state,
-        ctx,
-        enable: opts.enable,
-        recorded: recorded
-            .into_iter()
-            .map(|r| (r.resource.arn.clone(), r))
-            .collect(),
-        manifests,
-        written,
-    };
-    let (first, rest): (Vec<Action>, Vec<Action>) = actions
-        .into_iter()
-        .partition(|a| matches!(a, Action::Deregister(_)));
-    let mut rows = Vec::new();
-    for action in first.into_iter().chain(rest) {
-        rows.push(applier.apply(action).await);
-    }
+    Ok(manifests)
+}
+
+/// The key's outcome from the rows applied: the worst failure (a retryable one first, so the
+/// message is retried rather than dead-lettered while any part can still succeed), or done.
+fn concluded(rows: Vec<Outcome>) -> Result<KeyOutcome, PortError> {
     let failed: Vec<&Outcome> = rows.iter().filter(|r| r.status == Status::Failed).collect();
     if let Some(worst) = failed
         .iter()
@@ -305,4 +342,80 @@ async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
         ));
     }
     Ok(KeyOutcome::Done(rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use registrar_testkit::fixtures::{ACCOUNT, REGION, recorded, server_entry};
+
+    use super::*;
+
+    fn key() -> ResourceKey {
+        ResourceKey {
+            kind: ResourceKind::Gateway,
+            account: ACCOUNT.into(),
+            region: REGION.into(),
+            id: "gw-one".into(),
+            gateway_id: None,
+        }
+    }
+
+    #[test]
+    fn what_was_seen_decides_whether_there_is_anything_to_plan() {
+        let waiting = observation(Seen::InProgress("CREATING".into()), &key(), None);
+        assert_eq!(waiting.err(), Some(KeyOutcome::Waiting("CREATING".into())));
+        let never_known = observation(Seen::Gone, &key(), None);
+        assert_eq!(never_known.err(), Some(KeyOutcome::Done(Vec::new())));
+        let degraded = observation(Seen::Degraded("UPDATE_FAILED".into()), &key(), None);
+        assert_eq!(
+            degraded.err(),
+            Some(KeyOutcome::Done(Vec::new())),
+            "kept as it is"
+        );
+        let consent = observation(
+            Seen::NeedsAuthorization("CREATE_PENDING_AUTH".into()),
+            &key(),
+            None,
+        );
+        assert!(
+            matches!(&consent, Err(KeyOutcome::Done(rows)) if rows[0].status == Status::NeedsAuthorization),
+            "{consent:?}"
+        );
+    }
+
+    #[test]
+    fn a_gone_resource_that_was_recorded_is_planned_for_its_scope_alone() {
+        let d = server_entry("one", "gw-one");
+        let obs = observation(Seen::Gone, &key(), Some(&recorded(&d))).expect("a plan");
+        assert!(obs.desired.is_empty() && obs.present.is_empty());
+        assert_eq!(
+            obs.covered.len(),
+            1,
+            "only this resource's scope is authoritative"
+        );
+        let ready = observation(Seen::Ready(Box::new(d.clone())), &key(), None).expect("a plan");
+        assert_eq!(ready.desired, [d.clone()]);
+        assert!(ready.present.contains(&d.resource.arn));
+    }
+
+    #[test]
+    fn a_retryable_failure_concludes_a_key_before_a_terminal_one() {
+        let d = server_entry("one", "gw-one");
+        let failed = |class| Outcome {
+            error_class: Some(class),
+            ..Outcome::for_desired(&d, Status::Failed, "no")
+        };
+        let e = concluded(vec![
+            failed(ErrorClass::Terminal),
+            failed(ErrorClass::Transient),
+        ])
+        .expect_err("failed");
+        assert_eq!(
+            e.class,
+            ErrorClass::Transient,
+            "retried while a part can still succeed"
+        );
+        let done = concluded(vec![Outcome::for_desired(&d, Status::Registered, "")]);
+        assert!(matches!(done, Ok(KeyOutcome::Done(rows)) if rows.len() == 1));
+    }
 }
