@@ -394,7 +394,7 @@ mod tests {
             "only this resource's scope is authoritative"
         );
         let ready = observation(Seen::Ready(Box::new(d.clone())), &key(), None).expect("a plan");
-        assert_eq!(ready.desired, [d.clone()]);
+        assert_eq!(ready.desired, std::slice::from_ref(&d));
         assert!(ready.present.contains(&d.resource.arn));
     }
 
