@@ -7,6 +7,7 @@ pub mod env;
 pub mod events;
 pub mod fixtures;
 pub mod idp;
+pub mod metrics;
 pub mod moto;
 pub mod proxy;
 pub mod standin;

@@ -176,16 +176,26 @@ async fn an_interrupted_replay_loses_nothing_and_duplicates_at_most_the_message_
             "--dlq-url",
             &path.dlq_url,
             "--rate",
-            "2",
+            "1",
             "--filter-event",
             "CreateGateway",
         ])
         .envs(env.moto.env())
         .kill_on_drop(true)
         .spawn()?;
-    tokio::time::sleep(Duration::from_millis(2600)).await;
+    // Killed once the first message has moved: at one a second, the rest cannot all follow
+    // before the kill lands.
+    let first_moved = tokio::time::timeout(Duration::from_secs(60), async {
+        while path.depth().await? == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::Ok(())
+    })
+    .await;
     child.start_kill()?;
     child.wait().await?;
+    anyhow::ensure!(first_moved.is_ok(), "the replay moved nothing");
+    first_moved??;
     let (in_queue, in_dlq) = (path.depth().await?, path.dlq_total().await?);
     assert!(
         (1..10).contains(&in_queue),

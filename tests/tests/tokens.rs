@@ -241,28 +241,64 @@ async fn deleting_the_gateway_removes_its_manifest_row_and_token_state() -> anyh
     Ok(())
 }
 
-/// Samples the registry's credential for `path` every 250 ms for `window`: fails if it is ever
-/// expired once a first token arrived; returns how many tokens were delivered.
-async fn watch_credential(env: &TestEnv, path: &str, window: Duration) -> anyhow::Result<usize> {
-    let patch_path = format!("/api/servers{path}/auth-credential");
+/// Samples the registry's credential for `path` every 250 ms until `tokens` different ones have
+/// been in place: fails at any sample where the one in place has expired (once a first one
+/// arrived). The watch ends on those deliveries, not after a window; `limit` only stops a stuck
+/// run. Returns the claims of the tokens seen, in order.
+async fn watch_credential(
+    env: &TestEnv,
+    path: &str,
+    tokens: usize,
+    limit: Duration,
+) -> anyhow::Result<Vec<Value>> {
     let start = std::time::Instant::now();
-    while start.elapsed() < window {
+    let mut seen: Vec<(String, Value)> = Vec::new();
+    while seen.len() < tokens {
+        anyhow::ensure!(
+            start.elapsed() < limit,
+            "{} of {tokens} tokens delivered\n{}",
+            seen.len(),
+            env.worker_logs()
+        );
         if let Some(token) = env
             .standin
             .server(path)
             .and_then(|e| e["auth_credential"].as_str().map(str::to_owned))
         {
-            let exp = claims(&token)["exp"].as_u64().unwrap_or(0);
+            let c = claims(&token);
+            let exp = c["exp"].as_u64().unwrap_or(0);
             let now = registrar_worker::clock::now();
             anyhow::ensure!(
                 exp > now,
                 "the registry held an expired token (exp {exp}, now {now})\n{}",
                 env.worker_logs()
             );
+            if seen.last().is_none_or(|(last, _)| *last != token) {
+                seen.push((token, c));
+            }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    Ok(env.standin.arrived(&patch_path))
+    Ok(seen.into_iter().map(|(_, c)| c).collect())
+}
+
+/// Tokens delivered to `path` (credential PATCHes that reached the registry) per token lifetime
+/// covered by `seen`: refreshes counted against lifetimes counted on the tokens' own `iat`/`exp`
+/// (the IdP's issue times), not on the test's clock.
+fn deliveries_per_lifetime(env: &TestEnv, path: &str, seen: &[Value]) -> (usize, f64) {
+    let delivered = env
+        .standin
+        .arrived(&format!("/api/servers{path}/auth-credential"));
+    let at = |c: &Value, k: &str| c[k].as_u64().unwrap_or(0) as f64;
+    let (first, last) = (&seen[0], &seen[seen.len() - 1]);
+    let lifetime = at(first, "exp") - at(first, "iat");
+    let lifetimes = (at(last, "iat") - at(first, "iat")) / lifetime;
+    // The first token starts the count; each later one is one refresh.
+    let per_lifetime = delivered.saturating_sub(1) as f64 / lifetimes.max(f64::EPSILON);
+    eprintln!(
+        "{path}: {delivered} tokens delivered over {lifetimes:.2} lifetimes: {per_lifetime:.2} refreshes per lifetime"
+    );
+    (delivered, per_lifetime)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -279,12 +315,20 @@ async fn a_running_worker_keeps_a_20s_token_fresh_with_about_one_request_per_lif
         &["--token-check-interval", "1"],
         &[("OAUTH_CLIENT_SECRET_fast-client", "fast-secret")],
     )?;
-    let delivered = watch_credential(&env, "/fresh", Duration::from_secs(120)).await?;
-    // 120 s of 20 s tokens refreshed at about 80%: about 8 fetches (6 lifetimes + the first).
+    // Six tokens in turn (the first and five refreshes), none ever expired in place.
+    let seen = watch_credential(&env, "/fresh", 6, Duration::from_secs(600)).await?;
+    // Refreshed at 75 to 80% of the lifetime: 1.25 to 1.33 refreshes per lifetime. Fewer than
+    // one would mean a lapse (the watch refuses that); more than 1.5 would be refreshing eagerly.
+    let (delivered, per_lifetime) = deliveries_per_lifetime(&env, "/fresh", &seen);
     assert!(
-        (6..=9).contains(&delivered),
-        "{delivered} tokens in 120 s\n{}",
+        per_lifetime <= 1.5,
+        "{delivered} tokens delivered, {per_lifetime:.2} refreshes per lifetime: {seen:?}\n{}",
         env.worker_logs()
+    );
+    assert_eq!(
+        delivered,
+        seen.len(),
+        "every token delivered was the one in place for a while"
     );
     assert!(
         !env.worker_logs().contains("fast-secret"),
@@ -304,11 +348,13 @@ async fn two_workers_refresh_each_token_once_per_cycle_not_twice() -> anyhow::Re
     let secret = [("OAUTH_CLIENT_SECRET_shared-client", "shared-secret")];
     let _a = env.spawn_worker_with_env(&path, &["--token-check-interval", "1"], &secret)?;
     let _b = env.spawn_worker_with_env(&path, &["--token-check-interval", "1"], &secret)?;
-    let delivered = watch_credential(&env, "/shared", Duration::from_secs(60)).await?;
-    // One refresher per cycle: about 4 in 60 s (both refreshing would give about 8).
+    let seen = watch_credential(&env, "/shared", 5, Duration::from_secs(600)).await?;
+    // One refresher per cycle: 1.25 to 1.33 refreshes per lifetime (both refreshing would give
+    // about twice that, the second token of a cycle replacing the first at once).
+    let (delivered, per_lifetime) = deliveries_per_lifetime(&env, "/shared", &seen);
     assert!(
-        (3..=5).contains(&delivered),
-        "{delivered} tokens in 60 s\n{}",
+        per_lifetime <= 1.5,
+        "{delivered} tokens delivered, {per_lifetime:.2} per lifetime: {seen:?}\n{}",
         env.worker_logs()
     );
     Ok(())

@@ -6,6 +6,7 @@ use std::time::Duration;
 use registrar_tests::env::{TestEnv, eventually};
 use registrar_tests::events::EventPath;
 use registrar_tests::fixtures::{GatewayAuth, create_gateway};
+use registrar_tests::metrics::{Metrics, processed};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -25,7 +26,8 @@ async fn events_register_update_and_deregister_through_the_real_queue() -> anyho
         GatewayAuth::cognito("us-east-1_P", "c1"),
     )
     .await?;
-    let mut worker = env.spawn_worker(&path, &[])?;
+    let metrics = Metrics::on_free_port()?;
+    let mut worker = env.spawn_worker(&path, &["--listen", &metrics.listen])?;
 
     // Ten duplicate events for the one resource (CloudTrail retries, client-token replays).
     for _ in 0..10 {
@@ -49,8 +51,8 @@ async fn events_register_update_and_deregister_through_the_real_queue() -> anyho
         "the waiting message never reached the DLQ"
     );
 
-    // Let every duplicate be processed, then count: one registry write in all.
-    path.drained(Duration::from_secs(20)).await?;
+    // Every duplicate processed (all ten ended, the queue empty), then count: one write in all.
+    processed(&[&metrics], &path, 10, Duration::from_secs(60)).await?;
     let writes = env.standin.writes().len();
     assert_eq!(
         writes, 1,
@@ -60,7 +62,7 @@ async fn events_register_update_and_deregister_through_the_real_queue() -> anyho
     for _ in 0..10 {
         announce_update(&path, &id).await?;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    processed(&[&metrics], &path, 20, Duration::from_secs(60)).await?;
     assert_eq!(
         env.standin.writes().len(),
         writes,
@@ -152,8 +154,9 @@ async fn two_workers_register_every_resource_exactly_once() -> anyhow::Result<()
             .await?,
         );
     }
-    let _a = env.spawn_worker(&path, &["--concurrency", "4"])?;
-    let _b = env.spawn_worker(&path, &["--concurrency", "4"])?;
+    let (ma, mb) = (Metrics::on_free_port()?, Metrics::on_free_port()?);
+    let _a = env.spawn_worker(&path, &["--concurrency", "4", "--listen", &ma.listen])?;
+    let _b = env.spawn_worker(&path, &["--concurrency", "4", "--listen", &mb.listen])?;
     // Every resource twice (create + a duplicate), so both workers see the same keys.
     for id in ids.iter().chain(ids.iter()) {
         path.put("CreateGateway", json!({}), json!({"gatewayId": id}))
@@ -164,7 +167,8 @@ async fn two_workers_register_every_resource_exactly_once() -> anyhow::Result<()
             == 12)
         .await
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Every duplicate processed too (24 messages ended between the two, the queue empty).
+    processed(&[&ma, &mb], &path, 24, Duration::from_secs(60)).await?;
     let statuses = registrations(&env);
     assert_eq!(
         statuses,
@@ -416,9 +420,9 @@ async fn the_startup_rescan_repairs_missed_events_and_metrics_and_readiness_repo
             .is_some())
         .await
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_, metrics) = http_get(&format!("{base}/metrics")).await?;
-    for line in [
+    // The registration is visible before the message has ended: wait until the metrics show
+    // the ending (and the message out of flight), then check them all.
+    let expected = [
         "registrar_rescan_drift_total 1",
         "registrar_rescans_total{result=\"ok\"} 1",
         "registrar_reconciles_total{result=\"done\"} 1",
@@ -427,11 +431,16 @@ async fn the_startup_rescan_repairs_missed_events_and_metrics_and_readiness_repo
         "registrar_reconcile_duration_seconds_count 1",
         "registrar_in_flight 0",
         "registrar_unauthenticated_gateways 0",
-    ] {
-        assert!(
-            metrics.lines().any(|l| l == line),
-            "missing {line:?} in\n{metrics}"
-        );
+    ];
+    let endpoint = Metrics { listen };
+    let has = |m: &str, line: &str| m.lines().any(|l| l == line);
+    let (_, metrics) = endpoint
+        .until(Duration::from_secs(20), |m| {
+            expected.iter().all(|line| has(m, line))
+        })
+        .await;
+    for line in expected {
+        assert!(has(&metrics, line), "missing {line:?} in\n{metrics}");
     }
     assert!(metrics.contains("registrar_queue_lag_seconds"));
     // JSON logs carry the message and reconcile spans.
@@ -615,6 +624,27 @@ async fn a_backlog_of_repeated_events_costs_one_reconcile_per_resource() -> anyh
     Ok(())
 }
 
+/// By message id, the highest receive count at which the worker's reconcile failed (its log's
+/// "retrying later" lines).
+fn failed_receives(logs: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut failed = std::collections::BTreeMap::new();
+    for v in logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == json!("Reconcile failed; retrying later."))
+    {
+        let (Some(id), Some(count)) = (
+            v["span"]["message_id"].as_str(),
+            v["receive_count"].as_u64(),
+        ) else {
+            continue;
+        };
+        let highest = failed.entry(id.to_owned()).or_insert(0);
+        *highest = count.max(*highest);
+    }
+    failed
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_registry_outage_shorter_than_the_retry_window_dead_letters_nothing() -> anyhow::Result<()>
 {
@@ -636,20 +666,19 @@ async fn a_registry_outage_shorter_than_the_retry_window_dead_letters_nothing() 
         path.put("CreateGateway", json!({}), json!({"gatewayId": id}))
             .await?;
     }
-    // Every message has met the outage and been retried at least twice.
+    // The outage lasts until every message has met it on three receives (half of its six),
+    // backed off between them.
+    let met_three_times = || {
+        let failed = failed_receives(&env.worker_logs());
+        failed.len() == ids.len() && failed.values().all(|r| *r >= 3)
+    };
     assert!(
-        eventually(Duration::from_secs(60), || registrations(&env)
-            .iter()
-            .filter(|s| **s == 503)
-            .count()
-            >= 3 * 2 * 2)
-        .await,
-        "{:?}\n{}",
+        eventually(Duration::from_secs(120), met_three_times).await,
+        "{:?}\n{:?}\n{}",
+        failed_receives(&env.worker_logs()),
         registrations(&env),
         env.worker_logs()
     );
-    // The outage lasts a stretch longer than the first retries took (about 10 s in all).
-    tokio::time::sleep(Duration::from_secs(4)).await;
     env.standin.db().faults.clear();
     assert!(
         eventually(Duration::from_secs(90), || env.standin.db().servers.len()
