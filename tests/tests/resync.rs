@@ -3,7 +3,7 @@
 
 use aws_sdk_bedrockagentcorecontrol::types::{AuthorizerType, GatewayProtocolType, ServerProtocol};
 use registrar_core::ports::ResourceStore;
-use registrar_tests::env::{ADMIN_TOKEN, NOBODY_TOKEN, TestEnv, options};
+use registrar_tests::env::{ADMIN_TOKEN, NOBODY_TOKEN, TestEnv, eventually, options};
 use registrar_tests::fixtures::{GatewayAuth, create_gateway, create_runtime};
 use registrar_tests::proxy::Proxy;
 use registrar_tests::standin::Fault;
@@ -640,7 +640,12 @@ async fn a_rescan_yields_the_registry_to_event_work_in_flight() -> anyhow::Resul
     );
     let rescan = registrar_worker::resync::resync(&ac, &registry, &state, options(), &progress);
     let events = async {
-        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        // The rescan has reached its first write and is waiting on the event work.
+        let waiting = eventually(std::time::Duration::from_secs(30), || {
+            progress.yielding.load(Ordering::Relaxed) > 0
+        })
+        .await;
+        assert!(waiting, "the rescan yields");
         let writes_while_busy = env.standin.writes().len();
         events_in_flight.store(0, Ordering::Relaxed);
         writes_while_busy

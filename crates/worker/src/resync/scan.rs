@@ -97,6 +97,8 @@ pub struct Progress {
     /// Work of higher priority in flight (the worker's messages): each registry write of the
     /// run waits while it is non-zero, up to [`YIELD_LIMIT`], so events go first.
     pub yield_to: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    /// Writes that are waiting on that work now (what a test, or a log, can see).
+    pub yielding: AtomicUsize,
 }
 
 /// The longest one write of a rescan waits for event work.
@@ -108,9 +110,13 @@ impl Progress {
         let Some(busy) = &self.yield_to else { return };
         let step = std::time::Duration::from_millis(50);
         let mut waited = std::time::Duration::ZERO;
-        while busy.load(Ordering::Relaxed) > 0 && waited < YIELD_LIMIT {
-            tokio::time::sleep(step).await;
-            waited += step;
+        if busy.load(Ordering::Relaxed) > 0 {
+            self.yielding.fetch_add(1, Ordering::Relaxed);
+            while busy.load(Ordering::Relaxed) > 0 && waited < YIELD_LIMIT {
+                tokio::time::sleep(step).await;
+                waited += step;
+            }
+            self.yielding.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
