@@ -440,7 +440,7 @@ where
         // was written as recorded, so an entry of a resource now gone is removed again.
         let lost = matches!(outcome, KeyOutcome::Failed(_))
             && !written.is_empty()
-            && !self.state.renew_lease(&lease).await.unwrap_or(true);
+            && !matches!(self.state.renew_lease(&lease).await, Ok(true));
         self.release(&lease).await;
         if !lost {
             return outcome;

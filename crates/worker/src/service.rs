@@ -492,13 +492,13 @@ async fn rescan_loop<A, R, S>(
             ..Progress::default()
         };
         // A rescan whose lease was taken (or could not be renewed in time) stops: another
-        // replica rescans now. Its writes are fenced by the lease's version, so a rescan that
-        // stalled cannot overwrite what a newer reconcile of a key wrote meanwhile.
-        let fenced = consumer.state.fenced(&lease);
+        // replica rescans now. Its writes are not fenced by key versions (a rescan lease's
+        // version says nothing about a key's, and would refuse rows events rewrote meanwhile);
+        // what a stale rescan writes, the next event or rescan of the key repairs.
         let work = resync(
             &consumer.agentcore,
             &consumer.registry,
-            &fenced,
+            &consumer.state,
             schedule.options,
             &progress,
         );

@@ -14,7 +14,7 @@
 //! item's `fence` being no newer, and deletes by leaving a tombstone (`gone`, the fence, a
 //! 7-day `ttl`). Readers skip tombstones. So a worker that stalled past its lease cannot
 //! overwrite or resurrect what the lease's next holder did. Unfenced writers (the rescan, the
-//! operator's resync) write and delete as before.
+//! operator's resync) write and delete as before, and so drop fences they write over.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -759,17 +759,19 @@ impl LeaseStore for DynamoState {
         // The version is the acquisition's time; a clock behind the last holder's version
         // takes that version plus one instead (a second, conditional attempt), so versions
         // only grow whatever the clocks say.
-        let now = self.clock.now_ms();
         let free = "(attribute_not_exists(pk) OR expires_at < :now OR #owner = :me)";
         let mut attempt = (
-            now,
+            self.clock.now_ms(),
             format!("{free} AND (attribute_not_exists(#version) OR #version < :v)"),
             None,
         );
         for _ in 0..2 {
             let (version, condition, previous) = attempt.clone();
-            let expires = now + ttl.as_millis() as u64;
+            // Each attempt's own time: a slow first attempt must not stretch the lease the
+            // holder believes it has past the one the table records.
             let confirmed = self.clock.elapsed();
+            let now = self.clock.now_ms();
+            let expires = now + ttl.as_millis() as u64;
             let mut put = self
                 .client
                 .put_item()
