@@ -409,3 +409,40 @@ pub async fn send(
     }
     Ok(response)
 }
+
+/// The kinds (`sk`) of the DynamoDB items the recorded calls read, from their answers
+/// ([`Proxy::record_answers`]): each item a Query, GetItem or BatchGetItem returned, and `scan`
+/// for every Scan.
+pub fn dynamodb_items_read(calls: &[Recorded]) -> Vec<String> {
+    let mut kinds = Vec::new();
+    for c in calls.iter().filter(|c| c.service == "dynamodb") {
+        let op = c
+            .headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|t| t.rsplit('.').next())
+            .unwrap_or_default();
+        let answer: serde_json::Value = c
+            .answer
+            .as_ref()
+            .and_then(|a| serde_json::from_slice(a).ok())
+            .unwrap_or_default();
+        let sk = |item: &serde_json::Value| item["sk"]["S"].as_str().unwrap_or("?").to_owned();
+        match op {
+            "Scan" => kinds.push("scan".to_owned()),
+            "Query" => kinds.extend(answer["Items"].as_array().into_iter().flatten().map(sk)),
+            "GetItem" if answer.get("Item").is_some() => kinds.push(sk(&answer["Item"])),
+            "BatchGetItem" => kinds.extend(
+                answer["Responses"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|t| t.values())
+                    .filter_map(|v| v.as_array())
+                    .flatten()
+                    .map(sk),
+            ),
+            _ => {}
+        }
+    }
+    kinds
+}

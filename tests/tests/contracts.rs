@@ -8,7 +8,9 @@ use std::time::Duration;
 use registrar_testkit::contract;
 use registrar_tests::env::{ADMIN_TOKEN, TestEnv};
 use registrar_tests::fixtures::{GatewayAuth, create_gateway, create_runtime};
+use registrar_tests::proxy::{Proxy, dynamodb_items_read};
 use registrar_worker::aws::agentcore::AgentCoreAws;
+use registrar_worker::aws::state::DynamoState;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dynamodb_state_store_keeps_the_state_contract() -> anyhow::Result<()> {
@@ -19,6 +21,25 @@ async fn the_dynamodb_state_store_keeps_the_state_contract() -> anyhow::Result<(
     // A real clock: the lease must outlast a few moto calls on a busy machine.
     contract::state::leases(&state, Duration::from_secs(2), async |d| {
         tokio::time::sleep(d).await;
+    })
+    .await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dynamodb_due_index_finds_tokens_when_due_and_reads_nothing_else() -> anyhow::Result<()>
+{
+    let env = TestEnv::start().await?;
+    // Every DynamoDB call through a recording proxy: what each answer held is what was read.
+    let proxy = Proxy::start(&env.moto.url()).await?;
+    proxy.record_answers();
+    proxy.record();
+    let config = env.config.to_builder().endpoint_url(proxy.url()).build();
+    let state = DynamoState::new(&config, &env.table);
+    contract::state::due_index(&state, async || {
+        let calls = proxy.take_recorded();
+        proxy.record();
+        dynamodb_items_read(&calls)
     })
     .await;
     Ok(())
