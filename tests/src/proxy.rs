@@ -28,6 +28,8 @@ pub struct Recorded {
     pub service: String,
     /// When it arrived.
     pub at: Instant,
+    /// The answer's body, when [`Proxy::record_answers`] asked for it (and it has come).
+    pub answer: Option<Bytes>,
 }
 
 /// What the proxy does to the requests it forwards.
@@ -54,6 +56,11 @@ pub struct Controls {
     /// Keep every request (for a replay).
     pub record: bool,
     pub recorded: Vec<Recorded>,
+    /// Keep the answers of recorded requests too (DynamoDB's say how many items were read).
+    pub record_answers: bool,
+    /// Bumped by every [`Proxy::record`] and [`Proxy::take_recorded`], so an answer that
+    /// arrives later is not put beside another request.
+    pub generation: u64,
     /// Requests forwarded, by service.
     pub forwarded: BTreeMap<String, u64>,
     /// Requests answered with a throttling error.
@@ -184,14 +191,21 @@ impl Proxy {
     pub fn record(&self) {
         let mut c = self.controls();
         c.record = true;
+        c.generation += 1;
         c.recorded.clear();
         c.forwarded.clear();
+    }
+
+    /// Records the answers of recorded requests as well ([`Recorded::answer`]).
+    pub fn record_answers(&self) {
+        self.controls().record_answers = true;
     }
 
     /// Stops recording and hands over what was recorded.
     pub fn take_recorded(&self) -> Vec<Recorded> {
         let mut c = self.controls();
         c.record = false;
+        c.generation += 1;
         std::mem::take(&mut c.recorded)
     }
 
@@ -246,7 +260,7 @@ async fn forward(State(shared): State<Shared>, request: Request) -> Response {
         .path_and_query()
         .map_or_else(|| "/".to_owned(), ToString::to_string);
     let service = service_of(&parts.headers);
-    let (latency, complete_updates, target_status, hold) = {
+    let (latency, complete_updates, target_status, hold, slot) = {
         let mut c = lock(&shared.controls);
         if c.throttle_until.is_some_and(|t| Instant::now() < t) && c.throttled_service == service {
             c.throttled += 1;
@@ -264,7 +278,11 @@ async fn forward(State(shared): State<Shared>, request: Request) -> Response {
             return access_denied(&action);
         }
         *c.forwarded.entry(service.clone()).or_default() += 1;
+        let mut slot = None;
         if c.record {
+            if c.record_answers {
+                slot = Some((c.generation, c.recorded.len()));
+            }
             c.recorded.push(Recorded {
                 method: parts.method.clone(),
                 uri: uri.clone(),
@@ -272,6 +290,7 @@ async fn forward(State(shared): State<Shared>, request: Request) -> Response {
                 body: body.clone(),
                 service: service.clone(),
                 at: Instant::now(),
+                answer: None,
             });
         }
         let hold = c
@@ -288,6 +307,7 @@ async fn forward(State(shared): State<Shared>, request: Request) -> Response {
                 .clone()
                 .filter(|_| service == "bedrock-agentcore" && uri.contains("/targets")),
             hold,
+            slot,
         )
     };
     if let Some(gate) = hold {
@@ -319,6 +339,21 @@ async fn forward(State(shared): State<Shared>, request: Request) -> Response {
             .await
         }
         Ok(response) if complete_updates => updates_completed(response).await,
+        Ok(response) if slot.is_some() => {
+            let (parts, body) = response.into_parts();
+            let Ok(bytes) = axum::body::to_bytes(body, 64 << 20).await else {
+                return StatusCode::BAD_GATEWAY.into_response();
+            };
+            let mut c = lock(&shared.controls);
+            if let Some((generation, at)) = slot
+                && c.generation == generation
+                && let Some(r) = c.recorded.get_mut(at)
+            {
+                r.answer = Some(bytes.clone());
+            }
+            drop(c);
+            Response::from_parts(parts, Body::from(bytes))
+        }
         Ok(response) => response,
         Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     }
@@ -373,4 +408,41 @@ pub async fn send(
         }
     }
     Ok(response)
+}
+
+/// The kinds (`sk`) of the DynamoDB items the recorded calls read, from their answers
+/// ([`Proxy::record_answers`]): each item a Query, GetItem or BatchGetItem returned, and `scan`
+/// for every Scan.
+pub fn dynamodb_items_read(calls: &[Recorded]) -> Vec<String> {
+    let mut kinds = Vec::new();
+    for c in calls.iter().filter(|c| c.service == "dynamodb") {
+        let op = c
+            .headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|t| t.rsplit('.').next())
+            .unwrap_or_default();
+        let answer: serde_json::Value = c
+            .answer
+            .as_ref()
+            .and_then(|a| serde_json::from_slice(a).ok())
+            .unwrap_or_default();
+        let sk = |item: &serde_json::Value| item["sk"]["S"].as_str().unwrap_or("?").to_owned();
+        match op {
+            "Scan" => kinds.push("scan".to_owned()),
+            "Query" => kinds.extend(answer["Items"].as_array().into_iter().flatten().map(sk)),
+            "GetItem" if answer.get("Item").is_some() => kinds.push(sk(&answer["Item"])),
+            "BatchGetItem" => kinds.extend(
+                answer["Responses"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|t| t.values())
+                    .filter_map(|v| v.as_array())
+                    .flatten()
+                    .map(sk),
+            ),
+            _ => {}
+        }
+    }
+    kinds
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 use registrar_testkit::contract;
 use registrar_tests::env::{ADMIN_TOKEN, TestEnv};
 use registrar_tests::fixtures::{GatewayAuth, create_gateway, create_runtime};
+use registrar_tests::proxy::{Proxy, dynamodb_items_read};
 use registrar_worker::aws::agentcore::AgentCoreAws;
+use registrar_worker::aws::state::DynamoState;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dynamodb_state_store_keeps_the_state_contract() -> anyhow::Result<()> {
@@ -21,6 +23,102 @@ async fn the_dynamodb_state_store_keeps_the_state_contract() -> anyhow::Result<(
         tokio::time::sleep(d).await;
     })
     .await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dynamodb_due_index_finds_tokens_when_due_and_reads_nothing_else() -> anyhow::Result<()>
+{
+    let env = TestEnv::start().await?;
+    // Every DynamoDB call through a recording proxy: what each answer held is what was read.
+    let proxy = Proxy::start(&env.moto.url()).await?;
+    proxy.record_answers();
+    proxy.record();
+    let config = env.config.to_builder().endpoint_url(proxy.url()).build();
+    let state = DynamoState::new(&config, &env.table);
+    contract::state::due_index(&state, async || {
+        let calls = proxy.take_recorded();
+        proxy.record();
+        dynamodb_items_read(&calls)
+    })
+    .await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_items_written_before_the_due_index_are_indexed_once_per_table() -> anyhow::Result<()>
+{
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use registrar_core::ports::TokenStore;
+    let env = TestEnv::start().await?;
+    let state = env.state();
+    let ddb = aws_sdk_dynamodb::Client::new(&env.config);
+    let s = |v: &str| AttributeValue::S(v.to_owned());
+    let n = |v: u64| AttributeValue::N(v.to_string());
+    // As the older version wrote them: manifest rows by their own put, token items without the
+    // index keys; one row never refreshed (no token item), one token whose row is gone.
+    let mut arns = Vec::new();
+    for name in ["old-a", "old-b", "orphan"] {
+        let arn = format!("arn:aws:bedrock-agentcore:us-east-1:123456789012:gateway/{name}");
+        if name != "orphan" {
+            ddb.put_item()
+                .table_name(&env.table)
+                .item("pk", s(&format!("res#{arn}")))
+                .item("sk", s("manifest"))
+                .item("arn", s(&arn))
+                .item("path", s(&format!("/{name}")))
+                .item("url", s("https://gw.example/mcp"))
+                .item(
+                    "discovery_url",
+                    s("https://idp.example/.well-known/openid-configuration"),
+                )
+                .send()
+                .await?;
+        }
+        if name != "old-b" {
+            ddb.put_item()
+                .table_name(&env.table)
+                .item("pk", s(&format!("res#{arn}")))
+                .item("sk", s("token"))
+                .item("arn", s(&arn))
+                .item("next_refresh_at", n(500))
+                .item("last_result", s("ok"))
+                .item("failures", n(0))
+                .send()
+                .await?;
+        }
+        arns.push(arn);
+    }
+    // The table is new: ensure_table wrote the marker. Take it away, as on a table created by
+    // the older stack.
+    ddb.delete_item()
+        .table_name(&env.table)
+        .key("pk", s("meta#token-index"))
+        .key("sk", s("meta"))
+        .send()
+        .await?;
+    assert!(
+        state.due_tokens(u64::MAX).await?.is_empty(),
+        "not indexed yet"
+    );
+    assert_eq!(state.backfill_token_index().await?, Some(2));
+    let due = state.due_tokens(u64::MAX).await?;
+    let found: Vec<(&str, Option<u64>)> = due
+        .iter()
+        .map(|d| {
+            (
+                d.manifest.path.as_str(),
+                d.token.as_ref().map(|t| t.next_refresh_at),
+            )
+        })
+        .collect();
+    assert_eq!(found, [("/old-b", None), ("/old-a", Some(500))]);
+    assert_eq!(
+        state.due_tokens(499).await?.len(),
+        1,
+        "indexed at its next refresh"
+    );
+    assert_eq!(state.backfill_token_index().await?, None, "once per table");
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use axum::routing::get;
 use registrar_tests::env::TestEnv;
 use registrar_tests::fixtures::{GatewayAuth, create_gateway};
 use registrar_tests::idp::Idp;
+use registrar_tests::proxy::{Proxy, dynamodb_items_read};
 use serde_json::{Value, json};
 
 fn claims(jwt: &str) -> Value {
@@ -333,6 +334,67 @@ async fn a_running_worker_keeps_a_20s_token_fresh_with_about_one_request_per_lif
     assert!(
         !env.worker_logs().contains("fast-secret"),
         "no secret in any log line"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_workers_token_loop_never_scans_and_reads_nothing_when_nothing_is_due()
+-> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let idp = Idp::start("idle-client", "idle-secret", Duration::from_secs(300)).await?;
+    env.trust_issuer(&idp.issuer);
+    create_gateway(&env.agentcore, "idle", jwt_auth(&idp, "idle-client")).await?;
+    create_gateway(&env.agentcore, "plain", GatewayAuth::Iam).await?;
+    assert!(env.cli(&["resync"]).await?.status.success());
+    // The worker's DynamoDB calls go through a proxy that keeps them and their answers.
+    let dynamodb = Proxy::start(&env.moto.url()).await?;
+    dynamodb.record_answers();
+    let path = registrar_tests::events::EventPath::create(&env.config, "idle", 5, 10).await?;
+    let _worker = env.spawn_worker_with_env(
+        &path,
+        &["--token-check-interval", "1"],
+        &[
+            ("OAUTH_CLIENT_SECRET_idle-client", "idle-secret"),
+            ("AWS_ENDPOINT_URL_DYNAMODB", &dynamodb.url()),
+        ],
+    )?;
+    // The new manifest row is found through the index and refreshed at once...
+    assert!(
+        registrar_tests::env::eventually(Duration::from_secs(30), || {
+            env.standin
+                .server("/idle")
+                .is_some_and(|e| e["auth_credential"].is_string())
+        })
+        .await,
+        "the token was delivered\n{}",
+        env.worker_logs()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // ...then, with nothing due for minutes, a look every second costs one empty Query.
+    dynamodb.record();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let calls = dynamodb.take_recorded();
+    let ops: Vec<String> = calls
+        .iter()
+        .filter_map(|c| {
+            c.headers
+                .get("x-amz-target")?
+                .to_str()
+                .ok()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(
+        !ops.iter().any(|op| op.ends_with(".Scan")),
+        "no Scan: {ops:?}"
+    );
+    let queries = ops.iter().filter(|op| op.ends_with(".Query")).count();
+    assert!((3..=8).contains(&queries), "a Query per look: {ops:?}");
+    assert_eq!(
+        dynamodb_items_read(&calls),
+        Vec::<String>::new(),
+        "nothing read when nothing is due: {ops:?}"
     );
     Ok(())
 }

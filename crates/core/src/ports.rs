@@ -158,10 +158,18 @@ pub trait TokenStore: Send + Sync {
         arn: &str,
         token: &crate::refresh::TokenState,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
-    /// Every recorded token state, by ARN.
-    fn tokens(
+    /// The tokens to look at by `until` (Unix seconds), earliest first: every manifest row
+    /// whose token has no state yet (due at once) or whose [`TokenState::look_at`] is at or
+    /// before `until`, with its resource record. Found through an index of token items, then
+    /// read by key: the cost grows with the tokens returned, never with the table (no scan,
+    /// and leases, pointers, claims and other resource rows are never read). A token whose
+    /// manifest row is gone is not returned (and is dropped from the index).
+    ///
+    /// [`TokenState::look_at`]: crate::refresh::TokenState::look_at
+    fn due_tokens(
         &self,
-    ) -> impl Future<Output = Result<Vec<(String, crate::refresh::TokenState)>, PortError>> + Send;
+        until: u64,
+    ) -> impl Future<Output = Result<Vec<DueToken>, PortError>> + Send;
     /// Claims the refresh of `arn`'s token for `owner` until `until` (Unix seconds), if it is
     /// still due as `seen_next_refresh` says and no other worker holds an unexpired claim:
     /// exactly one worker refreshes a given token. Recording the refreshed state ends the claim.
@@ -173,6 +181,28 @@ pub trait TokenStore: Send + Sync {
         now: u64,
         until: u64,
     ) -> impl Future<Output = Result<bool, PortError>> + Send;
+}
+
+/// A token the loop looks at: its manifest row, the resource's record (if one is kept) and
+/// its state (`None` before the first refresh is recorded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueToken {
+    /// The manifest row.
+    pub manifest: ManifestFields,
+    /// The resource's record.
+    pub resource: Option<RecordedResource>,
+    /// The recorded token state.
+    pub token: Option<crate::refresh::TokenState>,
+}
+
+impl DueToken {
+    /// When the loop must look at it ([`crate::refresh::TokenState::look_at`]; 0 without a
+    /// state).
+    pub fn look_at(&self) -> u64 {
+        self.token
+            .as_ref()
+            .map_or(0, crate::refresh::TokenState::look_at)
+    }
 }
 
 /// Leases (one holder of a name at a time, for a while) and the fencing of writes made under

@@ -26,6 +26,25 @@ pub struct TokenState {
     pub refreshed_at: Option<u64>,
 }
 
+/// How long before expiry a token whose last refresh did not succeed is reported as about to
+/// expire unrefreshed (a warning and the `expiring_unrefreshed` gauge).
+pub const EXPIRY_WARNING_S: u64 = 60;
+
+impl TokenState {
+    /// When the token loop must next look at this token (Unix seconds): when it is due for
+    /// refresh, or, for a token whose last refresh did not succeed, when it comes within
+    /// [`EXPIRY_WARNING_S`] of expiring unrefreshed, if that is sooner. State stores index
+    /// tokens by it, so a look reads only the tokens this says are worth reading.
+    pub fn look_at(&self) -> u64 {
+        match self.expires_at {
+            Some(exp) if self.last_result != "ok" => self
+                .next_refresh_at
+                .min(exp.saturating_sub(EXPIRY_WARNING_S)),
+            _ => self.next_refresh_at,
+        }
+    }
+}
+
 /// When tokens are refreshed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RefreshPolicy {
@@ -110,6 +129,33 @@ pub fn retry_at(
 /// warning and a metric.
 pub fn expiring_unrefreshed(now: u64, expires_at: u64, window: u64) -> bool {
     expires_at <= now + window
+}
+
+#[cfg(test)]
+mod look_at_tests {
+    use super::*;
+
+    fn state(next: u64, expires: Option<u64>, result: &str) -> TokenState {
+        TokenState {
+            expires_at: expires,
+            next_refresh_at: next,
+            last_result: result.into(),
+            ..TokenState::default()
+        }
+    }
+
+    #[test]
+    fn a_token_is_looked_at_when_due_or_when_it_would_expire_unrefreshed() {
+        assert_eq!(state(800, Some(1000), "ok").look_at(), 800);
+        assert_eq!(state(800, None, "failed").look_at(), 800);
+        // A refusal waits an hour, but its token expires sooner: looked at a minute before.
+        assert_eq!(state(4600, Some(1000), "refused").look_at(), 940);
+        // A failure retried well before expiry is looked at for the retry.
+        assert_eq!(state(900, Some(1000), "failed").look_at(), 900);
+        // Expired already: at once (and on every look until it is refreshed).
+        assert_eq!(state(4600, Some(30), "refused").look_at(), 0);
+        assert!(expiring_unrefreshed(940, 1000, EXPIRY_WARNING_S));
+    }
 }
 
 /// The claims of a JWT, read without verifying it (to schedule refreshes, never to trust).

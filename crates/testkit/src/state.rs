@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use registrar_core::identity::ResourceKey;
 use registrar_core::plan::RecordedResource;
-use registrar_core::ports::{Clock, Lease, LeaseStore, ResourceStore, TokenStore};
+use registrar_core::ports::{Clock, DueToken, Lease, LeaseStore, ResourceStore, TokenStore};
 use registrar_core::refresh::TokenState;
 use registrar_core::tokens::ManifestFields;
 use registrar_core::{ErrorClass, PortError};
@@ -36,6 +36,9 @@ struct LeaseRow {
 
 #[derive(Debug, Default)]
 struct Tables {
+    /// What was read, by item kind (`res`, `ptr`, `claim`, `manifest`, `token`, `lease`), and
+    /// `scan` for a read of every item of a kind.
+    reads: Vec<&'static str>,
     resources: BTreeMap<String, Row<RecordedResource>>,
     pointers: BTreeMap<String, Row<String>>,
     claims: BTreeMap<String, Row<String>>,
@@ -82,6 +85,12 @@ impl MemoryState {
             clock,
             ..self.clone()
         }
+    }
+
+    /// The kinds of the items read since the last call (`scan` for each scan), so the contract
+    /// can hold a reader to what it may read.
+    pub fn take_reads(&self) -> Vec<&'static str> {
+        std::mem::take(&mut self.tables().reads)
     }
 
     fn tables(&self) -> MutexGuard<'_, Tables> {
@@ -146,9 +155,9 @@ impl MemoryState {
 
 impl ResourceStore for MemoryState {
     async fn resources(&self) -> Result<Vec<RecordedResource>, PortError> {
-        Ok(self
-            .tables()
-            .resources
+        let mut t = self.tables();
+        t.reads.push("scan");
+        Ok(t.resources
             .values()
             .filter_map(|r| r.value.clone())
             .collect())
@@ -185,7 +194,8 @@ impl ResourceStore for MemoryState {
     }
 
     async fn lookup(&self, key: &ResourceKey) -> Result<Option<RecordedResource>, PortError> {
-        let t = self.tables();
+        let mut t = self.tables();
+        t.reads.extend(["ptr", "res"]);
         Ok(t.pointers
             .get(&pointer_key(key))
             .and_then(|p| p.value.as_ref())
@@ -236,16 +246,17 @@ impl ResourceStore for MemoryState {
 
 impl TokenStore for MemoryState {
     async fn manifest(&self, arn: &str) -> Result<Option<ManifestFields>, PortError> {
-        Ok(self
-            .tables()
-            .manifests
-            .get(arn)
-            .and_then(|m| m.value.clone()))
+        let mut t = self.tables();
+        t.reads.push("manifest");
+        Ok(t.manifests.get(arn).and_then(|m| m.value.clone()))
     }
 
     async fn put_manifest(&self, row: &ManifestFields) -> Result<(), PortError> {
         let mut t = self.tables();
-        self.put("manifest row", &mut t.manifests, &row.arn, row.clone())
+        self.put("manifest row", &mut t.manifests, &row.arn, row.clone())?;
+        // A new row's token item, due at once (the adapter indexes it likewise).
+        t.tokens.entry(row.arn.clone()).or_default();
+        Ok(())
     }
 
     async fn delete_manifest(&self, arn: &str) -> Result<(), PortError> {
@@ -256,9 +267,9 @@ impl TokenStore for MemoryState {
     }
 
     async fn manifests(&self) -> Result<Vec<ManifestFields>, PortError> {
-        Ok(self
-            .tables()
-            .manifests
+        let mut t = self.tables();
+        t.reads.push("scan");
+        Ok(t.manifests
             .values()
             .filter_map(|m| m.value.clone())
             .collect())
@@ -276,24 +287,34 @@ impl TokenStore for MemoryState {
         Ok(())
     }
 
-    async fn tokens(&self) -> Result<Vec<(String, TokenState)>, PortError> {
-        Ok(self
-            .tables()
+    async fn due_tokens(&self, until: u64) -> Result<Vec<DueToken>, PortError> {
+        let mut t = self.tables();
+        let t = &mut *t;
+        let mut due: Vec<(String, Option<TokenState>, u64)> = t
             .tokens
             .iter()
             .map(|(arn, row)| {
-                // A claim-only item reads as a state with nothing recorded, as in DynamoDB.
-                let state = row.state.clone().unwrap_or(TokenState {
-                    expires_at: None,
-                    next_refresh_at: 0,
-                    last_result: String::new(),
-                    failures: 0,
-                    client_id: None,
-                    refreshed_at: None,
-                });
-                (arn.clone(), state)
+                let look_at = row.state.as_ref().map_or(0, TokenState::look_at);
+                (arn.clone(), row.state.clone(), look_at)
             })
-            .collect())
+            .filter(|(_, _, look_at)| *look_at <= until)
+            .collect();
+        due.sort_by_key(|(_, _, look_at)| *look_at);
+        let mut found = Vec::with_capacity(due.len());
+        for (arn, token, _) in due {
+            t.reads.extend(["token", "manifest", "res"]);
+            let Some(manifest) = t.manifests.get(&arn).and_then(|m| m.value.clone()) else {
+                // Written after its manifest row was deleted: out of the index.
+                t.tokens.remove(&arn);
+                continue;
+            };
+            found.push(DueToken {
+                manifest,
+                resource: t.resources.get(&arn).and_then(|r| r.value.clone()),
+                token,
+            });
+        }
+        Ok(found)
     }
 
     async fn claim_refresh(

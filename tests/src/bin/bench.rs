@@ -54,11 +54,19 @@ struct Args {
     token_ttl: u64,
     #[arg(long, default_value_t = 4)]
     token_lifetimes: u64,
-    /// Which benchmarks: resync, burst, memory, tokens.
+    /// Owned resources, those of them with tokens, and the seconds observed in the idle token
+    /// loop benchmark.
+    #[arg(long, default_value_t = 10_000)]
+    idle_resources: usize,
+    #[arg(long, default_value_t = 500)]
+    idle_tokens: usize,
+    #[arg(long, default_value_t = 120)]
+    idle_window: u64,
+    /// Which benchmarks: resync, burst, memory, tokens, idle-tokens.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "resync,burst,memory,tokens"
+        default_value = "resync,burst,memory,tokens,idle-tokens"
     )]
     only: Vec<String>,
 }
@@ -673,6 +681,213 @@ async fn bench_tokens(args: &Args, out: &mut String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// DynamoDB items a recorded call read, by its answer: what a Scan or Query evaluated
+/// (`ScannedCount`, before any filter: DynamoDB bills reads by it), the item a GetItem found, the
+/// items a BatchGetItem returned. Other operations read nothing here.
+fn items_read(c: &Recorded) -> u64 {
+    let Some(answer) = c.answer.as_ref() else {
+        return 0;
+    };
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(answer) else {
+        return 0;
+    };
+    let op = operation_of(c);
+    match op.rsplit(' ').next().unwrap_or_default() {
+        "Scan" | "Query" => json["ScannedCount"].as_u64().unwrap_or(0),
+        "GetItem" => u64::from(json.get("Item").is_some()),
+        "BatchGetItem" => json["Responses"].as_object().map_or(0, |t| {
+            t.values()
+                .filter_map(|v| v.as_array())
+                .map(|a| a.len() as u64)
+                .sum()
+        }),
+        _ => 0,
+    }
+}
+
+/// Looks of the token loop among the calls: the first page of each read of the token items (a
+/// Scan filtered to `token` items before the due index, a Query of the index after it).
+fn token_looks(calls: &[Recorded]) -> u64 {
+    calls
+        .iter()
+        .filter(|c| c.service == "dynamodb")
+        .filter(|c| {
+            let body = String::from_utf8_lossy(&c.body);
+            let op = operation_of(c);
+            let first_page = !body.contains("ExclusiveStartKey");
+            let scan_of_tokens = op.ends_with(" Scan") && body.contains(r#"{"S":"token"}"#);
+            let query_of_index = op.ends_with(" Query") && body.contains("due-tokens");
+            first_page && (scan_of_tokens || query_of_index)
+        })
+        .count() as u64
+}
+
+/// Items read and calls made, by operation.
+fn reads_by_operation(calls: &[Recorded]) -> BTreeMap<String, (u64, u64)> {
+    let mut by: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for c in calls.iter().filter(|c| c.service == "dynamodb") {
+        let slot = by.entry(operation_of(c)).or_default();
+        slot.0 += 1;
+        slot.1 += items_read(c);
+    }
+    by
+}
+
+fn describe_reads(by: &BTreeMap<String, (u64, u64)>) -> String {
+    if by.is_empty() {
+        return "none".into();
+    }
+    by.iter()
+        .map(|(op, (calls, items))| format!("{op}: {calls} calls, {items} items"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// An idle worker that owns `idle_resources` resources, `idle_tokens` of them with tokens due
+/// far in the future: the DynamoDB items its token loop reads per hour. The table is seeded
+/// through the state store's own writes (rows, key pointers, path claims, manifest rows and
+/// token states exactly as the worker writes them), not by registering every resource.
+async fn bench_idle_tokens(args: &Args, out: &mut String) -> anyhow::Result<()> {
+    use registrar_core::desired::{Collection, Pointing};
+    use registrar_core::identity::{ResourceKind, ResourceRef};
+    use registrar_core::plan::RecordedResource;
+    use registrar_core::ports::{ResourceStore, TokenStore};
+    use registrar_core::refresh::TokenState;
+    use registrar_core::tokens::{IdpVendor, ManifestFields};
+
+    let env = TestEnv::start().await?;
+    let state = env.state();
+    let (n, with_tokens) = (
+        args.idle_resources,
+        args.idle_tokens.min(args.idle_resources),
+    );
+    let now = registrar_worker::clock::now();
+    let (region, account) = (registrar_tests::REGION, registrar_tests::ACCOUNT);
+    let seeding = Instant::now();
+    stream::iter(0..n)
+        .map(|i| {
+            let state = &state;
+            async move {
+                let id = format!("idle-{i:05}-abcdefghij");
+                let arn = format!("arn:aws:bedrock-agentcore:{region}:{account}:gateway/{id}");
+                let path = format!("/idle-{i:05}");
+                let url =
+                    format!("https://{id}.gateway.bedrock-agentcore.{region}.amazonaws.com/mcp");
+                let row = RecordedResource {
+                    resource: ResourceRef {
+                        kind: ResourceKind::Gateway,
+                        arn: arn.clone(),
+                        account: account.to_owned(),
+                        region: region.to_owned(),
+                        id: id.clone(),
+                        gateway_id: None,
+                    },
+                    collection: Collection::Server,
+                    path: path.clone(),
+                    fingerprint: format!("fp-{i}"),
+                    aws_updated_at: "2026-11-22T10:00:00Z".into(),
+                    enabled_set: true,
+                    pointing: Some(Pointing::new(&url, Some("bearer"))),
+                    name: format!("idle-{i:05}"),
+                    auth_label: "CUSTOM_JWT".into(),
+                };
+                state.claim_path(&path, &arn).await?;
+                state.record(&row).await?;
+                if i < with_tokens {
+                    let discovery_url = "https://idp.example.com/.well-known/openid-configuration";
+                    state
+                        .put_manifest(&ManifestFields {
+                            path: path.clone(),
+                            arn: arn.clone(),
+                            url,
+                            discovery_url: discovery_url.into(),
+                            allowed_clients: vec!["bench-client".into()],
+                            allowed_audience: vec![],
+                            allowed_scopes: vec!["gateway:invoke".into()],
+                            idp_vendor: IdpVendor::detect(discovery_url),
+                        })
+                        .await?;
+                    // Refreshed a minute ago, next due in a week: nothing falls due in the window.
+                    state
+                        .record_token(
+                            &arn,
+                            &TokenState {
+                                expires_at: Some(now + 8 * 86_400),
+                                next_refresh_at: now + 7 * 86_400 + i as u64,
+                                last_result: "ok".into(),
+                                failures: 0,
+                                client_id: Some("bench-client".into()),
+                                refreshed_at: Some(now - 60),
+                            },
+                        )
+                        .await?;
+                }
+                Ok::<(), anyhow::Error>(())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await?;
+    eprintln!(
+        "bench: seeded {n} resources ({with_tokens} with tokens) in {}",
+        secs(seeding.elapsed())
+    );
+    let path = EventPath::create(&env.config, "idle", 5, 30).await?;
+    let dynamodb = Proxy::start(&env.moto.url()).await?;
+    dynamodb.record_answers();
+    dynamodb.record();
+    let worker = env.spawn_worker_with_env(
+        &path,
+        &[],
+        &[("AWS_ENDPOINT_URL_DYNAMODB", &dynamodb.url())],
+    )?;
+    // Start-up (a one-time cost) apart from the idle hours that follow.
+    let startup = Duration::from_secs(10);
+    tokio::time::sleep(startup).await;
+    let first = dynamodb.take_recorded();
+    dynamodb.record();
+    let window = Duration::from_secs(args.idle_window);
+    tokio::time::sleep(window).await;
+    let calls = dynamodb.take_recorded();
+    ensure!(
+        worker.id().is_some(),
+        "the worker stopped\n{}",
+        env.worker_logs()
+    );
+    drop(worker);
+    let startup_reads = reads_by_operation(&first);
+    let reads = reads_by_operation(&calls);
+    let items: u64 = reads.values().map(|(_, i)| i).sum();
+    let requests: u64 = reads.values().map(|(c, _)| c).sum();
+    let looks = token_looks(&calls);
+    // On DynamoDB a look takes well under a second, so an idle loop looks every
+    // --token-check-interval (15 s): 240 looks an hour. On moto a look that scans the whole
+    // table can take longer than that, which caps the measured rate.
+    let per_look = items as f64 / looks.max(1) as f64;
+    let per_hour = |x: u64| x as f64 * 3600.0 / window.as_secs_f64();
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "### Token loop, idle worker, {n} resources / {with_tokens} tokens\n\n\
+         | commit | window observed | looks | DynamoDB requests | items read | items per look | items read per hour (measured on moto) | per hour at 240 looks (DynamoDB pace) | first {} s (start-up) |\n\
+         |---|---|---|---|---|---|---|---|---|\n\
+         | {commit} | {} | {looks} | {requests} | {items} | {per_look:.0} | **{:.0}** | {:.0} | {} items |\n\n\
+         In the window: {}. At start-up: {}.\n",
+        startup.as_secs(),
+        secs(window),
+        per_hour(items),
+        per_look * 240.0,
+        startup_reads.values().map(|(_, i)| i).sum::<u64>(),
+        describe_reads(&reads),
+        describe_reads(&startup_reads),
+    )?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -700,7 +915,10 @@ async fn main() -> anyhow::Result<()> {
             "burst" => bench_burst(&args, &mut out).await?,
             "memory" => bench_memory(&args, &mut out).await?,
             "tokens" => bench_tokens(&args, &mut out).await?,
-            other => bail!("unknown benchmark {other:?}: use resync, burst, memory, tokens"),
+            "idle-tokens" => bench_idle_tokens(&args, &mut out).await?,
+            other => {
+                bail!("unknown benchmark {other:?}: use resync, burst, memory, tokens, idle-tokens")
+            }
         }
         eprintln!("bench: {name} took {}", secs(started.elapsed()));
         print!("{out}");

@@ -22,6 +22,11 @@ mod tests {
     async fn the_memory_state_keeps_the_state_contract() {
         super::state::resources(&state()).await;
         super::state::tokens(&state()).await;
+        let s = state();
+        super::state::due_index(&s, async || {
+            s.take_reads().into_iter().map(String::from).collect()
+        })
+        .await;
         super::state::leases(&state(), Duration::from_millis(300), async |d| {
             tokio::time::sleep(d).await;
         })

@@ -143,8 +143,10 @@ pub async fn tokens<S: StateStore>(store: &S) {
         .record_token(&arn, &token(now + 70, now + 3000))
         .await
         .expect("record");
-    let tokens = store.tokens().await.expect("tokens");
-    assert_eq!(tokens, [(arn.clone(), token(now + 70, now + 3000))]);
+    let tokens = store.due_tokens(u64::MAX).await.expect("tokens");
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    assert_eq!(tokens[0].manifest, m);
+    assert_eq!(tokens[0].token, Some(token(now + 70, now + 3000)));
     assert!(
         !store
             .claim_refresh(&arn, None, "w1", now + 3001, now + 3060)
@@ -166,11 +168,176 @@ pub async fn tokens<S: StateStore>(store: &S) {
 
     // Rewriting the manifest keeps the token state; deleting it takes both.
     store.put_manifest(&m).await.expect("rewrite");
-    assert_eq!(store.tokens().await.expect("tokens").len(), 1);
+    let kept = store.due_tokens(u64::MAX).await.expect("tokens");
+    assert_eq!(kept[0].token, Some(token(now + 70, now + 3000)), "kept");
     store.delete_manifest(&arn).await.expect("delete");
     assert_eq!(store.manifest(&arn).await.expect("manifest"), None);
     assert!(store.manifests().await.expect("manifests").is_empty());
-    assert!(store.tokens().await.expect("tokens").is_empty());
+    assert!(store.due_tokens(u64::MAX).await.expect("tokens").is_empty());
+}
+
+fn manifest_of(name: &str, id: &str) -> registrar_core::tokens::ManifestFields {
+    gateway_entry(
+        &gateway(name, id, Some("https://idp.example")),
+        DeriveOptions::default(),
+    )
+    .expect("registrable")
+    .manifest
+    .expect("a CUSTOM_JWT gateway has a manifest row")
+}
+
+fn arns(due: &[registrar_core::ports::DueToken]) -> Vec<&str> {
+    due.iter().map(|d| d.manifest.arn.as_str()).collect()
+}
+
+/// The token loop's reads, through the due index: a token is found exactly when it is due (or
+/// about to expire unrefreshed), earliest first; a new manifest row's token at once; a claimed
+/// token is still found, but a second claim is refused; deleting the manifest row takes it out;
+/// a token state written after its row was deleted is not returned (and is dropped). And the
+/// reads are only the due tokens' token, manifest and resource items: never a scan, never a
+/// lease, pointer or claim. `reads` returns the kinds of the items the store read since it was
+/// last called (`res`, `ptr`, `claim`, `manifest`, `token`, `lease`; `scan` for a scan).
+pub async fn due_index<S: StateStore, R: AsyncFn() -> Vec<String>>(store: &S, reads: R) {
+    let now = 2_000_000;
+    // What the loop must not read: resource rows of resources without tokens, their key
+    // pointers, path claims and leases.
+    for i in 0..3 {
+        let r = recorded(&server_entry(&format!("plain{i}"), &format!("gw-plain{i}")));
+        store.record(&r).await.expect("record");
+        store
+            .claim_path(&r.path, &r.resource.arn)
+            .await
+            .expect("claim");
+    }
+    let lease = store
+        .acquire_lease("rescan", "w0", Duration::from_secs(30))
+        .await
+        .expect("lease")
+        .expect("free");
+    let (a, b) = (
+        manifest_of("due-a", "gw-due-a"),
+        manifest_of("due-b", "gw-due-b"),
+    );
+    let resource_a = recorded(
+        &gateway_entry(
+            &gateway("due-a", "gw-due-a", Some("https://idp.example")),
+            DeriveOptions::default(),
+        )
+        .expect("registrable"),
+    );
+    store.record(&resource_a).await.expect("record a");
+    store.put_manifest(&a).await.expect("manifest a");
+    store.put_manifest(&b).await.expect("manifest b");
+    reads().await;
+
+    // New manifest rows are due at once, with the resource's record where one is kept.
+    let due = store.due_tokens(now).await.expect("due");
+    assert_eq!(arns(&due).len(), 2, "{due:?}");
+    assert!(due.iter().all(|d| d.token.is_none()), "{due:?}");
+    let found_a = due.iter().find(|d| d.manifest == a).expect("a is due");
+    assert_eq!(found_a.resource.as_ref(), Some(&resource_a));
+    assert!(due.iter().any(|d| d.manifest == b && d.resource.is_none()));
+    let read = reads().await;
+    assert!(
+        read.iter()
+            .all(|k| ["token", "manifest", "res"].contains(&k.as_str())),
+        "the loop reads only due tokens' token, manifest and resource items: {read:?}"
+    );
+    assert!(
+        read.len() <= 3 * due.len(),
+        "reads grow with the tokens due: {read:?}"
+    );
+
+    // A recorded state is found from its next refresh on, not before.
+    store
+        .record_token(&a.arn, &token(now, now + 100))
+        .await
+        .expect("record a");
+    assert_eq!(
+        arns(&store.due_tokens(now + 99).await.expect("due")),
+        [b.arn.as_str()]
+    );
+    assert_eq!(
+        arns(&store.due_tokens(now + 100).await.expect("due")),
+        [b.arn.as_str(), a.arn.as_str()],
+        "earliest first"
+    );
+    reads().await;
+    assert!(store.due_tokens(now + 99).await.expect("due").len() == 1);
+    let read = reads().await;
+    assert!(
+        read.iter().filter(|k| *k == "token").count() <= 1,
+        "a token not due is not read: {read:?}"
+    );
+
+    // Claimed, it is still found, and a second claim is refused.
+    assert!(
+        store
+            .claim_refresh(&b.arn, None, "w1", now, now + 60)
+            .await
+            .expect("claim")
+    );
+    let due = store.due_tokens(now).await.expect("due");
+    assert_eq!(
+        arns(&due),
+        [b.arn.as_str()],
+        "a claimed token is still found"
+    );
+    assert_eq!(due[0].token, None);
+    assert!(
+        !store
+            .claim_refresh(&b.arn, None, "w2", now + 1, now + 61)
+            .await
+            .expect("claim")
+    );
+
+    // A token whose refresh keeps failing is found a minute before it expires unrefreshed, even
+    // when its next attempt is later.
+    let mut refused = token(now - 3000, now + 3600);
+    refused.expires_at = Some(now + 600);
+    refused.last_result = "refused: untrusted issuer".into();
+    store
+        .record_token(&a.arn, &refused)
+        .await
+        .expect("record a");
+    assert!(!arns(&store.due_tokens(now + 539).await.expect("due")).contains(&a.arn.as_str()));
+    assert!(arns(&store.due_tokens(now + 540).await.expect("due")).contains(&a.arn.as_str()));
+
+    // Deleting the manifest row takes the token out; a state recorded after that (a refresh
+    // that was in flight) is not returned, and not read again.
+    store.delete_manifest(&b.arn).await.expect("delete b");
+    assert_eq!(
+        arns(&store.due_tokens(u64::MAX).await.expect("due")),
+        [a.arn.as_str()]
+    );
+    store
+        .record_token(&b.arn, &token(now, now + 10))
+        .await
+        .expect("late record");
+    assert_eq!(
+        arns(&store.due_tokens(u64::MAX).await.expect("due")),
+        [a.arn.as_str()]
+    );
+    reads().await;
+    assert_eq!(
+        arns(&store.due_tokens(u64::MAX).await.expect("due")),
+        [a.arn.as_str()]
+    );
+    let read = reads().await;
+    assert_eq!(
+        read.iter().filter(|k| *k == "token").count(),
+        1,
+        "the orphan was dropped from the index: {read:?}"
+    );
+    // Written again, the row is due at once.
+    store.put_manifest(&b).await.expect("manifest b again");
+    let due = store.due_tokens(now).await.expect("due");
+    assert_eq!(arns(&due), [b.arn.as_str()]);
+    assert_eq!(due[0].token, None);
+
+    store.delete_manifest(&a.arn).await.expect("delete a");
+    store.delete_manifest(&b.arn).await.expect("delete b");
+    store.release_lease(&lease).await.expect("release");
 }
 
 /// Leases and fencing. `pass` lets at least the given time go by (sleeping on a real clock,

@@ -144,6 +144,10 @@ async fn refresh(
         policy: registrar_core::refresh::RefreshPolicy::default(),
         clock: &*clock,
     };
+    // Tokens recorded before the due index existed, should no worker have indexed them yet.
+    if let Err(e) = state.backfill_token_index().await {
+        tracing::warn!(error = %e, "Token items written before this version could not be indexed.");
+    }
     let rows = token_rows(&state).await?;
     let selected: Vec<_> = rows
         .iter()

@@ -127,6 +127,7 @@ pub(crate) async fn run(root: &Root, args: WorkerArgs) -> anyhow::Result<ExitCod
         },
     };
     let tokens = if args.token_refresh {
+        backfill_token_index(root).await;
         Some(token_settings(root, &args, &ctx)?)
     } else {
         None
@@ -141,6 +142,25 @@ pub(crate) async fn run(root: &Root, args: WorkerArgs) -> anyhow::Result<ExitCod
     )
     .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Indexes token items written before the due index existed (once per table; later starts read
+/// one marker item). A failure is said and the worker goes on: tokens it could not index are
+/// refreshed once their next write indexes them, and the next start tries again.
+async fn backfill_token_index(root: &Root) {
+    match root.state().backfill_token_index().await {
+        Ok(None) => {}
+        Ok(Some(indexed)) => {
+            tracing::info!(
+                indexed,
+                "Token items indexed for the token loop (once per table)."
+            );
+        }
+        Err(e) => tracing::warn!(
+            error = %e,
+            "Token items written before this version could not be indexed; the next start tries again. Does the table have the due-tokens index (update the stack)?"
+        ),
+    }
 }
 
 /// A secret the registry's IdP refuses (the stack's generated placeholder, before the operator

@@ -6,7 +6,7 @@ use registrar_core::trust::shown;
 
 use super::access::{AwsError, Grantee, describe};
 use super::checklist::Check;
-use crate::aws::state::KEY_SCHEMA;
+use crate::aws::state::{DUE_INDEX, DUE_INDEX_KEYS, KEY_SCHEMA};
 
 const GROUP: &str = "state";
 
@@ -91,10 +91,41 @@ pub async fn check(config: &SdkConfig, table: &str) -> Check {
             ),
         );
     }
+    let due_index_keys: Option<Vec<(String, KeyType)>> = t
+        .global_secondary_indexes()
+        .iter()
+        .find(|g| g.index_name() == Some(DUE_INDEX))
+        .map(|g| {
+            g.key_schema()
+                .iter()
+                .map(|k| (k.attribute_name().to_owned(), k.key_type().clone()))
+                .collect()
+        });
+    let expected_index: Vec<(String, KeyType)> = DUE_INDEX_KEYS
+        .iter()
+        .map(|(n, k, _)| ((*n).to_owned(), k.clone()))
+        .collect();
+    if due_index_keys.as_ref() != Some(&expected_index) {
+        return Check::fail(
+            GROUP,
+            subject,
+            format!(
+                "{} the index {DUE_INDEX} (due_shard HASH, due_at RANGE): the token loop finds due tokens through it",
+                if due_index_keys.is_some() {
+                    "another schema for"
+                } else {
+                    "no"
+                }
+            ),
+            "update the stack: CloudFormation adds the index to the existing table in place (a local table: delete it and run `registrar state init`)",
+        );
+    }
     match t.table_status() {
-        Some(TableStatus::Active) | None => {
-            Check::ok(GROUP, subject, "keys pk (S, HASH), sk (S, RANGE); ACTIVE")
-        }
+        Some(TableStatus::Active) | None => Check::ok(
+            GROUP,
+            subject,
+            format!("keys pk (S, HASH), sk (S, RANGE), index {DUE_INDEX}; ACTIVE"),
+        ),
         Some(other) => Check::warn(
             GROUP,
             subject,

@@ -77,30 +77,25 @@ impl From<IssueError> for DeliveryError {
 /// resource records and token states, sorted by path.
 pub type TokenRows = Vec<(ManifestFields, Option<RecordedResource>, Option<TokenState>)>;
 
-/// Reads [`TokenRows`] from the state store.
+/// Reads [`TokenRows`] from the state store: every token through the due index, with its
+/// manifest and resource rows by key (no scan: leases, pointers, claims and the rows of
+/// resources without tokens are never read).
 pub async fn token_rows<S: StateStore>(state: &S) -> Result<TokenRows, PortError> {
-    let (manifests, resources, tokens) =
-        futures::try_join!(state.manifests(), state.resources(), state.tokens())?;
-    let resources: std::collections::BTreeMap<String, RecordedResource> = resources
+    let mut rows: TokenRows = state
+        .due_tokens(u64::MAX)
+        .await?
         .into_iter()
-        .map(|r| (r.resource.arn.clone(), r))
-        .collect();
-    let mut tokens: std::collections::BTreeMap<String, TokenState> = tokens.into_iter().collect();
-    let mut rows: TokenRows = manifests
-        .into_iter()
-        .filter(|m| {
-            resources
-                .get(&m.arn)
-                .is_none_or(|r| r.collection == Collection::Server)
-        })
-        .map(|m| {
-            let resource = resources.get(&m.arn).cloned();
-            let token = tokens.remove(&m.arn);
-            (m, resource, token)
-        })
+        .filter(|d| serves_tokens(d.resource.as_ref()))
+        .map(|d| (d.manifest, d.resource, d.token))
         .collect();
     rows.sort_by(|a, b| a.0.path.cmp(&b.0.path));
     Ok(rows)
+}
+
+/// Whether the entry of a manifest row takes tokens: servers do, agents do not (the registry
+/// has no credential API for agents). A row without a resource record is tried.
+pub fn serves_tokens(resource: Option<&RecordedResource>) -> bool {
+    resource.is_none_or(|r| r.collection == Collection::Server)
 }
 
 /// Everything a refresh needs.

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::{StreamExt, stream};
-use registrar_core::ports::{Registry, StateStore};
-use registrar_core::refresh::expiring_unrefreshed;
+use registrar_core::ports::{DueToken, Registry, StateStore};
+use registrar_core::refresh::{EXPIRY_WARNING_S, TokenState, expiring_unrefreshed};
 use tokio_util::sync::CancellationToken;
 
-use super::{Refresher, token_rows};
+use super::{REFUSAL_RECHECK_SECS, Refresher, serves_tokens};
 
 /// Counters of the token loop (read by `/metrics`).
 #[derive(Debug, Default)]
@@ -62,29 +62,41 @@ pub async fn run<R: Registry, S: StateStore>(
 }
 
 /// One pass: refreshes what is due and claimable; returns when the next token falls due.
+///
+/// It reads only the tokens the store's due index says are worth a look before the next pass
+/// can come (`now + check_every`): those due, those falling due meanwhile (they set the wake-up),
+/// and those about to expire unrefreshed (the gauge). An idle fleet costs one empty Query.
 async fn tick<R: Registry, S: StateStore>(
     refresher: &Refresher<'_, R, S>,
     owner: &str,
     schedule: TokenSchedule,
     stats: &TokenStats,
 ) -> Result<u64, registrar_core::PortError> {
-    let rows = token_rows(refresher.state).await?;
     let at = refresher.clock.now_s();
-    let mut next_due = at + schedule.check_every.as_secs();
+    let horizon = at + schedule.check_every.as_secs();
+    let rows = refresher.state.due_tokens(horizon).await?;
+    let mut next_due = horizon;
     let mut expiring = 0;
     let mut due = Vec::new();
-    for (manifest, resource, token) in rows {
-        if let Some(t) = &token
+    for row in rows {
+        let DueToken {
+            manifest,
+            resource,
+            token,
+        } = row;
+        let serves = serves_tokens(resource.as_ref());
+        if serves
+            && let Some(t) = &token
             && let Some(exp) = t.expires_at
             && t.last_result != "ok"
-            && expiring_unrefreshed(at, exp, 60)
+            && expiring_unrefreshed(at, exp, EXPIRY_WARNING_S)
         {
             expiring += 1;
             tracing::warn!(path = %manifest.path, expires_at = exp, last_result = %t.last_result, "Token is about to expire unrefreshed.");
         }
         let due_at = token.as_ref().map_or(0, |t| t.next_refresh_at);
         if due_at <= at {
-            due.push((manifest, resource, token));
+            due.push((manifest, resource, token, serves));
         } else {
             next_due = next_due.min(due_at);
         }
@@ -94,7 +106,7 @@ async fn tick<R: Registry, S: StateStore>(
         .store(expiring, Ordering::Relaxed);
     let claim_until = at + schedule.claim_for.as_secs();
     let done: Vec<Option<u64>> = stream::iter(due)
-        .map(|(manifest, resource, token)| async move {
+        .map(|(manifest, resource, token, serves)| async move {
             let seen = token.as_ref().map(|t| t.next_refresh_at);
             match refresher
                 .state
@@ -107,6 +119,9 @@ async fn tick<R: Registry, S: StateStore>(
                     tracing::warn!(path = %manifest.path, error = %e, "Refresh claim failed.");
                     return None;
                 }
+            }
+            if !serves {
+                return park(refresher, &manifest, token.as_ref(), at).await;
             }
             let result = refresher
                 .refresh(&manifest, token.as_ref(), resource.as_ref())
@@ -124,4 +139,27 @@ async fn tick<R: Registry, S: StateStore>(
         .collect()
         .await;
     Ok(done.into_iter().flatten().fold(next_due, u64::min))
+}
+
+/// A manifest row of an agent entry takes no token: its token item is scheduled an hour out,
+/// as a refusal is, so the index does not hand it to every look (a resource that becomes a
+/// server is looked at again within the hour, or at once by `tokens refresh`).
+async fn park<R: Registry, S: StateStore>(
+    refresher: &Refresher<'_, R, S>,
+    manifest: &registrar_core::tokens::ManifestFields,
+    previous: Option<&TokenState>,
+    at: u64,
+) -> Option<u64> {
+    let state = TokenState {
+        next_refresh_at: at + REFUSAL_RECHECK_SECS,
+        last_result: "not refreshed: agent entries take no stored credential".into(),
+        failures: 0,
+        expires_at: None,
+        client_id: previous.and_then(|p| p.client_id.clone()),
+        refreshed_at: previous.and_then(|p| p.refreshed_at),
+    };
+    if let Err(e) = refresher.state.record_token(&manifest.arn, &state).await {
+        tracing::warn!(path = %manifest.path, error = %e, "Token state could not be recorded.");
+    }
+    Some(state.next_refresh_at)
 }
