@@ -178,6 +178,23 @@ pub struct RecordedResource {
     pub auth_label: String,
 }
 
+impl RecordedResource {
+    /// The record of `desired` as written to the registry, its enable settled or not.
+    pub fn written(desired: &DesiredEntry, enabled_set: bool) -> Self {
+        Self {
+            resource: desired.resource.clone(),
+            collection: desired.collection(),
+            path: desired.path.clone(),
+            fingerprint: desired.fingerprint.clone(),
+            aws_updated_at: desired.aws_updated_at.clone(),
+            enabled_set,
+            pointing: Some(desired.body.pointing()),
+            name: desired.name.clone(),
+            auth_label: desired.auth_label.clone(),
+        }
+    }
+}
+
 /// What a scan of AgentCore saw.
 #[derive(Debug, Clone, Default)]
 pub struct Observation {

@@ -343,17 +343,7 @@ fn a_recorded_entry_hidden_from_lists_is_still_a_deletion_candidate() {
 }
 
 fn recorded_as_written(d: &DesiredEntry) -> RecordedResource {
-    RecordedResource {
-        resource: d.resource.clone(),
-        collection: d.collection(),
-        path: d.path.clone(),
-        fingerprint: d.fingerprint.clone(),
-        aws_updated_at: d.aws_updated_at.clone(),
-        enabled_set: true,
-        pointing: Some(d.body.pointing()),
-        name: d.name.clone(),
-        auth_label: d.auth_label.clone(),
-    }
+    RecordedResource::written(d, true)
 }
 
 #[test]

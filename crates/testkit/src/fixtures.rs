@@ -69,17 +69,7 @@ pub fn agent_entry(name: &str, id: &str) -> DesiredEntry {
 
 /// What the engine records after writing `d` (its enable settled).
 pub fn recorded(d: &DesiredEntry) -> RecordedResource {
-    RecordedResource {
-        resource: d.resource.clone(),
-        collection: d.collection(),
-        path: d.path.clone(),
-        fingerprint: d.fingerprint.clone(),
-        aws_updated_at: d.aws_updated_at.clone(),
-        enabled_set: true,
-        pointing: Some(d.body.pointing()),
-        name: d.name.clone(),
-        auth_label: d.auth_label.clone(),
-    }
+    RecordedResource::written(d, true)
 }
 
 /// A token refreshed at `at` (Unix seconds), due again at `next`.

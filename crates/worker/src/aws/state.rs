@@ -85,6 +85,30 @@ enum Put {
     Refused(Option<Item>),
 }
 
+/// Whether a conditional write was made: `Ok(false)` when its condition refused it (an answer,
+/// not an error); any other failure is classified.
+fn made<T, E>(
+    result: Result<
+        T,
+        aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+    >,
+    operation: &str,
+) -> Result<bool, PortError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e)
+            if e.as_service_error().and_then(|s| s.code())
+                == Some("ConditionalCheckFailedException") =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(from_sdk_error(PEER, operation, e)),
+    }
+}
+
 fn is_gone(item: &Item) -> bool {
     item.get("gone")
         .is_some_and(|v| v.as_bool().ok() == Some(&true))
@@ -367,16 +391,7 @@ impl DynamoState {
             .expression_attribute_values(":me", s(holder))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(from_sdk_error(PEER, &format!("DeleteItem ({sk})"), e)),
-        }
+        made(result, &format!("DeleteItem ({sk})")).map(drop)
     }
 
     async fn delete(&self, pk: String, sk: &str) -> Result<(), PortError> {
@@ -412,16 +427,7 @@ impl DynamoState {
             .expression_attribute_values(":zero", AttributeValue::N("0".into()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(from_sdk_error(PEER, "UpdateItem (token index)", e)),
-        }
+        made(result, "UpdateItem (token index)").map(drop)
     }
 
     /// Token items with `due_at <= until`, earliest first: (ARN, state, `due_at`).
@@ -536,15 +542,8 @@ impl DynamoState {
             .expression_attribute_values(":seen", AttributeValue::N(due_at.to_string()))
             .send()
             .await;
-        match result {
-            Ok(_) => {}
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                return Ok(());
-            }
-            Err(e) => return Err(from_sdk_error(PEER, "DeleteItem (orphan token)", e)),
+        if !made(result, "DeleteItem (orphan token)")? {
+            return Ok(());
         }
         if self.manifest(arn).await?.is_some() {
             self.index_token(arn).await?;
@@ -1060,16 +1059,7 @@ impl TokenStore for DynamoState {
             update =
                 update.expression_attribute_values(":seen", AttributeValue::N(seen.to_string()));
         }
-        match update.send().await {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(from_sdk_error(PEER, "UpdateItem (refresh claim)", e)),
-        }
+        made(update.send().await, "UpdateItem (refresh claim)")
     }
 }
 
@@ -1166,19 +1156,11 @@ impl LeaseStore for DynamoState {
             .expression_attribute_values(":version", AttributeValue::N(lease.version.to_string()))
             .send()
             .await;
-        match result {
-            Ok(_) => {
-                lease.confirm(confirmed);
-                Ok(true)
-            }
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(from_sdk_error(PEER, "UpdateItem (lease renewal)", e)),
+        let renewed = made(result, "UpdateItem (lease renewal)")?;
+        if renewed {
+            lease.confirm(confirmed);
         }
+        Ok(renewed)
     }
 
     async fn release_lease(&self, lease: &Lease) -> Result<(), PortError> {
@@ -1198,16 +1180,7 @@ impl LeaseStore for DynamoState {
             .expression_attribute_values(":version", AttributeValue::N(lease.version.to_string()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(from_sdk_error(PEER, "UpdateItem (lease release)", e)),
-        }
+        made(result, "UpdateItem (lease release)").map(drop)
     }
 
     fn fenced(&self, lease: &Lease) -> Self {

@@ -221,17 +221,7 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
             // Adopted, or our state was lost: the operator owns the enabled state.
             (None, None) => true,
         };
-        let row = RecordedResource {
-            resource: d.resource.clone(),
-            collection: d.collection(),
-            path: d.path.clone(),
-            fingerprint: d.fingerprint.clone(),
-            aws_updated_at: d.aws_updated_at.clone(),
-            enabled_set,
-            pointing: Some(d.body.pointing()),
-            name: d.name.clone(),
-            auth_label: d.auth_label.clone(),
-        };
+        let row = RecordedResource::written(d, enabled_set);
         if previous != Some(&row) {
             self.state.record(&row).await?;
         }

@@ -65,18 +65,8 @@ impl WriteLog {
 
     /// Notes that `d` is about to be written.
     pub fn note(&self, d: &DesiredEntry) {
-        self.lock().push(RecordedResource {
-            resource: d.resource.clone(),
-            collection: d.collection(),
-            path: d.path.clone(),
-            fingerprint: d.fingerprint.clone(),
-            aws_updated_at: d.aws_updated_at.clone(),
-            // An enable may still be owed: a repair that finds the resource READY settles it.
-            enabled_set: false,
-            pointing: Some(d.body.pointing()),
-            name: d.name.clone(),
-            auth_label: d.auth_label.clone(),
-        });
+        // An enable may still be owed: a repair that finds the resource READY settles it.
+        self.lock().push(RecordedResource::written(d, false));
     }
 
     pub fn is_empty(&self) -> bool {
