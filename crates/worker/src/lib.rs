@@ -12,6 +12,7 @@ pub mod fresh;
 pub mod gate;
 pub mod net;
 pub mod registry;
+pub mod rescan;
 pub mod resync;
 pub mod service;
 pub mod tokens;

@@ -5,8 +5,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -16,26 +15,9 @@ use registrar_core::ports::{AgentCore, Registry, StateStore};
 use tokio_util::sync::CancellationToken;
 
 use crate::consumer::{Consumer, ConsumerStats};
+use crate::rescan::{RescanLeader, RescanSchedule, RescanStats};
+use crate::resync::resync;
 use crate::resync::scan::Progress;
-use crate::resync::{ResyncOptions, resync};
-
-/// Counters of the rescans.
-#[derive(Debug, Default)]
-pub struct RescanStats {
-    pub ready: AtomicBool,
-    pub runs: AtomicU64,
-    pub failures: AtomicU64,
-    /// Writes a rescan had to make: events the queue missed, or drift in the registry.
-    pub drift: AtomicU64,
-    pub deletions_blocked: AtomicU64,
-    /// Deletions the last rescan of this replica held back.
-    pub last_blocked: AtomicU64,
-    pub last_success_unix: AtomicU64,
-    /// Gateways with no inbound authorization, as the last rescan saw them.
-    pub unauthenticated: AtomicU64,
-    /// Targets waiting for an administrator's OAuth consent, as the last rescan saw them.
-    pub needs_authorization: AtomicU64,
-}
 
 #[derive(Debug, Clone)]
 struct Telemetry {
@@ -330,18 +312,6 @@ async fn metrics(State(t): State<Telemetry>) -> String {
     out
 }
 
-const RESCAN_LEASE: &str = "rescan";
-const RESCAN_LEASE_TTL: Duration = Duration::from_secs(300);
-
-/// Settings of the rescans the worker runs itself.
-#[derive(Debug, Clone, Copy)]
-pub struct RescanSchedule {
-    pub at_startup: bool,
-    /// Zero: no periodic rescan.
-    pub every: Duration,
-    pub options: ResyncOptions,
-}
-
 /// Runs the worker until SIGTERM/SIGINT (or `shutdown`).
 pub async fn run<A, R, S>(
     consumer: Consumer<A, R, S>,
@@ -401,7 +371,31 @@ where
             Arc::clone(&rescans),
             shutdown.clone(),
         );
-        tokio::spawn(async move { rescan_loop(&consumer, &rescans, schedule, stop).await })
+        tokio::spawn(async move {
+            let leader = RescanLeader {
+                leases: &consumer.state,
+                clock: &*consumer.clock,
+                owner: &consumer.owner,
+                at_startup: schedule.at_startup,
+                every: schedule.every,
+                stats: &rescans,
+            };
+            // Lower priority than event work: the rescan waits while messages are in flight.
+            let progress = Progress {
+                yield_to: Some(Arc::clone(&consumer.stats.in_flight)),
+                ..Progress::default()
+            };
+            let rescan = || {
+                resync(
+                    &consumer.agentcore,
+                    &consumer.registry,
+                    &consumer.state,
+                    schedule.options,
+                    &progress,
+                )
+            };
+            leader.run(rescan, &stop).await;
+        })
     };
     let token_loop = tokens.map(|settings| {
         let (consumer, stats, stop) = (
@@ -421,13 +415,15 @@ where
                 policy: settings.policy,
                 clock: &*consumer.clock,
             };
-            crate::tokens::schedule::run(
-                &refresher,
-                &consumer.owner,
-                settings.schedule,
-                &stats,
-                &stop,
-            )
+            crate::tokens::schedule::TokenLoop {
+                state: &consumer.state,
+                clock: &*consumer.clock,
+                refresh: &refresher,
+                owner: &consumer.owner,
+                schedule: settings.schedule,
+                stats: &stats,
+            }
+            .run(&stop)
             .await;
         })
     });
@@ -438,117 +434,6 @@ where
     }
     tracing::info!("Worker stopped.");
     Ok(())
-}
-
-async fn rescan_loop<A, R, S>(
-    consumer: &Consumer<A, R, S>,
-    stats: &RescanStats,
-    schedule: RescanSchedule,
-    stop: CancellationToken,
-) where
-    A: AgentCore + 'static,
-    R: Registry + 'static,
-    S: StateStore + 'static,
-{
-    if !schedule.at_startup {
-        stats.ready.store(true, Ordering::Relaxed);
-    }
-    let mut first = schedule.at_startup;
-    loop {
-        if !first {
-            if schedule.every.is_zero() {
-                return;
-            }
-            // ±10% jitter so replicas do not rescan in step.
-            let jitter = 0.9 + 0.2 * consumer.clock.jitter();
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(schedule.every.mul_f64(jitter)) => {}
-            }
-        }
-        first = false;
-        // One replica rescans at a time: the others are ready at once and skip this round.
-        let lease = match consumer
-            .state
-            .acquire_lease(RESCAN_LEASE, &consumer.owner, RESCAN_LEASE_TTL)
-            .await
-        {
-            Ok(Some(lease)) => lease,
-            Ok(None) => {
-                tracing::info!("Another replica holds the rescan lease; skipping this rescan.");
-                stats.ready.store(true, Ordering::Relaxed);
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "Rescan lease unavailable; skipping this rescan.");
-                stats.failures.fetch_add(1, Ordering::Relaxed);
-                stats.ready.store(true, Ordering::Relaxed);
-                continue;
-            }
-        };
-        // Lower priority than event work: the rescan waits while messages are in flight.
-        let progress = Progress {
-            yield_to: Some(Arc::clone(&consumer.stats.in_flight)),
-            ..Progress::default()
-        };
-        // A rescan whose lease was taken (or could not be renewed in time) stops: another
-        // replica rescans now. Its writes are not fenced by key versions (a rescan lease's
-        // version says nothing about a key's, and would refuse rows events rewrote meanwhile);
-        // what a stale rescan writes, the next event or rescan of the key repairs.
-        let work = resync(
-            &consumer.agentcore,
-            &consumer.registry,
-            &consumer.state,
-            schedule.options,
-            &progress,
-        );
-        let result = tokio::select! {
-            _ = stop.cancelled() => {
-                let _ = consumer.state.release_lease(&lease).await;
-                return;
-            }
-            r = crate::engine::lease::under(&consumer.state, &*consumer.clock, &lease, work) => r.and_then(|r| r),
-        };
-        let _ = consumer.state.release_lease(&lease).await;
-        match result {
-            Ok(report) => {
-                let writes = (report.registered + report.updated + report.deregistered) as u64;
-                stats.drift.fetch_add(writes, Ordering::Relaxed);
-                let blocked = report
-                    .results
-                    .iter()
-                    .filter(|r| r.skip.as_ref().is_some_and(|s| s.is_blocked_deletion()))
-                    .count() as u64;
-                stats
-                    .deletions_blocked
-                    .fetch_add(blocked, Ordering::Relaxed);
-                stats.last_blocked.store(blocked, Ordering::Relaxed);
-                stats
-                    .unauthenticated
-                    .store(report.unauthenticated.len() as u64, Ordering::Relaxed);
-                stats
-                    .needs_authorization
-                    .store(report.needs_authorization as u64, Ordering::Relaxed);
-                stats.runs.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .last_success_unix
-                    .store(consumer.clock.now_s(), Ordering::Relaxed);
-                tracing::info!(
-                    registered = report.registered,
-                    updated = report.updated,
-                    deregistered = report.deregistered,
-                    conflicts = report.conflicts,
-                    failed = report.failed,
-                    "Rescan finished."
-                );
-            }
-            Err(e) => {
-                stats.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "Rescan failed or stopped; what it applied before that stands.");
-            }
-        }
-        stats.ready.store(true, Ordering::Relaxed);
-    }
 }
 
 async fn wait_for_signal() {

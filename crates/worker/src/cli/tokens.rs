@@ -12,7 +12,7 @@ use super::compose::Root;
 use super::parse;
 use registrar_core::ports::Clock;
 
-use crate::tokens::{Refreshed, TokenRows, token_rows};
+use crate::tokens::{Refreshed, TokenRows, schedule, token_rows};
 
 #[derive(Debug, Subcommand)]
 #[allow(
@@ -163,10 +163,12 @@ async fn refresh(
     {
         anyhow::bail!("no token-manifest row for path {p}");
     }
+    // As long as the worker's loop gives one refresh.
+    let deadline = schedule::refresh_deadline(schedule::CLAIM_FOR);
     let mut failed = 0;
     for (m, resource, token) in selected {
         let done = refresher
-            .refresh(m, token.as_ref(), resource.as_ref())
+            .refresh(m, token.as_ref(), resource.as_ref(), deadline)
             .await;
         failed += usize::from(print_refreshed(&done, clock.now_s() as i64));
     }

@@ -16,9 +16,10 @@ use super::parse::{QueueUrl, at_least, at_most, within};
 use crate::consumer::{Consumer, ConsumerConfig};
 use crate::engine::ReconcileOptions;
 use crate::registry::RegistryClient;
+use crate::rescan::RescanSchedule;
 use crate::resync::ResyncOptions;
 use crate::resync::scan::ScanOptions;
-use crate::service::{RescanSchedule, TokenSettings};
+use crate::service::TokenSettings;
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
@@ -226,7 +227,7 @@ fn token_settings(
         policy: registrar_core::refresh::RefreshPolicy::default(),
         schedule: crate::tokens::schedule::TokenSchedule {
             check_every: Duration::from_secs(args.token_check_interval),
-            claim_for: Duration::from_secs(60),
+            claim_for: crate::tokens::schedule::CLAIM_FOR,
             concurrency: args.token_concurrency,
         },
     })

@@ -10,6 +10,8 @@
 pub mod schedule;
 pub mod secrets;
 
+use std::time::Duration;
+
 use registrar_core::desired::{Collection, InboundAuth, Pointing};
 use registrar_core::enable::EnablePolicy;
 use registrar_core::plan::{RecordedResource, RegistryIdentity};
@@ -137,15 +139,33 @@ pub enum Refusing {
 
 impl<R: Registry, S: StateStore> Refresher<'_, R, S> {
     /// Refreshes the token of one manifest row and records the outcome; a failure is recorded
-    /// with a retry time well before the current token expires.
+    /// with a retry time well before the current token expires. A refresh still under way
+    /// `within` after it began is abandoned and recorded as a transient failure: each of its
+    /// requests has its own timeout, this bounds their sum (the token loop's claim on the row
+    /// lasts longer, so no other worker starts the same refresh meanwhile).
     pub async fn refresh(
         &self,
         row: &ManifestFields,
         previous: Option<&TokenState>,
         recorded: Option<&RecordedResource>,
+        within: Duration,
     ) -> Refreshed {
         let started = self.clock.now_s();
-        match self.issue_and_deliver(row, recorded).await {
+        let delivered = tokio::time::timeout(within, self.issue_and_deliver(row, recorded))
+            .await
+            .unwrap_or_else(|_| {
+                Err(DeliveryError::Failed(PortError::new(
+                    "tokens",
+                    "refresh",
+                    ErrorClass::Transient,
+                    format!(
+                        "the refresh of {} did not finish within {} s and was abandoned",
+                        row.path,
+                        within.as_secs()
+                    ),
+                )))
+            });
+        match delivered {
             Ok((state, enabled_now)) => {
                 if let Err(e) = self.state.record_token(&row.arn, &state).await {
                     tracing::warn!(path = %row.path, error = %e, "Token state could not be recorded.");
