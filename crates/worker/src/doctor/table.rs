@@ -1,4 +1,4 @@
-//! The state table's schema, as `crates/worker/src/aws/state.rs` defines it.
+//! The state table's schema, as `crates/worker/src/aws/state/mod.rs` defines it.
 
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::{KeyType, ScalarAttributeType, TableStatus};
