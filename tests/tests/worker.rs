@@ -624,6 +624,71 @@ async fn a_backlog_of_repeated_events_costs_one_reconcile_per_resource() -> anyh
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_split_across_replicas_costs_one_reconcile_per_resource() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    // Two queues fed by the same bus: every event reaches both, as a backlog reaches the
+    // replicas that share one queue. Each replica gets its own.
+    let first = EventPath::create(&env.config, "replica-a", 5, 10).await?;
+    let second = EventPath::create(&env.config, "replica-b", 5, 10).await?;
+    let id = create_gateway(&env.agentcore, "shared", GatewayAuth::Iam).await?;
+    for _ in 0..4 {
+        announce_update(&first, &id).await?;
+    }
+    // Past the margin, so the first reconcile starts well after every event was queued.
+    tokio::time::sleep(Duration::from_millis(
+        registrar_worker::fresh::MARGIN_MS + 500,
+    ))
+    .await;
+    let spawn = |path, listen: &str, aws: &str| {
+        env.spawn_worker_with_env(
+            path,
+            &["--concurrency", "1", "--listen", listen],
+            &[("AWS_ENDPOINT_URL", aws)],
+        )
+    };
+    let (aws_a, aws_b) = (
+        registrar_tests::proxy::Proxy::start(&env.moto.url()).await?,
+        registrar_tests::proxy::Proxy::start(&env.moto.url()).await?,
+    );
+    aws_a.record();
+    aws_b.record();
+    let listen_a = format!("127.0.0.1:{}", registrar_tests::moto::free_port()?);
+    let _a = spawn(&first, &listen_a, &aws_a.url())?;
+    assert!(
+        first.drained(Duration::from_secs(20)).await?,
+        "{}",
+        env.worker_logs()
+    );
+    assert!(env.standin.server("/shared").is_some());
+    // The other replica finds every one of its messages settled by the first one's reconcile,
+    // as the key's lease records it: no reconcile, no AgentCore read.
+    let listen_b = format!("127.0.0.1:{}", registrar_tests::moto::free_port()?);
+    let _b = spawn(&second, &listen_b, &aws_b.url())?;
+    assert!(
+        second.drained(Duration::from_secs(20)).await?,
+        "{}",
+        env.worker_logs()
+    );
+    let (_, metrics) = http_get(&format!("http://{listen_b}/metrics")).await?;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "registrar_messages_total{ending=\"superseded\"} 4"),
+        "{metrics}"
+    );
+    let agentcore = |proxy: &registrar_tests::proxy::Proxy| {
+        proxy
+            .take_recorded()
+            .iter()
+            .filter(|c| c.service == "bedrock-agentcore")
+            .count()
+    };
+    assert_eq!(agentcore(&aws_a), 1, "one read for the first replica's backlog");
+    assert_eq!(agentcore(&aws_b), 0, "none for the second's");
+    Ok(())
+}
+
 /// By message id, the highest receive count at which the worker's reconcile failed (its log's
 /// "retrying later" lines).
 fn failed_receives(logs: &str) -> std::collections::BTreeMap<String, u64> {

@@ -220,8 +220,14 @@ pub trait LeaseStore: Send + Sync {
     /// Extends `lease` by its ttl. `Ok(false)` when it is no longer this holder's at this
     /// version (it ran out and was taken, or was released): the work it protects must stop.
     fn renew_lease(&self, lease: &Lease) -> impl Future<Output = Result<bool, PortError>> + Send;
-    /// Gives `lease` up if it is still this holder's at this version.
+    /// Gives `lease` up if it is still this holder's at this version, recording its
+    /// [`Lease::settled_ms`] when it has one.
     fn release_lease(&self, lease: &Lease) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// When the last settled run under the lease `name` began (Unix ms), as its holders
+    /// recorded at release: every replica sees it, so a message announcing a change that such
+    /// a run already saw is recognised whichever replica receives it. Later acquisitions keep
+    /// it; it goes with the lease item (an hour after its last use).
+    fn settled(&self, name: &str) -> impl Future<Output = Result<Option<u64>, PortError>> + Send;
     /// This store with its writes fenced by `lease`: a write fails (a transient `lease` error)
     /// where an item was written under a newer lease, and deletions leave a tombstone that
     /// carries the version, so a holder that stalled past its lease cannot undo what the next
@@ -271,6 +277,9 @@ pub struct Lease {
     /// When it was last confirmed (acquired or renewed), on the holder's monotonic clock
     /// ([`Clock::elapsed`], ms). Shared by the clones of one acquisition.
     confirmed_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// When a settled run of the work it protects began under it (Unix ms; 0: none). Release
+    /// records it on the lease, where [`LeaseStore::settled`] shows it to every replica.
+    settled_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl PartialEq for Lease {
@@ -293,7 +302,20 @@ impl Lease {
             confirmed_ms: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
                 confirmed.as_millis() as u64,
             )),
+            settled_ms: std::sync::Arc::default(),
         }
+    }
+
+    /// Notes that a run of the work under this lease, begun at `started_ms` (Unix ms), came to
+    /// a settled end; the release records it.
+    pub fn settle(&self, started_ms: u64) {
+        self.settled_ms
+            .fetch_max(started_ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// What [`Lease::settle`] noted, if anything.
+    pub fn settled_ms(&self) -> Option<u64> {
+        Some(self.settled_ms.load(std::sync::atomic::Ordering::Relaxed)).filter(|&ms| ms > 0)
     }
 
     /// Notes a successful renewal at `at` (the holder's [`Clock::elapsed`]).

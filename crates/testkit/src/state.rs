@@ -32,6 +32,8 @@ struct LeaseRow {
     owner: String,
     version: u64,
     expires_at_ms: u64,
+    /// Kept across acquisitions, as the DynamoDB item's attribute is.
+    settled_ms: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -353,12 +355,14 @@ impl LeaseStore for MemoryState {
             Some(l) => now.max(l.version + 1),
             None => now,
         };
+        let settled_ms = t.leases.get(name).and_then(|l| l.settled_ms);
         t.leases.insert(
             name.to_owned(),
             LeaseRow {
                 owner: owner.to_owned(),
                 version,
                 expires_at_ms: now + ttl.as_millis() as u64,
+                settled_ms,
             },
         );
         Ok(Some(Lease::new(
@@ -403,8 +407,17 @@ impl LeaseStore for MemoryState {
             .filter(|l| l.owner == lease.owner && l.version == lease.version)
         {
             l.expires_at_ms = 0;
+            if let Some(settled) = lease.settled_ms() {
+                l.settled_ms = Some(settled);
+            }
         }
         Ok(())
+    }
+
+    async fn settled(&self, name: &str) -> Result<Option<u64>, PortError> {
+        let mut t = self.tables();
+        t.reads.push("lease");
+        Ok(t.leases.get(name).and_then(|l| l.settled_ms))
     }
 
     fn fenced(&self, lease: &Lease) -> Self {

@@ -324,7 +324,7 @@ where
             }
             Verdict::Reconcile { keys, meta } => (keys, meta),
         };
-        if self.fresh.covers(&keys, message.sent_at_ms) {
+        if self.superseded(&keys, &message).await {
             tracing::debug!(message_id = %message.message_id, event_name = %meta.event_name, "Already reconciled since this event was queued; deleting it.");
             self.stats.superseded.fetch_add(1, Ordering::Relaxed);
             let _ = done.send(message).await;
@@ -391,6 +391,38 @@ where
         }
         let _enter = span.enter();
         self.finish(message, ending, done).await;
+    }
+
+    /// Whether a settled reconcile of every key began after the message was first queued: one
+    /// of this worker's (no call), or one any replica recorded on the key's lease (one read per
+    /// key, remembered). A copy sent to re-check a waiting resource counts from when the first
+    /// was queued: it announces nothing newer.
+    async fn superseded(&self, keys: &[ResourceKey], message: &Received) -> bool {
+        let first_queued = message
+            .attributes
+            .get(attr::WAITING_SINCE)
+            .and_then(|v| v.parse::<u64>().ok());
+        let queued_at = match (message.sent_at_ms, first_queued) {
+            (Some(sent), Some(first)) => Some(sent.min(first)),
+            (sent, first) => sent.or(first),
+        };
+        if self.fresh.covers(keys, queued_at) {
+            return true;
+        }
+        if queued_at.is_none() || keys.is_empty() {
+            return false;
+        }
+        for key in keys {
+            match self.state.settled(&lease_name(key)).await {
+                Ok(Some(started_ms)) => self.fresh.mark(key, started_ms),
+                Ok(None) => return false,
+                Err(e) => {
+                    tracing::debug!(error = %e, "The shared settled mark could not be read; reconciling.");
+                    return false;
+                }
+            }
+        }
+        self.fresh.covers(keys, queued_at)
     }
 
     async fn reconcile_key(&self, key: &ResourceKey) -> KeyOutcome {
@@ -518,6 +550,8 @@ where
         };
         if matches!(outcome, KeyOutcome::Done(_)) {
             self.fresh.mark(key, started_ms);
+            // For every replica: recorded on the lease when it is released.
+            lease.settle(started_ms);
         }
         outcome
     }

@@ -490,4 +490,36 @@ pub async fn lease_versions_under_skew<S: StateStore>(ahead: &S, behind: &S) {
         .expect("acquire")
         .expect("free");
     assert!(third.version > second.version);
+
+    // The settled mark: recorded at release, kept through later acquisitions (and holders that
+    // settle nothing), read by anyone.
+    assert_eq!(
+        ahead.settled(name).await.expect("read"),
+        None,
+        "nothing settled yet"
+    );
+    third.settle(1_000);
+    third.settle(900);
+    assert_eq!(third.settled_ms(), Some(1_000), "a mark never goes back");
+    ahead.release_lease(&third).await.expect("release");
+    assert_eq!(behind.settled(name).await.expect("read"), Some(1_000));
+    let fourth = behind
+        .acquire_lease(name, "slow", ttl)
+        .await
+        .expect("acquire")
+        .expect("free");
+    assert_eq!(
+        ahead.settled(name).await.expect("read"),
+        Some(1_000),
+        "kept while another holds the lease"
+    );
+    behind.release_lease(&fourth).await.expect("release");
+    assert_eq!(ahead.settled(name).await.expect("read"), Some(1_000));
+    assert_eq!(
+        ahead
+            .settled("key#runtime#us-east-1#rt-none")
+            .await
+            .expect("read"),
+        None
+    );
 }

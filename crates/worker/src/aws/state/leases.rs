@@ -1,7 +1,7 @@
 //! The LeaseStore on the state table: lease items whose versions only grow, their renewal and
 //! release, and the store fenced by a lease (`fenced`, `hold`).
 
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use registrar_core::PortError;
 use registrar_core::ports::{Lease, LeaseStore};
@@ -31,25 +31,29 @@ impl LeaseStore for DynamoState {
             let confirmed = self.clock.elapsed();
             let now = self.clock.now_ms();
             let expires = now + ttl.as_millis() as u64;
+            // An update, not a put: the attributes other holders left (the settled mark)
+            // stay with the item.
             let mut put = self
                 .client
-                .put_item()
+                .update_item()
                 .table_name(&self.table)
-                .item("pk", s(format!("lease#{name}")))
-                .item("sk", s("lease"))
-                .item("owner", s(owner))
-                .item("version", AttributeValue::N(version.to_string()))
-                .item("expires_at", AttributeValue::N(expires.to_string()))
-                .item(
-                    "ttl",
-                    AttributeValue::N((expires / 1000 + 3600).to_string()),
+                .key("pk", s(format!("lease#{name}")))
+                .key("sk", s("lease"))
+                .update_expression(
+                    "SET #owner = :me, #version = :v, expires_at = :expires, #ttl = :ttl",
                 )
                 .condition_expression(condition)
                 .expression_attribute_names("#owner", "owner")
                 .expression_attribute_names("#version", "version")
+                .expression_attribute_names("#ttl", "ttl")
                 .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
                 .expression_attribute_values(":me", s(owner))
                 .expression_attribute_values(":v", AttributeValue::N(version.to_string()))
+                .expression_attribute_values(":expires", AttributeValue::N(expires.to_string()))
+                .expression_attribute_values(
+                    ":ttl",
+                    AttributeValue::N((expires / 1000 + 3600).to_string()),
+                )
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
                 );
@@ -59,7 +63,7 @@ impl LeaseStore for DynamoState {
             match put.send().await {
                 Ok(_) => return Ok(Some(Lease::new(name, owner, version, ttl, confirmed))),
                 Err(e) => match e.as_service_error() {
-                    Some(PutItemError::ConditionalCheckFailedException(c)) => {
+                    Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
                         let old = c.item();
                         let held = old.is_some_and(|i| {
                             number(i, "expires_at").unwrap_or(0) >= now && text(i, "owner") != owner
@@ -71,7 +75,7 @@ impl LeaseStore for DynamoState {
                             _ => return Ok(None),
                         }
                     }
-                    _ => return Err(from_sdk_error(PEER, "PutItem (lease)", e)),
+                    _ => return Err(from_sdk_error(PEER, "UpdateItem (lease)", e)),
                 },
             }
         }
@@ -110,13 +114,19 @@ impl LeaseStore for DynamoState {
 
     async fn release_lease(&self, lease: &Lease) -> Result<(), PortError> {
         // The item stays (expired) so that the next acquisition's version exceeds this one.
-        let result = self
+        let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(format!("lease#{}", lease.name)))
             .key("sk", s("lease"))
-            .update_expression("SET expires_at = :zero")
+            .update_expression("SET expires_at = :zero");
+        if let Some(settled) = lease.settled_ms() {
+            update = update
+                .update_expression("SET expires_at = :zero, settled_ms = :settled")
+                .expression_attribute_values(":settled", AttributeValue::N(settled.to_string()));
+        }
+        let result = update
             .condition_expression("#owner = :me AND #version = :version")
             .expression_attribute_names("#owner", "owner")
             .expression_attribute_names("#version", "version")
@@ -126,6 +136,21 @@ impl LeaseStore for DynamoState {
             .send()
             .await;
         made(result, "UpdateItem (lease release)").map(drop)
+    }
+
+    async fn settled(&self, name: &str) -> Result<Option<u64>, PortError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("lease#{name}")))
+            .key("sk", s("lease"))
+            .projection_expression("settled_ms")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| from_sdk_error(PEER, "GetItem (settled mark)", e))?;
+        Ok(item.item().and_then(|i| number(i, "settled_ms")))
     }
 
     fn fenced(&self, lease: &Lease) -> Self {
