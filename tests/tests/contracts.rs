@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use registrar_testkit::contract;
-use registrar_tests::env::{ADMIN_TOKEN, TestEnv};
+use registrar_tests::env::{ADMIN_TOKEN, MALLORY_TOKEN, TestEnv};
 use registrar_tests::fixtures::{GatewayAuth, create_gateway, create_runtime};
 use registrar_tests::proxy::{Proxy, dynamodb_items_read};
 use registrar_worker::aws::agentcore::AgentCoreAws;
@@ -138,7 +138,54 @@ async fn dynamodb_lease_versions_only_grow_under_clock_skew() -> anyhow::Result<
 async fn the_registry_client_on_the_stand_in_keeps_the_registry_contract() -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     contract::registry::registry(&env.registry(ADMIN_TOKEN), "registrar").await;
+    let publisher = Publisher {
+        http: reqwest::Client::new(),
+        base: env.standin.url(),
+    };
+    contract::registry::taken_paths(&env.registry(ADMIN_TOKEN), &publisher).await;
     Ok(())
+}
+
+/// Another publisher of the stand-in, registering through its routes with its own key.
+struct Publisher {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl contract::registry::Seed for Publisher {
+    async fn draft_server(&self, path: &str) {
+        let form = [
+            ("path", path),
+            ("name", "Someone Else's Draft"),
+            ("description", "not ours"),
+            ("proxy_pass_url", "https://elsewhere.example.com/mcp"),
+            ("status", "draft"),
+            ("overwrite", "False"),
+        ];
+        let r = self
+            .http
+            .post(format!("{}/api/servers/register", self.base))
+            .bearer_auth(MALLORY_TOKEN)
+            .form(&form)
+            .send()
+            .await
+            .expect("the stand-in answers");
+        assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    }
+
+    async fn foreign_agent(&self, path: &str) {
+        let body = serde_json::json!({"name": "Someone Else's Agent", "path": path,
+            "url": "https://elsewhere.example.com/a2a", "supportedProtocol": "other"});
+        let r = self
+            .http
+            .post(format!("{}/api/agents/register", self.base))
+            .bearer_auth(MALLORY_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("the stand-in answers");
+        assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    }
 }
 
 struct Moto<'a>(&'a aws_sdk_bedrockagentcorecontrol::Client);

@@ -57,6 +57,51 @@ async fn a_second_resync_makes_zero_registry_writes() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_resync_registers_each_new_resource_in_one_call_and_asks_only_about_taken_paths()
+-> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    create_gateway(&env.agentcore, "orders", GatewayAuth::Iam).await?;
+    create_runtime(&env.agentcore, "support_agent", ServerProtocol::A2A).await?;
+    create_gateway(&env.agentcore, "billing", GatewayAuth::Iam).await?;
+    // Someone else's draft at a path we want: lists leave it out, the registration does not.
+    let draft = json!({"path": "/billing", "server_name": "Billing (draft)", "description": "by alice",
+        "proxy_pass_url": "https://billing.internal/mcp", "tags": [], "registered_by": "alice",
+        "is_enabled": false, "status": "draft", "metadata": {"owner": "alice"}});
+    env.standin.seed_server(draft.clone());
+    env.standin.clear_log();
+
+    let report = env.resync(options()).await?;
+    let text = report.to_text();
+    assert_eq!(report.registered, 2, "{text}");
+    assert_eq!(
+        status_of(&report, "/billing"),
+        Some(Status::Conflict),
+        "{text}"
+    );
+    assert!(!report.has_failures(), "{text}");
+    let want: Vec<(&str, usize)> = vec![
+        // Only the taken path is looked at, after its registration answered 409.
+        ("get server", 1),
+        ("list agents", 1),
+        ("list servers", 1),
+        ("register agent", 1),
+        ("register server", 1),
+        ("register server (409)", 1),
+        ("toggle agent", 1),
+        ("toggle server", 1),
+    ];
+    let by = env.standin.calls_by_kind();
+    let got: Vec<(&str, usize)> = by.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        env.standin.server("/billing"),
+        Some(draft),
+        "the draft is untouched"
+    );
+    Ok(())
+}
+
 /// The AgentCore calls of a resync through `aws`, as `GET /gateways/` and the like.
 fn agentcore_calls(aws: &Proxy) -> Vec<String> {
     aws.take_recorded()

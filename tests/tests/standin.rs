@@ -159,6 +159,38 @@ async fn servers_register_disabled_conflict_without_overwrite_and_keep_enabled_o
 }
 
 #[tokio::test]
+async fn the_request_log_counts_calls_by_kind_and_answers_apart() {
+    let (s, c) = start().await;
+    c.register_server(ADMIN, SERVER).await;
+    c.register_server(ADMIN, SERVER).await;
+    c.get(ADMIN, "/api/servers/geo-mcp").await;
+    c.get(ADMIN, "/api/servers/nowhere").await;
+    c.get(ADMIN, "/api/servers?limit=2000").await;
+    c.get(ADMIN, "/api/agents").await;
+    c.send(
+        c.http
+            .post(format!("{}/api/servers/toggle", c.base))
+            .form(&[("path", "/geo-mcp"), ("new_state", "true")]),
+        Some(ADMIN),
+    )
+    .await;
+    let by: Vec<(String, usize)> = s.calls_by_kind().into_iter().collect();
+    let want: Vec<(String, usize)> = [
+        ("get server", 1),
+        ("get server (404)", 1),
+        ("list agents", 1),
+        ("list servers", 1),
+        ("register server", 1),
+        ("register server (409)", 1),
+        ("toggle server", 1),
+    ]
+    .into_iter()
+    .map(|(k, n)| (k.to_owned(), n))
+    .collect();
+    assert_eq!(by, want);
+}
+
+#[tokio::test]
 async fn server_validation_errors_have_the_recorded_shapes() {
     let (_s, c) = start().await;
     let mut empty_description: Vec<(&str, &str)> = SERVER
@@ -208,6 +240,12 @@ async fn lists_hide_drafts_and_what_the_caller_may_not_see_instead_of_403() {
         .collect();
     draft.extend([("path", "/draft-one"), ("status", "draft")]);
     c.register_server(ADMIN, &draft).await;
+    let (status, _) = c.register_server(ADMIN, &draft).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a registration without overwrite finds a draft's path taken, though lists hide it"
+    );
     let (status, body) = c.get(ADMIN, "/api/servers?limit=2000").await;
     assert_eq!(status, StatusCode::OK);
     let paths: Vec<&str> = body["servers"]

@@ -1,7 +1,8 @@
 //! The registry in memory, answering as `registry-contract.md` records and the stand-in does:
-//! a registration never overwrites (409, a conflict), servers are created disabled, an update
-//! keeps the enabled state (and an agent's status), removal is idempotent, lists hide what the
-//! caller may not see (here: paths marked hidden) and carry no `mcp_endpoint`.
+//! a registration never overwrites (409, a conflict, for any taken path, listed or not),
+//! servers are created disabled, an update keeps the enabled state (and an agent's status),
+//! removal is idempotent, lists hide what the caller may not see (here: paths marked hidden)
+//! and carry no `mcp_endpoint`. It counts its calls by operation.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -17,6 +18,14 @@ struct Entries {
     credentials: BTreeMap<String, Option<String>>,
     hidden: BTreeSet<String>,
     writes: u64,
+    calls: BTreeMap<&'static str, u64>,
+}
+
+impl Entries {
+    /// Counts one call of `op` (whatever it answers).
+    fn call(&mut self, op: &'static str) {
+        *self.calls.entry(op).or_default() += 1;
+    }
 }
 
 /// The registry in memory, as one user (`registered_by` of what it registers).
@@ -70,6 +79,18 @@ impl MemoryRegistry {
         self.inner().writes
     }
 
+    /// Calls so far by operation (`list`, `get`, `register`, `update`, `toggle`, `remove`,
+    /// `credential`), each counted whatever it answered: a registration refused with 409 is a
+    /// `register` call, not a write.
+    pub fn calls(&self) -> BTreeMap<&'static str, u64> {
+        self.inner().calls.clone()
+    }
+
+    /// Forgets the calls counted so far (a test's set-up is not what it measures).
+    pub fn clear_calls(&self) {
+        self.inner().calls.clear();
+    }
+
     fn entry_of(&self, d: &DesiredEntry, enabled: bool, status: Option<String>) -> CurrentEntry {
         let mut e = CurrentEntry::written(d, enabled, status);
         e.registered_by = match d.collection() {
@@ -85,7 +106,8 @@ impl MemoryRegistry {
 
 impl Registry for MemoryRegistry {
     async fn list(&self, collection: Collection) -> Result<Vec<CurrentEntry>, PortError> {
-        let inner = self.inner();
+        let mut inner = self.inner();
+        inner.call("list");
         Ok(inner
             .entries
             .iter()
@@ -102,17 +124,17 @@ impl Registry for MemoryRegistry {
         collection: Collection,
         path: &str,
     ) -> Result<Option<CurrentEntry>, PortError> {
-        Ok(self
-            .inner()
-            .entries
-            .get(&(collection, path.to_owned()))
-            .cloned())
+        let mut inner = self.inner();
+        inner.call("get");
+        Ok(inner.entries.get(&(collection, path.to_owned())).cloned())
     }
 
     async fn register(&self, d: &DesiredEntry) -> Result<(), PortError> {
         let entry = self.entry_of(d, false, None);
         let mut inner = self.inner();
+        inner.call("register");
         let key = (d.collection(), d.path.clone());
+        // Any entry at the path, seen in lists or not (a draft, another caller's private entry).
         if inner.entries.contains_key(&key) {
             return Err(PortError::new(
                 "registry",
@@ -128,6 +150,7 @@ impl Registry for MemoryRegistry {
 
     async fn update(&self, d: &DesiredEntry, current: &CurrentEntry) -> Result<(), PortError> {
         let mut inner = self.inner();
+        inner.call("update");
         let key = (d.collection(), d.path.clone());
         let enabled = inner.entries.get(&key).is_some_and(|e| e.enabled);
         let entry = self.entry_of(d, enabled, current.status.clone());
@@ -143,6 +166,7 @@ impl Registry for MemoryRegistry {
         enabled: bool,
     ) -> Result<(), PortError> {
         let mut inner = self.inner();
+        inner.call("toggle");
         let entry = inner
             .entries
             .get_mut(&(collection, path.to_owned()))
@@ -154,6 +178,7 @@ impl Registry for MemoryRegistry {
 
     async fn remove(&self, collection: Collection, path: &str) -> Result<(), PortError> {
         let mut inner = self.inner();
+        inner.call("remove");
         inner.entries.remove(&(collection, path.to_owned()));
         inner.credentials.remove(path);
         inner.writes += 1;
@@ -162,6 +187,7 @@ impl Registry for MemoryRegistry {
 
     async fn set_credential(&self, path: &str, bearer: Option<&str>) -> Result<(), PortError> {
         let mut inner = self.inner();
+        inner.call("credential");
         let entry = inner
             .entries
             .get_mut(&(Collection::Server, path.to_owned()))

@@ -230,9 +230,11 @@ async fn bench_resync(args: &Args, out: &mut String) -> anyhow::Result<()> {
     writeln!(
         out,
         "### Full resync: {g} gateways + {r} runtimes\n\n\
-         | network delay per call | sequential baseline | registrar resync | ratio | calls (AWS by service; registry) | no-change resync | its registry writes | its calls |\n\
-         |---|---|---|---|---|---|---|---|"
+         | network delay per call | sequential baseline | registrar resync | ratio | calls (AWS by service; registry) | registry calls per new resource | no-change resync | its registry writes | its calls |\n\
+         |---|---|---|---|---|---|---|---|---|"
     )?;
+    // The stand-in's own request log, by kind of call, of each measured run.
+    let mut by_kind: Vec<String> = Vec::new();
     for &latency in &args.latency_ms {
         let delay = Duration::from_millis(latency);
         let aws = Proxy::start(&env.moto.url()).await?;
@@ -267,6 +269,7 @@ async fn bench_resync(args: &Args, out: &mut String) -> anyhow::Result<()> {
             calls
         };
 
+        standin_a.clear_log();
         record(&measured);
         let started = Instant::now();
         let flags = [
@@ -288,12 +291,27 @@ async fn bench_resync(args: &Args, out: &mut String) -> anyhow::Result<()> {
         );
         let calls = take(&measured);
         let by = count_by_service(&calls);
+        let kinds = standin_a.calls_by_kind();
+        standin_a.clear_log();
+        // Every registry call but the two lists is spent on the new resources.
+        let per_new = kinds
+            .iter()
+            .filter(|(k, _)| !k.starts_with("list "))
+            .map(|(_, n)| n)
+            .sum::<usize>() as f64
+            / (g + r).max(1) as f64;
 
         record(&measured);
         let started = Instant::now();
         let again = registrar(&env, &measured, &table_a, &flags).await?;
         let second = started.elapsed();
         let calls2 = take(&measured);
+        let kinds2 = standin_a.calls_by_kind();
+        by_kind.push(format!(
+            "At {latency} ms, registry calls by kind (the stand-in's request log), first resync: {}; no-change resync: {}.",
+            describe(&kinds),
+            if kinds2.is_empty() { "none".to_owned() } else { describe(&kinds2) }
+        ));
         let writes2 = calls2
             .iter()
             .filter(|c| c.service == "registry" && c.method != "GET")
@@ -324,7 +342,7 @@ async fn bench_resync(args: &Args, out: &mut String) -> anyhow::Result<()> {
         let ratio = baseline.as_secs_f64() / first.as_secs_f64();
         writeln!(
             out,
-            "| {latency} ms | {} | {} | **{ratio:.1}x** | {} ({}) | {} | {writes2} | {} |",
+            "| {latency} ms | {} | {} | **{ratio:.1}x** | {} ({}) | {per_new:.2} | {} | {writes2} | {} |",
             secs(baseline),
             secs(first),
             calls.len(),
@@ -337,6 +355,9 @@ async fn bench_resync(args: &Args, out: &mut String) -> anyhow::Result<()> {
         );
     }
     writeln!(out)?;
+    for line in by_kind {
+        writeln!(out, "{line}\n")?;
+    }
     Ok(())
 }
 
@@ -899,14 +920,20 @@ async fn main() -> anyhow::Result<()> {
     let mut out = String::new();
     writeln!(
         out,
-        "## Benchmark results\n\nMeasured {} on this machine ({} cores), `registrar` release build.\n",
+        "## Benchmark results\n\nMeasured {} on this machine ({} cores), `registrar` {} build.\n",
         std::process::Command::new("date")
             .arg("-u")
             .arg("+%Y-%m-%d %H:%M UTC")
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
             .unwrap_or_default(),
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        // `registrar` is taken from beside this binary: built with the same profile.
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
     )?;
     for name in &args.only {
         let started = Instant::now();

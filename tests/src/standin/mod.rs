@@ -129,6 +129,38 @@ impl Logged {
     pub fn is_write(&self) -> bool {
         self.method != "GET"
     }
+
+    /// The kind of call, by method and route (`registry-contract.md` §2.2, §2.3): `list
+    /// servers`, `get agent`, `register server`, `toggle agent`, `set credential`, ... A server
+    /// registration and a server overwrite share one route (the form's `overwrite` tells them
+    /// apart, and the log keeps no bodies): both are `register server`.
+    pub fn kind(&self) -> &'static str {
+        let path = self.path.as_str();
+        let (server, rest) = if let Some(rest) = path.strip_prefix("/api/servers") {
+            (true, rest)
+        } else if let Some(rest) = path.strip_prefix("/api/agents") {
+            (false, rest)
+        } else {
+            return "other";
+        };
+        let pick = |for_server: &'static str, for_agent: &'static str| {
+            if server { for_server } else { for_agent }
+        };
+        match (self.method.as_str(), rest) {
+            ("GET", "" | "/") => pick("list servers", "list agents"),
+            ("GET", "/health") if server => "health",
+            ("GET", _) => pick("get server", "get agent"),
+            ("POST", "/register") => pick("register server", "register agent"),
+            ("POST", "/toggle") if server => "toggle server",
+            ("POST", "/remove") if server => "remove server",
+            ("POST", r) if !server && r.ends_with("/toggle") => "toggle agent",
+            ("POST", r) if r.ends_with("/rescan") => "rescan",
+            ("PATCH", r) if server && r.ends_with("/auth-credential") => "set credential",
+            ("PUT", _) if !server => "update agent",
+            ("DELETE", _) if !server => "delete agent",
+            _ => "other",
+        }
+    }
 }
 
 /// The registry's data and the stand-in's controls.
@@ -211,6 +243,21 @@ impl Standin {
 
     pub fn clear_log(&self) {
         self.db().log.clear();
+    }
+
+    /// API requests answered so far, counted by [`Logged::kind`]; those not answered with a
+    /// 2xx are counted apart, with their status (`register server (409)`).
+    pub fn calls_by_kind(&self) -> BTreeMap<String, usize> {
+        let mut by = BTreeMap::new();
+        for l in &self.db().log {
+            let kind = if (200..300).contains(&l.status) {
+                l.kind().to_owned()
+            } else {
+                format!("{} ({})", l.kind(), l.status)
+            };
+            *by.entry(kind).or_default() += 1;
+        }
+        by
     }
 
     /// Requests that have arrived at `path` (answered or not).

@@ -11,6 +11,9 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use registrar_core::desired::{Collection, Pointing};
+    use registrar_core::plan::CurrentEntry;
+
     use crate::fixtures::{ACCOUNT, REGION, gateway, runtime};
     use crate::{MemoryAgentCore, MemoryRegistry, MemoryState, TestClock};
 
@@ -43,6 +46,41 @@ mod tests {
     #[tokio::test]
     async fn the_memory_registry_keeps_the_registry_contract() {
         super::registry::registry(&MemoryRegistry::new("registrar"), "registrar").await;
+        let r = MemoryRegistry::new("registrar");
+        super::registry::taken_paths(&r, &Publisher(&r)).await;
+    }
+
+    /// Another publisher of the memory registry.
+    struct Publisher<'a>(&'a MemoryRegistry);
+
+    impl Publisher<'_> {
+        fn entry(collection: Collection, path: &str) -> CurrentEntry {
+            CurrentEntry {
+                collection,
+                path: path.to_owned(),
+                name: "Someone Else's".into(),
+                metadata: serde_json::json!({"source": "someone-else"})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+                tags: Vec::new(),
+                enabled: false,
+                status: Some("draft".into()),
+                pointing: Some(Pointing::new("https://elsewhere.example.com/mcp", None)),
+                registered_by: Some("mallory".into()),
+                mcp_endpoint: None,
+            }
+        }
+    }
+
+    impl super::registry::Seed for Publisher<'_> {
+        async fn draft_server(&self, path: &str) {
+            self.0.seed(Self::entry(Collection::Server, path));
+            self.0.hide(path);
+        }
+        async fn foreign_agent(&self, path: &str) {
+            self.0.seed(Self::entry(Collection::Agent, path));
+        }
     }
 
     struct Seeder<'a>(&'a MemoryAgentCore);

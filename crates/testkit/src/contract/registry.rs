@@ -1,5 +1,6 @@
 //! What every registry does, as `registry-contract.md` records it: a registration never
-//! overwrites, servers start disabled and remember who registered them, an update keeps the
+//! overwrites (a 409 for any taken path: ours, disabled, a draft lists leave out, another
+//! publisher's), servers start disabled and remember who registered them, an update keeps the
 //! enabled state, credentials change the server's auth scheme, removal is idempotent, and
 //! lists carry no `mcp_endpoint`.
 
@@ -32,6 +33,7 @@ pub async fn registry<R: Registry>(registry: &R, user: &str) {
         got.mcp_endpoint.is_some(),
         "a GET says where the MCP endpoint is"
     );
+    // Our own entry, still disabled, at the path.
     let again = registry.register(&d).await.expect_err("the path is taken");
     assert_eq!(again.class, ErrorClass::Conflict, "{again}");
 
@@ -134,5 +136,66 @@ pub async fn registry<R: Registry>(registry: &R, user: &str) {
     assert_eq!(
         registry.get(Collection::Agent, &a.path).await.expect("get"),
         None
+    );
+}
+
+/// How a suite puts entries in place as someone else would: another publisher, through the
+/// registry's own routes where it has them, never through the client under test.
+pub trait Seed {
+    /// Another publisher's server at `path`, with status `draft` (lists leave it out).
+    fn draft_server(&self, path: &str) -> impl Future<Output = ()>;
+    /// Another publisher's agent at `path` (stored disabled, as every new agent is).
+    fn foreign_agent(&self, path: &str) -> impl Future<Output = ()>;
+}
+
+/// A registration finds a path taken whoever holds it and whatever its state, answering a
+/// conflict (409) and leaving the entry as it was: a draft server that lists leave out, and
+/// another publisher's disabled agent. The engine registers new resources without a GET first
+/// and relies on exactly this. Runs on paths no other suite uses.
+pub async fn taken_paths<R: Registry, S: Seed>(registry: &R, seed: &S) {
+    let d = server_entry("contract-draft", "gw-contract-draft");
+    seed.draft_server(&d.path).await;
+    let listed = registry.list(Collection::Server).await.expect("list");
+    assert!(
+        listed.iter().all(|e| e.path != d.path),
+        "lists leave drafts out"
+    );
+    let draft = registry
+        .get(Collection::Server, &d.path)
+        .await
+        .expect("get")
+        .expect("a GET finds the draft");
+    assert_eq!(draft.status.as_deref(), Some("draft"));
+    let taken = registry
+        .register(&d)
+        .await
+        .expect_err("the draft's path is taken");
+    assert_eq!(taken.class, ErrorClass::Conflict, "{taken}");
+    assert_eq!(
+        registry
+            .get(Collection::Server, &d.path)
+            .await
+            .expect("get"),
+        Some(draft),
+        "the draft is left as it was"
+    );
+
+    let a = agent_entry("contract-foreign", "rt-contract-foreign");
+    seed.foreign_agent(&a.path).await;
+    let foreign = registry
+        .get(Collection::Agent, &a.path)
+        .await
+        .expect("get")
+        .expect("a GET finds the agent");
+    assert!(!foreign.enabled, "agents start disabled");
+    let taken = registry
+        .register(&a)
+        .await
+        .expect_err("the agent's path is taken");
+    assert_eq!(taken.class, ErrorClass::Conflict, "{taken}");
+    assert_eq!(
+        registry.get(Collection::Agent, &a.path).await.expect("get"),
+        Some(foreign),
+        "the other publisher's agent is left as it was"
     );
 }

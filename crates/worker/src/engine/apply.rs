@@ -1,9 +1,10 @@
-//! Carries out a plan: registry writes, then the state they leave behind. A GET of the path is
-//! authoritative before any create or delete (lists hide some entries).
+//! Carries out a plan: registry writes, then the state they leave behind. Lists hide some
+//! entries, so what a path holds is learnt from the path itself before any create or delete: a
+//! create from its registration, which never overwrites and answers 409 for any taken path (a
+//! GET then says by what); a delete from a GET.
 
 use std::collections::BTreeMap;
 
-use registrar_core::PortError;
 use registrar_core::desired::{DesiredEntry, Pointing};
 use registrar_core::enable::EnablePolicy;
 use registrar_core::identity::{Owner, ResourceKind, ResourceRef};
@@ -14,6 +15,7 @@ use registrar_core::plan::{
 };
 use registrar_core::ports::{AgentCore, Registry, StateStore};
 use registrar_core::tokens::ManifestFields;
+use registrar_core::{ErrorClass, PortError};
 
 use crate::aws::fleet::Fleet;
 use crate::resync::report::{Outcome, Status};
@@ -59,7 +61,13 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
         }
     }
 
-    /// Claims the path, confirms it is free with a GET, then creates the entry.
+    /// Claims the path, then creates the entry with a registration that never overwrites: one
+    /// call when the path is free. The registry answers 409 for any taken path, whoever holds
+    /// it and whatever its state (a draft or an entry the caller may not list included), so
+    /// only then does a GET, which is authoritative, say what holds it, and the plan is made
+    /// again on that: our own entry (its record lost) is taken back, left as it is or updated,
+    /// an entry of the Python tool adopted when adoption is on, anything else is a conflict and
+    /// never overwritten.
     async fn register(&self, d: DesiredEntry, first_try: bool) -> Outcome {
         let outcome = Outcome::for_desired(&d, Status::Registered, "");
         if let Err(e) = self.state.hold().await {
@@ -72,14 +80,11 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
             }
             Err(e) => return fail(outcome, &e),
         }
-        match self.registry.get(d.collection(), &d.path).await {
-            Ok(None) => {}
-            Ok(Some(found)) => return Box::pin(self.replan(d, found)).await,
-            Err(e) => return fail(outcome, &e),
-        }
         if let Err(e) = self.state.hold().await {
             return fail(outcome, &e);
         }
+        // Noted even if the answer is a 409: a retried registration whose first attempt landed
+        // answers 409 too.
         self.written.note(&d);
         match self.registry.register(&d).await {
             Ok(()) => {
@@ -87,11 +92,16 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
                     return fail(outcome, &e);
                 }
             }
-            // Someone registered the path since our GET: decide again on what is there now.
-            Err(e) if e.class == registrar_core::ErrorClass::Conflict && first_try => {
+            // The path is taken: decide on what a GET shows is there.
+            Err(taken) if taken.class == ErrorClass::Conflict => {
                 return match self.registry.get(d.collection(), &d.path).await {
                     Ok(Some(found)) => Box::pin(self.replan(d, found)).await,
-                    Ok(None) => Box::pin(self.register(d, false)).await,
+                    // Removed since the 409: once more.
+                    Ok(None) if first_try => Box::pin(self.register(d, false)).await,
+                    Ok(None) => {
+                        self.release(&d).await;
+                        fail(outcome, &taken)
+                    }
                     Err(e) => fail(outcome, &e),
                 };
             }
@@ -321,5 +331,400 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
         Ok(lifecycle
             .filter(|l| !matches!(l, Lifecycle::Failed(_) | Lifecycle::Deleting))
             .map(|l| l.as_str().to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use registrar_core::desired::{Collection, DeriveOptions, gateway_entry};
+    use registrar_core::ports::{LeaseStore, ResourceStore};
+    use registrar_testkit::fixtures::{agent_entry, gateway, server_entry};
+    use registrar_testkit::{MemoryAgentCore, MemoryRegistry, MemoryState, TestClock};
+
+    use super::*;
+    use crate::engine::WriteLog;
+
+    struct World<R = MemoryRegistry> {
+        fleet: Fleet<MemoryAgentCore>,
+        registry: R,
+        state: MemoryState,
+        written: WriteLog,
+    }
+
+    fn world() -> World {
+        world_with(MemoryRegistry::new("registrar"))
+    }
+
+    fn world_with<R>(registry: R) -> World<R> {
+        use registrar_testkit::fixtures::{ACCOUNT, REGION};
+        World {
+            fleet: Fleet::one(MemoryAgentCore::new(ACCOUNT, REGION)),
+            registry,
+            state: MemoryState::new(Arc::new(TestClock::standard())),
+            written: WriteLog::default(),
+        }
+    }
+
+    impl<R: Registry> World<R> {
+        fn applier(&self, enable: EnablePolicy) -> Applier<'_, MemoryAgentCore, R, MemoryState> {
+            self.applier_on(&self.state, enable)
+        }
+
+        fn applier_on<'a>(
+            &'a self,
+            state: &'a MemoryState,
+            enable: EnablePolicy,
+        ) -> Applier<'a, MemoryAgentCore, R, MemoryState> {
+            Applier {
+                agentcore: &self.fleet,
+                registry: &self.registry,
+                state,
+                ctx: PlanContext {
+                    adopt_legacy: true,
+                    ..PlanContext::default()
+                },
+                enable,
+                recorded: BTreeMap::new(),
+                manifests: BTreeMap::new(),
+                written: &self.written,
+            }
+        }
+
+        async fn recorded(&self, arn: &str) -> Option<RecordedResource> {
+            let rows = self.state.resources().await.expect("state");
+            rows.into_iter().find(|r| r.resource.arn == arn)
+        }
+
+        /// Whether the path is free to claim for another resource (our claim was released).
+        async fn claim_free(&self, path: &str) -> bool {
+            let other = "arn:aws:bedrock-agentcore:us-east-1:123456789012:gateway/gw-other0000";
+            let free = self.state.claim_path(path, other).await.expect("state");
+            self.state.release_path(path, other).await.expect("state");
+            free.is_none()
+        }
+    }
+
+    fn calls(pairs: &[(&'static str, u64)]) -> BTreeMap<&'static str, u64> {
+        pairs.iter().copied().collect()
+    }
+
+    /// Another publisher's entry at `path`.
+    fn foreign(collection: Collection, path: &str, status: Option<&str>) -> CurrentEntry {
+        CurrentEntry {
+            collection,
+            path: path.to_owned(),
+            name: "Not Ours".into(),
+            metadata: serde_json::json!({"source": "someone-else"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            tags: vec!["mine".into()],
+            enabled: false,
+            status: status.map(str::to_owned),
+            pointing: Some(Pointing::new("https://elsewhere.example.com/mcp", None)),
+            registered_by: Some("mallory".into()),
+            mcp_endpoint: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_resource_costs_one_registration_and_the_enable_its_policy_asks_for() {
+        let w = world();
+        let d = server_entry("orders", "gw-orders");
+        let o = w
+            .applier(EnablePolicy::Authenticated)
+            .apply(Action::Register(d.clone()))
+            .await;
+        assert_eq!(
+            (o.status, o.message.as_str()),
+            (Status::Registered, "enabled")
+        );
+        assert_eq!(
+            w.registry.calls(),
+            calls(&[("register", 1), ("toggle", 1)]),
+            "no GET: the registration itself says whether the path is free"
+        );
+        let row = w.recorded(&d.resource.arn).await.expect("recorded");
+        assert!(row.enabled_set, "the enable is settled");
+        assert!(!w.claim_free(&d.path).await, "the path stays claimed");
+
+        let a = agent_entry("sre", "rt_sre-0123456789");
+        w.registry.clear_calls();
+        let o = w
+            .applier(EnablePolicy::Authenticated)
+            .apply(Action::Register(a.clone()))
+            .await;
+        assert_eq!(o.status, Status::Registered);
+        assert_eq!(w.registry.calls(), calls(&[("register", 1), ("toggle", 1)]));
+
+        // Nothing to enable: the registration alone.
+        let quiet = server_entry("quiet", "gw-quiet");
+        w.registry.clear_calls();
+        let o = w
+            .applier(EnablePolicy::None)
+            .apply(Action::Register(quiet.clone()))
+            .await;
+        assert_eq!(
+            (o.status, o.message.as_str()),
+            (Status::Registered, "disabled")
+        );
+        assert_eq!(w.registry.calls(), calls(&[("register", 1)]));
+
+        // CUSTOM_JWT: enabled once its token is delivered, not at registration.
+        let jwt = gateway_entry(
+            &gateway("secured", "gw-secured", Some("https://idp.example.com")),
+            DeriveOptions::default(),
+        )
+        .expect("registrable");
+        w.registry.clear_calls();
+        let o = w
+            .applier(EnablePolicy::Authenticated)
+            .apply(Action::Register(jwt.clone()))
+            .await;
+        assert_eq!(
+            (o.status, o.message.as_str()),
+            (Status::Registered, "disabled")
+        );
+        assert_eq!(w.registry.calls(), calls(&[("register", 1)]));
+        let row = w.recorded(&jwt.resource.arn).await.expect("recorded");
+        assert!(
+            !row.enabled_set,
+            "the enable is owed until the token is in place"
+        );
+    }
+
+    #[tokio::test]
+    async fn another_publishers_entry_listed_or_a_hidden_draft_is_a_conflict_found_by_the_409() {
+        for hidden in [false, true] {
+            let w = world();
+            let d = server_entry("orders", "gw-orders");
+            let theirs = foreign(Collection::Server, &d.path, hidden.then_some("draft"));
+            w.registry.seed(theirs.clone());
+            if hidden {
+                w.registry.hide(&d.path);
+            }
+            let o = w
+                .applier(EnablePolicy::All)
+                .apply(Action::Register(d.clone()))
+                .await;
+            assert_eq!(o.status, Status::Conflict, "hidden {hidden}: {o:?}");
+            assert_eq!(
+                w.registry.calls(),
+                calls(&[("register", 1), ("get", 1)]),
+                "hidden {hidden}: refused, then one GET to see by what"
+            );
+            assert_eq!(w.registry.writes(), 0, "never overwritten, never enabled");
+            assert_eq!(
+                w.registry
+                    .get(Collection::Server, &d.path)
+                    .await
+                    .expect("get"),
+                Some(theirs)
+            );
+            assert!(w.recorded(&d.resource.arn).await.is_none());
+            assert!(w.claim_free(&d.path).await, "the claim is released");
+        }
+
+        // The same for an agent path.
+        let w = world();
+        let a = agent_entry("sre", "rt_sre-0123456789");
+        w.registry
+            .seed(foreign(Collection::Agent, &a.path, Some("draft")));
+        let o = w
+            .applier(EnablePolicy::All)
+            .apply(Action::Register(a.clone()))
+            .await;
+        assert_eq!(o.status, Status::Conflict);
+        assert_eq!(w.registry.writes(), 0);
+    }
+
+    #[tokio::test]
+    async fn our_own_entry_whose_record_was_lost_is_taken_back_through_the_409() {
+        let w = world();
+        let d = server_entry("orders", "gw-orders");
+        w.registry
+            .register(&d)
+            .await
+            .expect("an earlier run registered it");
+        w.registry.hide(&d.path);
+        w.registry.clear_calls();
+        let o = w
+            .applier(EnablePolicy::All)
+            .apply(Action::Register(d.clone()))
+            .await;
+        assert_eq!(o.status, Status::Unchanged, "{o:?}");
+        assert_eq!(
+            w.registry.calls(),
+            calls(&[("register", 1), ("get", 1)]),
+            "no toggle: without a record the operator owns the enabled state"
+        );
+        let row = w.recorded(&d.resource.arn).await.expect("recorded again");
+        assert!(row.enabled_set);
+
+        // Changed since: updated in place.
+        let w = world();
+        w.registry.register(&d).await.expect("registered");
+        w.registry.clear_calls();
+        let mut changed = d.clone();
+        changed.fingerprint = format!("{}-2", d.fingerprint);
+        if let registrar_core::desired::EntryBody::Server(s) = &mut changed.body {
+            s.description = "changed".into();
+            s.metadata
+                .insert("fingerprint".into(), changed.fingerprint.clone().into());
+        }
+        let o = w
+            .applier(EnablePolicy::All)
+            .apply(Action::Register(changed.clone()))
+            .await;
+        assert_eq!(o.status, Status::Updated, "{o:?}");
+        assert_eq!(
+            w.registry.calls(),
+            calls(&[("register", 1), ("get", 1), ("update", 1)])
+        );
+    }
+
+    #[tokio::test]
+    async fn an_entry_of_the_python_tool_is_adopted_through_the_409() {
+        let w = world();
+        let d = server_entry("orders", "gw-orders");
+        let mut legacy = CurrentEntry::written(&d, false, None);
+        legacy
+            .metadata
+            .insert("source".into(), "agentcore-sync".into());
+        w.registry.seed(legacy);
+        let o = w
+            .applier(EnablePolicy::All)
+            .apply(Action::Register(d.clone()))
+            .await;
+        assert_eq!(
+            (o.status, o.message.as_str()),
+            (Status::Updated, "adopted from agentcore-sync")
+        );
+        assert_eq!(
+            w.registry.calls(),
+            calls(&[("register", 1), ("get", 1), ("update", 1)])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_path_claimed_by_another_resource_costs_no_registry_call() {
+        let w = world();
+        let d = server_entry("orders", "gw-orders");
+        let other = server_entry("Orders", "gw-orders-2");
+        assert_eq!(d.path, other.path);
+        w.state
+            .claim_path(&other.path, &other.resource.arn)
+            .await
+            .expect("state");
+        let o = w
+            .applier(EnablePolicy::All)
+            .apply(Action::Register(d.clone()))
+            .await;
+        assert_eq!(o.status, Status::Conflict);
+        assert!(w.registry.calls().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_lease_stops_a_registration_before_any_registry_call() {
+        let w = world();
+        let ttl = Duration::from_secs(3);
+        let lease = w
+            .state
+            .acquire_lease("k", "a", ttl)
+            .await
+            .expect("store")
+            .expect("free");
+        let fenced = w.state.fenced(&lease);
+        tokio::time::sleep(ttl * 2).await;
+        w.state
+            .acquire_lease("k", "b", ttl)
+            .await
+            .expect("store")
+            .expect("expired, so free");
+        let d = server_entry("orders", "gw-orders");
+        let o = w
+            .applier_on(&fenced, EnablePolicy::All)
+            .apply(Action::Register(d))
+            .await;
+        assert_eq!(o.status, Status::Failed, "{o:?}");
+        assert!(w.registry.calls().is_empty());
+    }
+
+    /// A registry whose path is taken for the next `phantoms` registrations by an entry that is
+    /// gone by the time a GET looks (removed in between).
+    struct Vanishing {
+        inner: MemoryRegistry,
+        phantoms: AtomicU32,
+    }
+
+    impl Registry for Vanishing {
+        async fn list(&self, c: Collection) -> Result<Vec<CurrentEntry>, PortError> {
+            self.inner.list(c).await
+        }
+        async fn get(&self, c: Collection, path: &str) -> Result<Option<CurrentEntry>, PortError> {
+            self.inner.get(c, path).await
+        }
+        async fn register(&self, d: &DesiredEntry) -> Result<(), PortError> {
+            let taken = self
+                .phantoms
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if taken {
+                self.inner.seed(CurrentEntry::written(d, false, None));
+                let answer = self.inner.register(d).await;
+                self.inner.remove(d.collection(), &d.path).await?;
+                return answer;
+            }
+            self.inner.register(d).await
+        }
+        async fn update(&self, d: &DesiredEntry, current: &CurrentEntry) -> Result<(), PortError> {
+            self.inner.update(d, current).await
+        }
+        async fn set_enabled(&self, c: Collection, path: &str, on: bool) -> Result<(), PortError> {
+            self.inner.set_enabled(c, path, on).await
+        }
+        async fn remove(&self, c: Collection, path: &str) -> Result<(), PortError> {
+            self.inner.remove(c, path).await
+        }
+        async fn set_credential(&self, path: &str, bearer: Option<&str>) -> Result<(), PortError> {
+            self.inner.set_credential(path, bearer).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_409_with_nothing_there_by_the_get_is_registered_again_once() {
+        let vanishing = |phantoms| Vanishing {
+            inner: MemoryRegistry::new("registrar"),
+            phantoms: AtomicU32::new(phantoms),
+        };
+        let w = world_with(vanishing(1));
+        let d = server_entry("orders", "gw-orders");
+        let o = w
+            .applier(EnablePolicy::None)
+            .apply(Action::Register(d.clone()))
+            .await;
+        assert_eq!(o.status, Status::Registered, "{o:?}");
+        assert!(
+            w.registry
+                .inner
+                .get(Collection::Server, &d.path)
+                .await
+                .expect("get")
+                .is_some()
+        );
+
+        let w = world_with(vanishing(2));
+        let o = w
+            .applier(EnablePolicy::None)
+            .apply(Action::Register(d.clone()))
+            .await;
+        assert_eq!(o.status, Status::Failed, "{o:?}");
+        assert_eq!(o.error_class, Some(ErrorClass::Conflict));
+        assert!(w.claim_free(&d.path).await, "the claim is released");
+        assert!(w.recorded(&d.resource.arn).await.is_none());
     }
 }

@@ -741,6 +741,23 @@ mod tests {
     }
 
     #[test]
+    fn a_server_registration_never_overwrites_and_sends_no_version() {
+        let d = registrar_testkit::fixtures::server_entry("orders", "gw-orders");
+        let EntryBody::Server(s) = &d.body else {
+            panic!("a server entry")
+        };
+        let form = server_form(&d.path, s, false);
+        let field = |k: &str| form.iter().find(|(f, _)| *f == k).map(|(_, v)| v.as_str());
+        // The registry's default is overwrite=true; and a `version` other than the stored one
+        // would register a new version instead of answering 409 (registry-contract.md §2.2).
+        assert_eq!(field("overwrite"), Some("False"));
+        assert_eq!(field("version"), None);
+        assert_eq!(field("path"), Some(d.path.as_str()));
+        let update = server_form(&d.path, s, true);
+        assert!(update.contains(&("overwrite", "True".to_owned())));
+    }
+
+    #[test]
     fn registry_messages_are_extracted_from_every_error_shape() {
         assert_eq!(
             registry_message(r#"{"detail":"Agent not found at path '/x'"}"#),
