@@ -414,32 +414,48 @@ impl Action {
 }
 
 /// Plans one run. Deregistrations come first in the result, so that a path they free can be
-/// taken by a registration in the same run.
+/// taken by a registration in the same run. The observation's entries move into the actions
+/// (a rescan holds one copy of each, not two).
 pub fn plan(
-    obs: &Observation,
+    obs: Observation,
     current: &[CurrentEntry],
     recorded: &[RecordedResource],
     ctx: PlanContext,
 ) -> Vec<Action> {
-    let desired_by_arn: BTreeMap<&str, &DesiredEntry> = obs
-        .desired
+    let (mut actions, freed) = {
+        let desired_by_arn: BTreeMap<&str, &DesiredEntry> = obs
+            .desired
+            .iter()
+            .map(|d| (d.resource.arn.as_str(), d))
+            .collect();
+        let candidates = deregistration_candidates(&obs, current, recorded, &desired_by_arn, ctx);
+        let owned = owned_identities(&obs, current, recorded, ctx.identity);
+        guard_deregistrations(candidates, owned, ctx)
+    };
+    // Indexed once: a fleet's paths each look up their holders and claims without a pass over
+    // every entry and record.
+    let mut holders_at: BTreeMap<&str, Vec<&CurrentEntry>> = BTreeMap::new();
+    for e in current {
+        if !freed.contains(&(e.collection, e.path.clone())) {
+            holders_at.entry(e.path.as_str()).or_default().push(e);
+        }
+    }
+    let claims: BTreeSet<(&str, &str)> = recorded
         .iter()
-        .map(|d| (d.resource.arn.as_str(), d))
+        .map(|r| (r.path.as_str(), r.resource.arn.as_str()))
         .collect();
 
-    let candidates = deregistration_candidates(obs, current, recorded, &desired_by_arn, ctx);
-    let owned = owned_identities(obs, current, recorded, ctx.identity);
-    let (mut actions, freed) = guard_deregistrations(candidates, owned, ctx);
-
-    let mut by_path: BTreeMap<&str, Vec<&DesiredEntry>> = BTreeMap::new();
-    for d in &obs.desired {
-        by_path.entry(d.path.as_str()).or_default().push(d);
-    }
-    for (path, mut contenders) in by_path {
-        let holders: Vec<&CurrentEntry> = current
-            .iter()
-            .filter(|e| e.path == path && !freed.contains(&(e.collection, e.path.clone())))
-            .collect();
+    let mut desired = obs.desired;
+    // Grouped by path, in the order they were observed within a path.
+    desired.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut rest = desired.into_iter().peekable();
+    while let Some(first) = rest.next() {
+        let mut contenders = vec![first];
+        while let Some(next) = rest.next_if(|d| d.path == contenders[0].path) {
+            contenders.push(next);
+        }
+        let path = contenders[0].path.clone();
+        let holders = holders_at.get(path.as_str()).map_or(&[][..], Vec::as_slice);
         let holds = |d: &DesiredEntry| {
             holders.iter().any(|e| {
                 e.owner(ctx.adopt_legacy)
@@ -447,11 +463,7 @@ pub fn plan(
                     .is_some_and(|r| r.arn == d.resource.arn)
             })
         };
-        let claimed = |d: &DesiredEntry| {
-            recorded
-                .iter()
-                .any(|r| r.path == path && r.resource.arn == d.resource.arn)
-        };
+        let claimed = |d: &DesiredEntry| claims.contains(&(path.as_str(), d.resource.arn.as_str()));
         contenders.sort_by(|a, b| {
             (!holds(a), !claimed(a), &a.aws_created_at, &a.resource.arn).cmp(&(
                 !holds(b),
@@ -460,22 +472,21 @@ pub fn plan(
                 &b.resource.arn,
             ))
         });
-        let (winner, losers) = contenders
-            .split_first()
-            .expect("grouped paths are non-empty");
-        for loser in losers {
+        let mut contenders = contenders.into_iter();
+        let winner = contenders.next().expect("grouped paths are non-empty");
+        for loser in contenders {
             actions.push(Action::Conflict {
-                desired: (*loser).clone(),
+                desired: loser,
                 holder: format!("path wanted by {} ({})", winner.resource.arn, winner.name),
             });
         }
-        actions.push(action_for_winner(winner, &holders, recorded, ctx));
+        actions.push(action_for_winner(winner, holders, recorded, ctx));
     }
     actions
 }
 
 fn action_for_winner(
-    d: &DesiredEntry,
+    d: DesiredEntry,
     holders: &[&CurrentEntry],
     recorded: &[RecordedResource],
     ctx: PlanContext,
@@ -488,10 +499,10 @@ fn action_for_winner(
     });
     match (owned_by_winner, holders.first()) {
         (Some(e), _) => {
-            let expected = expected_pointing(Some(d), &d.resource.arn, recorded);
+            let expected = expected_pointing(Some(&d), &d.resource.arn, recorded);
             if let Err(why) = e.verify(&d.resource.arn, &expected, ctx.identity, ctx.adopt_legacy) {
                 return Action::Conflict {
-                    desired: d.clone(),
+                    desired: d,
                     holder: format!(
                         "{} claims to be ours but {why}: not verified as ours, never written to",
                         e.collection.as_str()
@@ -501,28 +512,28 @@ fn action_for_winner(
             let ours = matches!(e.owner(false), Owner::Us(_));
             if ours && e.fingerprint() == Some(d.fingerprint.as_str()) {
                 Action::Unchanged {
-                    desired: d.clone(),
+                    desired: d,
                     current: (*e).clone(),
                 }
             } else if ctx.policy == Policy::CreateOnly {
                 Action::Skip {
-                    resource: d.resource.clone(),
-                    name: d.name.clone(),
-                    path: d.path.clone(),
+                    resource: d.resource,
+                    name: d.name,
+                    path: d.path,
                     reason: SkipReason::PolicyKeepsChanges,
                 }
             } else {
                 Action::Update {
-                    desired: d.clone(),
+                    desired: d,
                     current: (*e).clone(),
                 }
             }
         }
         (None, Some(holder)) => Action::Conflict {
-            desired: d.clone(),
+            desired: d,
             holder: describe_holder(holder, ctx),
         },
-        (None, None) => Action::Register(d.clone()),
+        (None, None) => Action::Register(d),
     }
 }
 

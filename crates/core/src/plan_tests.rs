@@ -114,7 +114,7 @@ fn free_paths_are_registered_and_owned_equal_entries_are_unchanged() {
     let a = gw("alpha", "gwa", "1");
     let b = gw("beta", "gwb", "1");
     let actions = plan(
-        &observe(vec![a.clone(), b.clone()]),
+        observe(vec![a.clone(), b.clone()]),
         &[written(&a)],
         &[],
         PlanContext::default(),
@@ -128,7 +128,7 @@ fn a_changed_owned_entry_is_updated_but_not_under_create_only() {
     let mut old = written(&a);
     old.metadata.insert("fingerprint".into(), json!("stale"));
     let actions = plan(
-        &observe(vec![a.clone()]),
+        observe(vec![a.clone()]),
         &[old.clone()],
         &[],
         PlanContext::default(),
@@ -138,14 +138,14 @@ fn a_changed_owned_entry_is_updated_but_not_under_create_only() {
         policy: Policy::CreateOnly,
         ..PlanContext::default()
     };
-    assert_eq!(kinds(&plan(&observe(vec![a]), &[old], &[], ctx)), ["skip"]);
+    assert_eq!(kinds(&plan(observe(vec![a]), &[old], &[], ctx)), ["skip"]);
 }
 
 #[test]
 fn a_foreign_entry_at_a_wanted_path_is_a_conflict() {
     let a = gw("alpha", "gwa", "1");
     let actions = plan(
-        &observe(vec![a]),
+        observe(vec![a]),
         &[foreign(Collection::Server, "/alpha")],
         &[],
         PlanContext::default(),
@@ -169,7 +169,7 @@ fn gateway_and_mcp_runtime_with_the_same_slug_do_not_share_a_path() {
         "2026-02-01",
     );
     let actions = plan(
-        &observe(vec![runtime.clone(), gateway.clone()]),
+        observe(vec![runtime.clone(), gateway.clone()]),
         &[],
         &[],
         PlanContext::default(),
@@ -184,7 +184,7 @@ fn gateway_and_mcp_runtime_with_the_same_slug_do_not_share_a_path() {
     );
     // Once the runtime holds the path, it keeps it even though it is younger.
     let actions = plan(
-        &observe(vec![runtime.clone(), gateway]),
+        observe(vec![runtime.clone(), gateway]),
         &[written(&runtime)],
         &[],
         PlanContext::default(),
@@ -205,7 +205,7 @@ fn python_entries_are_adopted_only_when_adoption_is_on() {
     };
     assert_eq!(
         kinds(&plan(
-            &observe(vec![a.clone()]),
+            observe(vec![a.clone()]),
             &[legacy.clone()],
             &[],
             adopt
@@ -214,7 +214,7 @@ fn python_entries_are_adopted_only_when_adoption_is_on() {
     );
     assert_eq!(
         kinds(&plan(
-            &observe(vec![a]),
+            observe(vec![a]),
             &[legacy],
             &[],
             PlanContext::default()
@@ -231,7 +231,7 @@ fn a_gone_resource_is_deregistered_only_when_its_scope_was_listed_completely() {
     let current = [written(&a), written(&b), written(&c)];
     let recorded = [recorded_as_written(&c)];
     let actions = plan(
-        &observe(vec![a.clone(), b.clone()]),
+        observe(vec![a.clone(), b.clone()]),
         &current,
         &recorded,
         PlanContext::default(),
@@ -239,7 +239,7 @@ fn a_gone_resource_is_deregistered_only_when_its_scope_was_listed_completely() {
     assert_eq!(kinds(&actions), ["deregister", "unchanged", "unchanged"]);
     // Nothing recorded about the entry (state lost): not verified as ours, never removed.
     let actions = plan(
-        &observe(vec![a.clone(), b.clone()]),
+        observe(vec![a.clone(), b.clone()]),
         &current,
         &[],
         PlanContext::default(),
@@ -248,7 +248,7 @@ fn a_gone_resource_is_deregistered_only_when_its_scope_was_listed_completely() {
 
     let mut partial = observe(vec![a.clone(), b.clone()]);
     partial.covered.clear();
-    let actions = plan(&partial, &current, &recorded, PlanContext::default());
+    let actions = plan(partial, &current, &recorded, PlanContext::default());
     assert_eq!(
         kinds(&actions),
         ["unchanged", "unchanged"],
@@ -257,7 +257,7 @@ fn a_gone_resource_is_deregistered_only_when_its_scope_was_listed_completely() {
 
     let mut pending = observe(vec![a, b]);
     pending.present.insert(c.resource.arn.clone());
-    let actions = plan(&pending, &current, &recorded, PlanContext::default());
+    let actions = plan(pending, &current, &recorded, PlanContext::default());
     assert_eq!(
         kinds(&actions),
         ["unchanged", "unchanged"],
@@ -273,7 +273,7 @@ fn the_deletion_guard_refuses_mass_deletion_unless_forced() {
     let current: Vec<CurrentEntry> = entries.iter().map(written).collect();
     let recorded: Vec<RecordedResource> = entries.iter().map(recorded_as_written).collect();
     let empty = observe(vec![]);
-    let actions = plan(&empty, &current, &recorded, PlanContext::default());
+    let actions = plan(empty.clone(), &current, &recorded, PlanContext::default());
     assert_eq!(kinds(&actions), ["skip"; 4]);
     let forced = PlanContext {
         guard: DeleteGuard {
@@ -283,7 +283,7 @@ fn the_deletion_guard_refuses_mass_deletion_unless_forced() {
         ..PlanContext::default()
     };
     assert_eq!(
-        kinds(&plan(&empty, &current, &recorded, forced)),
+        kinds(&plan(empty.clone(), &current, &recorded, forced)),
         ["deregister"; 4]
     );
     let upsert = PlanContext {
@@ -291,7 +291,7 @@ fn the_deletion_guard_refuses_mass_deletion_unless_forced() {
         ..forced
     };
     assert_eq!(
-        kinds(&plan(&empty, &current, &recorded, upsert)),
+        kinds(&plan(empty, &current, &recorded, upsert)),
         ["skip"; 4]
     );
 }
@@ -301,7 +301,7 @@ fn a_renamed_resource_moves_to_its_new_path() {
     let old = gw("old-name", "gwa", "1");
     let new = gw("new-name", "gwa", "1");
     let actions = plan(
-        &observe(vec![new]),
+        observe(vec![new]),
         &[written(&old)],
         &[],
         PlanContext::default(),
@@ -334,7 +334,7 @@ fn a_recorded_entry_hidden_from_lists_is_still_a_deletion_candidate() {
         auth_label: b.auth_label.clone(),
     };
     let actions = plan(
-        &observe(vec![a.clone()]),
+        observe(vec![a.clone()]),
         &[written(&a)],
         &[recorded],
         PlanContext::default(),
@@ -423,7 +423,7 @@ fn an_entry_with_our_metadata_that_points_elsewhere_is_a_conflict_never_written_
         .metadata
         .insert("fingerprint".into(), json!("stale"));
     let actions = plan(
-        &observe(vec![a.clone()]),
+        observe(vec![a.clone()]),
         std::slice::from_ref(&hijacked),
         &[recorded_as_written(&a)],
         PlanContext::default(),
@@ -439,7 +439,7 @@ fn an_entry_with_our_metadata_that_points_elsewhere_is_a_conflict_never_written_
         covered: covered_all(),
         ..Observation::default()
     };
-    let actions = plan(&gone, &[hijacked], &[], PlanContext::default());
+    let actions = plan(gone, &[hijacked], &[], PlanContext::default());
     assert!(!actions.iter().any(Action::writes), "{actions:?}");
 
     // Registered by someone else, pointing where we would: a conflict when the identity is set.
@@ -449,11 +449,11 @@ fn an_entry_with_our_metadata_that_points_elsewhere_is_a_conflict_never_written_
         identity: Some(RegistryIdentity::configured("registrar".into())),
         ..PlanContext::default()
     };
-    let actions = plan(&observe(vec![a.clone()]), &[overwritten.clone()], &[], ctx);
+    let actions = plan(observe(vec![a.clone()]), &[overwritten.clone()], &[], ctx);
     assert_eq!(kinds(&actions), ["conflict"]);
     // Without an identity configured, the URL decides.
     let actions = plan(
-        &observe(vec![a.clone()]),
+        observe(vec![a.clone()]),
         &[overwritten],
         &[],
         PlanContext::default(),
@@ -474,7 +474,7 @@ fn an_endpoint_that_moved_in_aws_is_still_ours_by_what_we_recorded_writing() {
     }
     moved.fingerprint = "changed".into();
     let actions = plan(
-        &observe(vec![moved]),
+        observe(vec![moved]),
         &[before],
         &[recorded],
         PlanContext::default(),
@@ -609,7 +609,7 @@ fn ctx(w: &World) -> PlanContext {
 proptest! {
     #[test]
     fn never_touches_an_entry_it_does_not_own(w in world()) {
-        let actions = plan(&observe(w.desired.clone()), &w.current, &[], ctx(&w));
+        let actions = plan(observe(w.desired.clone()), &w.current, &[], ctx(&w));
         for a in &actions {
             let (collection, path) = match a {
                 Action::Register(d) | Action::Update { desired: d, .. } => (d.collection(), d.path.clone()),
@@ -634,16 +634,16 @@ proptest! {
     #[test]
     fn applying_a_plan_then_planning_again_yields_no_writes(w in world()) {
         let obs = observe(w.desired.clone());
-        let first = plan(&obs, &w.current, &[], ctx(&w));
+        let first = plan(obs.clone(), &w.current, &[], ctx(&w));
         let after = apply(&w.current, &first);
-        let second = plan(&obs, &after, &[], ctx(&w));
+        let second = plan(obs, &after, &[], ctx(&w));
         let writes: Vec<&Action> = second.iter().filter(|a| a.writes()).collect();
         prop_assert!(writes.is_empty(), "second plan still writes: {writes:?}");
     }
 
     #[test]
     fn a_path_held_by_another_resource_is_a_conflict(w in world()) {
-        let actions = plan(&observe(w.desired.clone()), &w.current, &[], ctx(&w));
+        let actions = plan(observe(w.desired.clone()), &w.current, &[], ctx(&w));
         for d in &w.desired {
             let held_by_other = w.current.iter().any(|e| e.path == d.path
                 && e.owner(w.adopt).resource().is_none_or(|r| r.arn != d.resource.arn)
@@ -688,7 +688,7 @@ fn a_row_recorded_before_pointing_was_kept_is_verified_by_identity_alone() {
         ..PlanContext::default()
     };
     let actions = plan(
-        &obs,
+        obs.clone(),
         std::slice::from_ref(&ours),
         std::slice::from_ref(&old_row),
         with_identity,
@@ -699,6 +699,6 @@ fn a_row_recorded_before_pointing_was_kept_is_verified_by_identity_alone() {
         guard: forced,
         ..PlanContext::default()
     };
-    let actions = plan(&obs, &[ours], &[old_row], without);
+    let actions = plan(obs, &[ours], &[old_row], without);
     assert!(!actions.iter().any(Action::writes), "{actions:?}");
 }

@@ -153,7 +153,7 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
             .cloned()
             .into_iter()
             .collect();
-        let action = plan(&obs, std::slice::from_ref(&found), &recorded, self.ctx)
+        let action = plan(obs, std::slice::from_ref(&found), &recorded, self.ctx)
             .into_iter()
             .find(|a| !matches!(a, Action::Deregister(_)));
         match action {

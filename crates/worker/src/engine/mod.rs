@@ -193,14 +193,15 @@ async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
         identity: opts.identity,
     };
     let recorded_rows: Vec<RecordedResource> = recorded.iter().cloned().collect();
-    let actions = plan(&obs, &current, &recorded_rows, ctx);
+    let manifests = manifest_of(state, &obs, recorded.as_ref()).await?;
+    let actions = plan(obs, &current, &recorded_rows, ctx);
     let applier = Applier {
         agentcore: fleet,
         registry,
         state,
         ctx,
         enable: opts.enable,
-        manifests: manifest_of(state, &obs, recorded.as_ref()).await?,
+        manifests,
         recorded: recorded
             .into_iter()
             .map(|r| (r.resource.arn.clone(), r))

@@ -57,8 +57,7 @@ pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
         Known::new(intact(&recorded, &current, opts.ctx.identity))
     };
     let scanned = scan_fleet(agentcore, opts.scan, &known, progress).await;
-
-    let actions = plan(&scanned.observation, &current, &recorded, opts.ctx);
+    drop(known);
     let unauthenticated: Vec<String> = scanned
         .observation
         .desired
@@ -98,6 +97,9 @@ pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
             .iter()
             .filter(|i| manifests.contains_key(&i.recorded.resource.arn))
             .count();
+    // The entries move into the plan; the registry's listing is not needed past it.
+    let actions = plan(scanned.observation, &current, &recorded, opts.ctx);
+    drop(current);
     let mut outcomes: Vec<Outcome> = scanned
         .discovered
         .iter()

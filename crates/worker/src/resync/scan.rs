@@ -284,50 +284,51 @@ pub async fn scan<A: AgentCore>(
                         known,
                     )
                 };
-                let reads: Vec<(Listed, Result<Option<GatewaySnapshot>, PortError>)> =
-                    stream::iter(listed)
-                        .map(|l| async move {
-                            let got = ac.get_gateway(&l.id).await;
-                            progress.read.fetch_add(1, Ordering::Relaxed);
-                            (l, got)
-                        })
-                        .buffer_unordered(conc)
-                        .collect()
-                        .await;
+                // Each snapshot is turned into its entry as its read completes and then
+                // dropped (kept only when its targets are read next): a rescan holds entries,
+                // not every snapshot of the fleet at once.
+                let mut reads = stream::iter(listed)
+                    .map(|l| async move {
+                        let got = ac.get_gateway(&l.id).await;
+                        progress.read.fetch_add(1, Ordering::Relaxed);
+                        (l, got)
+                    })
+                    .buffer_unordered(conc);
                 let mut gateways_complete = !account.is_empty();
                 let mut targets_complete = gateways_complete;
                 let mut live = Vec::new();
-                for (listed, got) in reads {
-                    match got {
-                        Ok(Some(gw)) => live.push(gw),
-                        Ok(None) => {} // deleted between list and get
+                while let Some((listed, got)) = reads.next().await {
+                    let gw = match got {
+                        Ok(Some(gw)) => gw,
+                        Ok(None) => continue, // deleted between list and get
                         Err(e) => {
                             tracing::warn!(gateway = %listed.id, error = %e, "Gateway could not be read; its scope is not covered.");
                             gateways_complete = false;
                             targets_complete = false;
                             out.errors.push(e);
+                            continue;
+                        }
+                    };
+                    if opts.gateways {
+                        if gw.lifecycle == Lifecycle::Ready {
+                            out.add_entry(
+                                ResourceKind::Gateway,
+                                &gw.id,
+                                &gw.lifecycle,
+                                gateway_entry(&gw, opts.derive),
+                            );
+                        } else {
+                            out.add_not_ready(
+                                ResourceKind::Gateway,
+                                &gw.id,
+                                &gw.arn,
+                                &gw.name,
+                                gw.lifecycle.clone(),
+                            );
                         }
                     }
-                }
-                for gw in &live {
-                    if !opts.gateways {
-                        continue;
-                    }
-                    if gw.lifecycle == Lifecycle::Ready {
-                        out.add_entry(
-                            ResourceKind::Gateway,
-                            &gw.id,
-                            &gw.lifecycle,
-                            gateway_entry(gw, opts.derive),
-                        );
-                    } else {
-                        out.add_not_ready(
-                            ResourceKind::Gateway,
-                            &gw.id,
-                            &gw.arn,
-                            &gw.name,
-                            gw.lifecycle.clone(),
-                        );
+                    if opts.mcp_targets {
+                        live.push(gw);
                     }
                 }
                 if opts.gateways && gateways_complete {
@@ -359,17 +360,15 @@ pub async fn scan<A: AgentCore>(
                     listed,
                     known,
                 );
-                let reads: Vec<_> = stream::iter(listed)
+                let mut reads = stream::iter(listed)
                     .map(|l| async move {
                         let got = ac.get_runtime(&l.id).await;
                         progress.read.fetch_add(1, Ordering::Relaxed);
                         (l, got)
                     })
-                    .buffer_unordered(conc)
-                    .collect()
-                    .await;
+                    .buffer_unordered(conc);
                 let mut complete = !account.is_empty();
-                for (listed, got) in reads {
+                while let Some((listed, got)) = reads.next().await {
                     match got {
                         Ok(Some(rt)) if rt.lifecycle == Lifecycle::Ready => {
                             out.add_entry(
@@ -441,16 +440,14 @@ async fn scan_targets<A: AgentCore>(
         }
     }
     progress.listed.fetch_add(wanted.len(), Ordering::Relaxed);
-    let reads: Vec<_> = stream::iter(wanted)
+    let mut reads = stream::iter(wanted)
         .map(|(gw, l)| async move {
             let got = ac.get_target(&gw, &l.id).await;
             progress.read.fetch_add(1, Ordering::Relaxed);
             got
         })
-        .buffer_unordered(conc)
-        .collect()
-        .await;
-    for got in reads {
+        .buffer_unordered(conc);
+    while let Some(got) = reads.next().await {
         match got {
             Ok(Some(t)) => {
                 let identity = registrar_core::identity::ResourceRef::target(
