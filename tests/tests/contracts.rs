@@ -46,6 +46,82 @@ async fn the_dynamodb_due_index_finds_tokens_when_due_and_reads_nothing_else() -
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_dynamodb_state_finds_a_gateways_targets_without_a_scan() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let proxy = Proxy::start(&env.moto.url()).await?;
+    proxy.record_answers();
+    proxy.record();
+    let config = env.config.to_builder().endpoint_url(proxy.url()).build();
+    let state = DynamoState::new(&config, &env.table);
+    contract::state::gateway_targets(&state, async || {
+        let calls = proxy.take_recorded();
+        proxy.record();
+        dynamodb_items_read(&calls)
+    })
+    .await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn target_records_written_before_their_gateway_pointer_are_given_it_once_per_table()
+-> anyhow::Result<()> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use registrar_core::identity::{ResourceKey, ResourceKind};
+    use registrar_core::ports::ResourceStore;
+    use registrar_testkit::fixtures::{recorded, target_server_entry};
+    let env = TestEnv::start().await?;
+    let state = env.state();
+    let ddb = aws_sdk_dynamodb::Client::new(&env.config);
+    let s = |v: &str| AttributeValue::S(v.to_owned());
+    // Recorded as the older version did: rows and key pointers, no pointer under the gateway.
+    let one = recorded(&target_server_entry("old", "gw-old", "one", "T1"));
+    let two = recorded(&target_server_entry("old", "gw-old", "two", "T2"));
+    for (r, id) in [(&one, "T1"), (&two, "T2")] {
+        state.record(r).await?;
+        ddb.delete_item()
+            .table_name(&env.table)
+            .key("pk", s("key#gateway#us-east-1#gw-old"))
+            .key("sk", s(&format!("target#{id}")))
+            .send()
+            .await?;
+    }
+    // The table is new: ensure_table wrote the marker. Take it away, as on a table created by
+    // the older version or by the stack.
+    ddb.delete_item()
+        .table_name(&env.table)
+        .key("pk", s("meta#target-pointers"))
+        .key("sk", s("meta"))
+        .send()
+        .await?;
+    let gateway = ResourceKey {
+        kind: ResourceKind::Gateway,
+        account: registrar_tests::ACCOUNT.into(),
+        region: "us-east-1".into(),
+        id: "gw-old".into(),
+        gateway_id: None,
+    };
+    assert!(
+        state.targets_of(&gateway).await?.is_empty(),
+        "not backfilled yet"
+    );
+    assert_eq!(state.backfill_target_pointers().await?, Some(2));
+    let mut found: Vec<String> = state
+        .targets_of(&gateway)
+        .await?
+        .into_iter()
+        .map(|r| r.resource.arn)
+        .collect();
+    found.sort();
+    assert_eq!(found, [one.resource.arn.clone(), two.resource.arn.clone()]);
+    assert_eq!(
+        state.backfill_target_pointers().await?,
+        None,
+        "once per table"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn token_items_written_before_the_due_index_are_indexed_once_per_table() -> anyhow::Result<()>
 {
     use aws_sdk_dynamodb::types::AttributeValue;

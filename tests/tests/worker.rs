@@ -684,7 +684,11 @@ async fn a_backlog_split_across_replicas_costs_one_reconcile_per_resource() -> a
             .filter(|c| c.service == "bedrock-agentcore")
             .count()
     };
-    assert_eq!(agentcore(&aws_a), 1, "one read for the first replica's backlog");
+    assert_eq!(
+        agentcore(&aws_a),
+        1,
+        "one read for the first replica's backlog"
+    );
     assert_eq!(agentcore(&aws_b), 0, "none for the second's");
     Ok(())
 }
@@ -824,5 +828,83 @@ async fn key_metrics_reach_cloudwatch_as_embedded_metric_lines() -> anyhow::Resu
     ] {
         assert!(with_rescan[0][expected].is_number(), "{}", with_rescan[0]);
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_gateway_event_removes_its_target_entries_without_a_rescan() -> anyhow::Result<()>
+{
+    use aws_sdk_bedrockagentcorecontrol::types::{
+        McpServerTargetConfiguration, McpTargetConfiguration, TargetConfiguration,
+    };
+    use registrar_tests::metrics::sample;
+    let env = TestEnv::start().await?;
+    let path = EventPath::create(&env.config, "cascade", 5, 10).await?;
+    let gw = create_gateway(&env.agentcore, "orders", GatewayAuth::Iam).await?;
+    let mut targets = Vec::new();
+    for name in ["search", "docs"] {
+        let out = env
+            .agentcore
+            .create_gateway_target()
+            .gateway_identifier(&gw)
+            .name(name)
+            .target_configuration(TargetConfiguration::Mcp(McpTargetConfiguration::McpServer(
+                McpServerTargetConfiguration::builder()
+                    .endpoint(format!("https://{name}.example.com/mcp"))
+                    .build()?,
+            )))
+            .send()
+            .await?;
+        targets.push(out.target_id().to_owned());
+    }
+    let metrics = Metrics::on_free_port()?;
+    // No rescan at start and none on a timer (the harness's defaults): only events act.
+    let _worker = env.spawn_worker_with_env(
+        &path,
+        &["--listen", &metrics.listen],
+        &[("REGISTRAR_INCLUDE_MCP_TARGETS", "true")],
+    )?;
+    path.put("CreateGateway", json!({}), json!({"gatewayId": gw}))
+        .await?;
+    for t in &targets {
+        path.put(
+            "CreateGatewayTarget",
+            json!({"gatewayIdentifier": gw}),
+            json!({"targetId": t, "status": "CREATING"}),
+        )
+        .await?;
+    }
+    processed(&[&metrics], &path, 3, Duration::from_secs(60)).await?;
+    let paths = ["/orders", "/orders-search", "/orders-docs"];
+    for p in paths {
+        assert!(env.standin.server(p).is_some(), "{p} registered");
+    }
+
+    // moto deletes the gateway's targets with it; only the DeleteGateway event comes.
+    env.agentcore
+        .delete_gateway()
+        .gateway_identifier(&gw)
+        .send()
+        .await?;
+    path.put(
+        "DeleteGateway",
+        json!({"gatewayIdentifier": gw}),
+        json!({"gatewayId": gw, "status": "DELETING"}),
+    )
+    .await?;
+    processed(&[&metrics], &path, 4, Duration::from_secs(60)).await?;
+    for p in paths {
+        assert!(
+            env.standin.server(p).is_none(),
+            "{p} deregistered by the one event"
+        );
+    }
+    let text = metrics.scrape().await;
+    assert_eq!(
+        sample(&text, "registrar_rescans_total{result=\"ok\"}"),
+        Some(0),
+        "no rescan ran: {text}"
+    );
+    assert!(path.dead_letters().await?.is_empty());
     Ok(())
 }

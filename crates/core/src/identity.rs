@@ -102,6 +102,30 @@ impl ResourceRef {
         )
     }
 
+    /// The resource an identity names, when the identity alone says enough to read it again:
+    /// a gateway (`...:gateway/<id>`), a target (`<gatewayArn>:target:<targetId>`) or a runtime
+    /// (`...:runtime/<id>`, a version qualifier dropped). `None` for anything else, among them
+    /// the local emulator's runtime ARNs (`...:agent/<uuid>`), which do not carry the runtime id.
+    pub fn from_arn(arn: &str) -> Option<Self> {
+        let parsed = Arn::parse(arn)?;
+        let id_like = |id: &str| !id.is_empty() && !id.contains([':', '/']);
+        if let Some((gateway, target_id)) = parsed.resource.split_once(":target:") {
+            let gateway_id = gateway.strip_prefix("gateway/").filter(|g| id_like(g))?;
+            let gateway_arn = arn.strip_suffix(&format!(":target:{target_id}"))?;
+            return id_like(target_id).then(|| Self::target(gateway_arn, gateway_id, target_id));
+        }
+        if let Some(id) = parsed.resource.strip_prefix("gateway/") {
+            return id_like(id).then(|| Self::gateway(arn, id));
+        }
+        let unqualified = unqualified_runtime_arn(arn);
+        let id = Arn::parse(&unqualified)?
+            .resource
+            .strip_prefix("runtime/")
+            .filter(|id| id_like(id))?
+            .to_owned();
+        Some(Self::runtime(&unqualified, &id))
+    }
+
     /// Reads the resource an entry stands for from its metadata (the keys both this service
     /// and the Python tool write).
     pub fn from_metadata(metadata: &Map<String, Value>) -> Option<Self> {
@@ -242,6 +266,31 @@ mod tests {
         assert_eq!(Owner::classify(&Map::new(), &[], true), Owner::Foreign);
         let no_arn = meta(json!({"source": SOURCE}));
         assert_eq!(Owner::classify(&no_arn, &[], true), Owner::Foreign);
+    }
+
+    #[test]
+    fn identities_that_say_enough_name_their_resource() {
+        let gateway = ResourceRef::gateway(GW, "gw-abc");
+        assert_eq!(ResourceRef::from_arn(GW), Some(gateway));
+        let target = ResourceRef::target(GW, "gw-abc", "T1");
+        assert_eq!(ResourceRef::from_arn(&target.arn), Some(target));
+        let rt = "arn:aws:bedrock-agentcore:eu-west-1:111122223333:runtime/sre_agent-Xyz12AbCde";
+        let runtime = ResourceRef::runtime(rt, "sre_agent-Xyz12AbCde");
+        assert_eq!(ResourceRef::from_arn(rt), Some(runtime.clone()));
+        assert_eq!(
+            ResourceRef::from_arn(&format!("{rt}:3")),
+            Some(runtime),
+            "a version qualifier names the same runtime"
+        );
+        for unknown in [
+            "arn:aws:bedrock-agentcore:us-east-1:1:agent/6a8e-uuid:1",
+            "arn:aws:bedrock-agentcore:us-east-1:1:gateway/",
+            "arn:aws:bedrock-agentcore:us-east-1:1:gateway/gw:target:",
+            "arn:aws:bedrock-agentcore:us-east-1:1:memory/m-1",
+            "another resource",
+        ] {
+            assert_eq!(ResourceRef::from_arn(unknown), None, "{unknown}");
+        }
     }
 
     #[test]

@@ -119,6 +119,14 @@ pub trait ResourceStore: Send + Sync {
         &self,
         key: &ResourceKey,
     ) -> impl Future<Output = Result<Option<RecordedResource>, PortError>> + Send;
+    /// The recorded targets of the gateway `gateway` names (a gateway key; found by its region
+    /// and id, as key pointers find records, whatever its account). Read through pointers kept
+    /// under the gateway's key: the cost grows with the gateway's targets, never with the table
+    /// (no scan). Forgotten targets are not returned.
+    fn targets_of(
+        &self,
+        gateway: &ResourceKey,
+    ) -> impl Future<Output = Result<Vec<RecordedResource>, PortError>> + Send;
     /// Claims `path` for `arn` with a conditional write. `Ok(Some(holder))` when another
     /// resource holds it.
     fn claim_path(

@@ -2,12 +2,12 @@
 //! snapshots, answering as the control plane does (NotFound is `Ok(None)`, lists carry id,
 //! status and `updatedAt`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use registrar_core::PortError;
 use registrar_core::observed::{GatewaySnapshot, Lifecycle, RuntimeSnapshot, TargetSnapshot};
 use registrar_core::ports::{AgentCore, Listed};
+use registrar_core::{ErrorClass, PortError};
 
 #[derive(Debug, Default)]
 struct Resources {
@@ -15,6 +15,8 @@ struct Resources {
     /// By (gateway id, target id); the gateway part of each snapshot is filled in on read.
     targets: BTreeMap<(String, String), TargetSnapshot>,
     runtimes: BTreeMap<String, RuntimeSnapshot>,
+    /// Ids whose reads fail as a throttled control plane's would.
+    failing: BTreeSet<String>,
 }
 
 /// AgentCore of one account and region, in memory.
@@ -72,6 +74,31 @@ impl MemoryAgentCore {
         inner.targets.retain(|(g, _), _| g != id);
     }
 
+    /// Makes every read of the gateway, target or runtime `id` fail with a transient error (a
+    /// throttled control plane), or, with `fail` false, answer again.
+    pub fn fail_reads_of(&self, id: &str, fail: bool) {
+        let mut inner = self.inner();
+        if fail {
+            inner.failing.insert(id.to_owned());
+        } else {
+            inner.failing.remove(id);
+        }
+    }
+
+    /// A read of `id`: the fault set for it, if any.
+    fn read(&self, id: &str) -> Result<MutexGuard<'_, Resources>, PortError> {
+        let inner = self.inner();
+        if inner.failing.contains(id) {
+            return Err(PortError::new(
+                "agentcore",
+                format!("get {id}"),
+                ErrorClass::Transient,
+                "ThrottlingException (a test fault)",
+            ));
+        }
+        Ok(inner)
+    }
+
     /// Deletes a runtime.
     pub fn delete_runtime(&self, id: &str) {
         self.inner().runtimes.remove(id);
@@ -97,7 +124,7 @@ impl AgentCore for MemoryAgentCore {
     }
 
     async fn get_gateway(&self, id: &str) -> Result<Option<GatewaySnapshot>, PortError> {
-        Ok(self.inner().gateways.get(id).cloned())
+        Ok(self.read(id)?.gateways.get(id).cloned())
     }
 
     async fn list_targets(&self, gateway_id: &str) -> Result<Vec<Listed>, PortError> {
@@ -116,7 +143,7 @@ impl AgentCore for MemoryAgentCore {
         target_id: &str,
     ) -> Result<Option<TargetSnapshot>, PortError> {
         Ok(self
-            .inner()
+            .read(target_id)?
             .targets
             .get(&(gateway.id.clone(), target_id.to_owned()))
             .map(|t| TargetSnapshot {
@@ -135,6 +162,6 @@ impl AgentCore for MemoryAgentCore {
     }
 
     async fn get_runtime(&self, id: &str) -> Result<Option<RuntimeSnapshot>, PortError> {
-        Ok(self.inner().runtimes.get(id).cloned())
+        Ok(self.read(id)?.runtimes.get(id).cloned())
     }
 }

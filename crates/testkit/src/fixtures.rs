@@ -1,9 +1,12 @@
 //! Resources, entries and rows to test with, derived through the real domain functions so they
 //! stay what the engine would produce.
 
-use registrar_core::desired::{DeriveOptions, DesiredEntry, gateway_entry, runtime_entry};
+use registrar_core::desired::{
+    DeriveOptions, DesiredEntry, gateway_entry, runtime_entry, target_entry,
+};
 use registrar_core::observed::{
     AuthorizerType, GatewaySnapshot, JwtAuthorizer, Lifecycle, RuntimeSnapshot, ServerProtocol,
+    TargetSnapshot,
 };
 use registrar_core::plan::RecordedResource;
 use registrar_core::refresh::TokenState;
@@ -40,6 +43,20 @@ pub fn gateway(name: &str, id: &str, issuer: Option<&str>) -> GatewaySnapshot {
     }
 }
 
+/// A READY `mcpServer` target of `gateway`, its endpoint on its own host.
+pub fn target(gateway: &GatewaySnapshot, name: &str, id: &str) -> TargetSnapshot {
+    TargetSnapshot {
+        gateway: gateway.clone(),
+        target_id: id.into(),
+        name: name.into(),
+        description: None,
+        lifecycle: Lifecycle::Ready,
+        mcp_endpoint: Some(format!("https://{}.mcp.example.com/mcp", id.to_lowercase())),
+        created_at: "2026-11-29T00:00:00Z".into(),
+        updated_at: "2026-11-29T00:00:00Z".into(),
+    }
+}
+
 /// A READY A2A runtime.
 pub fn runtime(name: &str, id: &str) -> RuntimeSnapshot {
     RuntimeSnapshot {
@@ -59,6 +76,20 @@ pub fn runtime(name: &str, id: &str) -> RuntimeSnapshot {
 pub fn server_entry(name: &str, id: &str) -> DesiredEntry {
     gateway_entry(&gateway(name, id, None), DeriveOptions::default())
         .unwrap_or_else(|u| panic!("fixture gateway {name} is registrable: {}", u.reason))
+}
+
+/// The server entry of [`target`] `name` (`id`) of the IAM gateway `gateway_name` (`gateway_id`).
+pub fn target_server_entry(
+    gateway_name: &str,
+    gateway_id: &str,
+    name: &str,
+    id: &str,
+) -> DesiredEntry {
+    let t = target(&gateway(gateway_name, gateway_id, None), name, id);
+    match target_entry(&t, DeriveOptions::default()) {
+        Some(Ok(d)) => d,
+        _ => panic!("fixture target {name} is registrable"),
+    }
 }
 
 /// The agent entry of [`runtime`].

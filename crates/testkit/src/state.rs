@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use registrar_core::identity::ResourceKey;
+use registrar_core::identity::{ResourceKey, ResourceKind};
 use registrar_core::plan::RecordedResource;
 use registrar_core::ports::{Clock, DueToken, Lease, LeaseStore, ResourceStore, TokenStore};
 use registrar_core::refresh::TokenState;
@@ -203,6 +203,25 @@ impl ResourceStore for MemoryState {
             .and_then(|p| p.value.as_ref())
             .and_then(|arn| t.resources.get(arn))
             .and_then(|r| r.value.clone()))
+    }
+
+    async fn targets_of(&self, gateway: &ResourceKey) -> Result<Vec<RecordedResource>, PortError> {
+        let mut t = self.tables();
+        let found: Vec<RecordedResource> = t
+            .resources
+            .values()
+            .filter_map(|r| r.value.clone())
+            .filter(|r| {
+                r.resource.kind == ResourceKind::Target
+                    && r.resource.region == gateway.region
+                    && r.resource.gateway_id.as_deref() == Some(gateway.id.as_str())
+            })
+            .collect();
+        // As the adapter reads them: each target's pointer under the gateway's key, then its row.
+        for _ in &found {
+            t.reads.extend(["ptr", "res"]);
+        }
+        Ok(found)
     }
 
     async fn claim_path(&self, path: &str, arn: &str) -> Result<Option<String>, PortError> {

@@ -30,6 +30,11 @@ mod tests {
             s.take_reads().into_iter().map(String::from).collect()
         })
         .await;
+        let s = state();
+        super::state::gateway_targets(&s, async || {
+            s.take_reads().into_iter().map(String::from).collect()
+        })
+        .await;
         super::state::leases(&state(), Duration::from_millis(300), async |d| {
             tokio::time::sleep(d).await;
         })

@@ -8,7 +8,7 @@ use registrar_core::desired::{DeriveOptions, gateway_entry};
 use registrar_core::identity::ResourceKey;
 use registrar_core::ports::StateStore;
 
-use crate::fixtures::{gateway, recorded, server_entry, token};
+use crate::fixtures::{gateway, recorded, server_entry, target_server_entry, token};
 
 fn key_of(r: &registrar_core::plan::RecordedResource) -> ResourceKey {
     ResourceKey {
@@ -92,6 +92,95 @@ pub async fn resources<S: StateStore>(store: &S) {
     );
     store.release_path("/shared", one).await.expect("release");
     assert_eq!(store.claim_path("/shared", two).await.expect("claim"), None);
+}
+
+/// A gateway's recorded targets, found from the gateway's key (its region and id) as the
+/// cascade of a deleted gateway needs them: only that gateway's targets (not the gateway, not
+/// another gateway's targets, not a gateway of that id in another region), forgotten ones left
+/// out, fenced forgets too. And the reads are the targets' pointers and rows: never a scan.
+/// `reads` is as for [`due_index`] (the adapter's pointers under a gateway's key read as
+/// `target#<id>`).
+pub async fn gateway_targets<S: StateStore, R: AsyncFn() -> Vec<String>>(store: &S, reads: R) {
+    let gw = recorded(&server_entry("cascade", "gw-cascade"));
+    let one = recorded(&target_server_entry("cascade", "gw-cascade", "one", "T1"));
+    let two = recorded(&target_server_entry("cascade", "gw-cascade", "two", "T2"));
+    let other = recorded(&target_server_entry("other", "gw-other", "one", "T3"));
+    let mut elsewhere = recorded(&target_server_entry("cascade", "gw-cascade", "far", "T4"));
+    elsewhere.resource = registrar_core::identity::ResourceRef::target(
+        &gw.resource.arn.replace("us-east-1", "eu-west-1"),
+        "gw-cascade",
+        "T4",
+    );
+    for r in [&gw, &one, &two, &other, &elsewhere] {
+        store.record(r).await.expect("record");
+    }
+    let arns = |found: Vec<registrar_core::plan::RecordedResource>| {
+        let mut arns: Vec<String> = found.into_iter().map(|r| r.resource.arn).collect();
+        arns.sort();
+        arns
+    };
+    let gateway = key_of(&gw);
+    reads().await;
+    assert_eq!(
+        arns(store.targets_of(&gateway).await.expect("targets")),
+        [one.resource.arn.clone(), two.resource.arn.clone()]
+    );
+    let read = reads().await;
+    assert!(
+        read.iter()
+            .all(|k| k == "res" || k == "ptr" || k.starts_with("target#")),
+        "only the targets' pointers and rows are read: {read:?}"
+    );
+    assert!(read.len() <= 4, "reads grow with the targets: {read:?}");
+    assert_eq!(
+        store.lookup(&key_of(&one)).await.expect("lookup"),
+        Some(one.clone()),
+        "a target's own pointer is kept as before"
+    );
+    let none = ResourceKey {
+        id: "gw-none".into(),
+        ..gateway.clone()
+    };
+    assert!(store.targets_of(&none).await.expect("targets").is_empty());
+
+    // Forgotten, unfenced or fenced, a target is no longer found; recorded again, it is.
+    store.forget(&one.resource.arn).await.expect("forget");
+    assert_eq!(
+        arns(store.targets_of(&gateway).await.expect("targets")),
+        std::slice::from_ref(&two.resource.arn)
+    );
+    let lease = store
+        .acquire_lease(
+            "key#gateway#us-east-1#gw-cascade",
+            "w1",
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("lease")
+        .expect("free");
+    store
+        .fenced(&lease)
+        .forget(&two.resource.arn)
+        .await
+        .expect("fenced forget");
+    assert!(
+        store
+            .targets_of(&gateway)
+            .await
+            .expect("targets")
+            .is_empty()
+    );
+    store.release_lease(&lease).await.expect("release");
+    store.record(&one).await.expect("record again");
+    assert_eq!(
+        arns(store.targets_of(&gateway).await.expect("targets")),
+        std::slice::from_ref(&one.resource.arn)
+    );
+    let read = reads().await;
+    assert!(!read.iter().any(|k| k == "scan"), "never a scan: {read:?}");
+    for r in [&gw, &one, &other, &elsewhere] {
+        store.forget(&r.resource.arn).await.expect("forget");
+    }
 }
 
 /// Manifest rows, token state and the one-refresher claim.

@@ -127,6 +127,9 @@ pub(crate) async fn run(root: &Root, args: WorkerArgs) -> anyhow::Result<ExitCod
             deep: false,
         },
     };
+    if scan.mcp_targets {
+        backfill_target_pointers(root).await;
+    }
     let tokens = if args.token_refresh {
         backfill_token_index(root).await;
         Some(token_settings(root, &args, &ctx)?)
@@ -160,6 +163,26 @@ async fn backfill_token_index(root: &Root) {
         Err(e) => tracing::warn!(
             error = %e,
             "Token items written before this version could not be indexed; the next start tries again. Does the table have the due-tokens index (update the stack)?"
+        ),
+    }
+}
+
+/// Gives target records written before this version the pointer under their gateway's key
+/// that a deleted gateway's cascade finds them by (once per table; later starts read one marker
+/// item). A failure is said and the worker goes on: until a start succeeds, the targets of a
+/// deleted gateway recorded before the upgrade are deregistered by the next rescan, as before.
+async fn backfill_target_pointers(root: &Root) {
+    match root.state().backfill_target_pointers().await {
+        Ok(None) => {}
+        Ok(Some(written)) => {
+            tracing::info!(
+                written,
+                "Target records given their pointer under their gateway (once per table)."
+            );
+        }
+        Err(e) => tracing::warn!(
+            error = %e,
+            "Target records written before this version could not be given their pointer under their gateway; the next start tries again."
         ),
     }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use registrar_core::desired::{DesiredEntry, Pointing};
+use registrar_core::desired::{Collection, DesiredEntry, Pointing};
 use registrar_core::enable::EnablePolicy;
 use registrar_core::identity::{Owner, ResourceKind, ResourceRef};
 use registrar_core::observed::Lifecycle;
@@ -42,7 +42,17 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
     /// Applies one action and reports what happened.
     pub async fn apply(&self, action: Action) -> Outcome {
         match action {
-            Action::Register(d) => self.register(d, true).await,
+            Action::Register(d) => {
+                let outcome = self.register(d.clone(), true).await;
+                if outcome.status != Status::Conflict {
+                    return outcome;
+                }
+                match self.free_abandoned_claim(&d).await {
+                    Ok(true) => self.register(d, true).await,
+                    Ok(false) => outcome,
+                    Err(e) => fail(outcome, &e),
+                }
+            }
             Action::Update { desired, current } => self.update(desired, current).await,
             Action::Unchanged { desired, current } => self.unchanged(desired, current).await,
             Action::Deregister(d) => self.deregister(d).await,
@@ -247,6 +257,64 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
         if let Err(e) = self.state.release_path(&d.path, &d.resource.arn).await {
             tracing::warn!(path = %d.path, error = %e, "Path claim could not be released.");
         }
+    }
+
+    /// After a registration ended in a conflict: releases the claim on `d`'s path when another
+    /// resource holds it that AgentCore answers NotFound for and that has no entry of ours at
+    /// the path (it claimed the path and was deleted before it registered, or its entry was
+    /// removed by hand), so the registration can be tried again (`Ok(true)`). Such a claim
+    /// would otherwise block the path until removed by hand. A holder that exists in any state,
+    /// whose ARN does not say how to read it again, or that is outside what this worker reads
+    /// keeps its claim (`Ok(false)`: the conflict stands); a holder that cannot be read now
+    /// (throttling, an outage) keeps it too, and the error is returned so the key is retried.
+    /// The conflict may have been the registry's (an entry at the path): then no other resource
+    /// holds the claim, and the claim this call takes to find out is given back.
+    async fn free_abandoned_claim(&self, d: &DesiredEntry) -> Result<bool, PortError> {
+        let Some(holder) = self.state.claim_path(&d.path, &d.resource.arn).await? else {
+            self.release(d).await;
+            return Ok(false);
+        };
+        let Some(resource) = ResourceRef::from_arn(&holder) else {
+            return Ok(false);
+        };
+        let agentcore = match self
+            .agentcore
+            .route(&resource.account, &resource.region)
+            .await
+        {
+            Ok(agentcore) => agentcore,
+            Err(e) if e.class == registrar_core::ErrorClass::Terminal => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let found = match resource.kind {
+            ResourceKind::Gateway => agentcore.get_gateway(&resource.id).await?.is_some(),
+            ResourceKind::Runtime => agentcore.get_runtime(&resource.id).await?.is_some(),
+            ResourceKind::Target => {
+                let gateway_id = resource.gateway_id.clone().unwrap_or_default();
+                match agentcore.get_gateway(&gateway_id).await? {
+                    Some(gw) => agentcore.get_target(&gw, &resource.id).await?.is_some(),
+                    None => false,
+                }
+            }
+        };
+        if found {
+            return Ok(false);
+        }
+        // Servers and agents share paths: the holder's entry may be in either collection.
+        for collection in [Collection::Server, Collection::Agent] {
+            if let Some(entry) = self.registry.get(collection, &d.path).await?
+                && entry
+                    .owner(self.ctx.adopt_legacy)
+                    .resource()
+                    .is_some_and(|r| r.arn == holder)
+            {
+                // Its deregistration (its own Delete event, or a rescan) frees the path.
+                return Ok(false);
+            }
+        }
+        self.state.release_path(&d.path, &holder).await?;
+        tracing::info!(path = %d.path, holder = %holder, "Released the path claim of a resource that is gone and has no entry of ours.");
+        Ok(true)
     }
 
     /// Deregisters only on authority: AgentCore must confirm the resource is gone, and a GET
@@ -616,6 +684,12 @@ mod tests {
         let d = server_entry("orders", "gw-orders");
         let other = server_entry("Orders", "gw-orders-2");
         assert_eq!(d.path, other.path);
+        // A live holder (a gone, never-registered one's claim is released).
+        w.fleet.members()[0].put_gateway(registrar_testkit::fixtures::gateway(
+            "Orders",
+            "gw-orders-2",
+            None,
+        ));
         w.state
             .claim_path(&other.path, &other.resource.arn)
             .await
@@ -625,7 +699,7 @@ mod tests {
             .apply(Action::Register(d.clone()))
             .await;
         assert_eq!(o.status, Status::Conflict);
-        assert!(w.registry.calls().is_empty());
+        assert!(w.registry.calls().is_empty(), "{:?}", w.registry.calls());
     }
 
     #[tokio::test(start_paused = true)]

@@ -177,11 +177,19 @@ async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
         Some(r) => Some(r),
         None => suspects.last().cloned(),
     };
-    let obs = match observation(observe(ac, key, opts).await?, key, recorded.as_ref()) {
+    let seen = observe(ac, key, opts).await?;
+    let targets = if cascades(key, &seen, opts) {
+        targets_of(state, key).await?
+    } else {
+        Vec::new()
+    };
+    let obs = match observation(seen, key, recorded.as_ref(), &targets) {
         Ok(obs) => obs,
         Err(settled) => return Ok(settled),
     };
-    let current = entries_at(registry, &obs, recorded.as_ref()).await?;
+    let manifests = manifest_of(state, &obs, recorded.as_ref()).await?;
+    let recorded_rows: Vec<RecordedResource> = recorded.into_iter().chain(targets).collect();
+    let current = entries_at(registry, &obs, &recorded_rows).await?;
     let ctx = PlanContext {
         policy: opts.policy,
         adopt_legacy: opts.adopt_legacy,
@@ -192,9 +200,13 @@ async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
         },
         identity: opts.identity,
     };
-    let recorded_rows: Vec<RecordedResource> = recorded.iter().cloned().collect();
-    let manifests = manifest_of(state, &obs, recorded.as_ref()).await?;
+    let gone = obs.desired.is_empty();
     let actions = plan(obs, &current, &recorded_rows, ctx);
+    let mut rows = if gone {
+        kept_unverified(&current, &recorded_rows, &actions, ctx)
+    } else {
+        Vec::new()
+    };
     let applier = Applier {
         agentcore: fleet,
         registry,
@@ -202,7 +214,7 @@ async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
         ctx,
         enable: opts.enable,
         manifests,
-        recorded: recorded
+        recorded: recorded_rows
             .into_iter()
             .map(|r| (r.resource.arn.clone(), r))
             .collect(),
@@ -212,19 +224,64 @@ async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
     let (first, rest): (Vec<Action>, Vec<Action>) = actions
         .into_iter()
         .partition(|a| matches!(a, Action::Deregister(_)));
-    let mut rows = Vec::new();
     for action in first.into_iter().chain(rest) {
         rows.push(applier.apply(action).await);
     }
     concluded(rows)
 }
 
+/// Whether the key is a gateway AgentCore no longer has (NotFound, DELETING, FAILED) while
+/// targets are registered: its targets' entries then go in the same reconcile.
+///
+/// A gateway's targets cannot outlive it (AgentCore deletes them with it, or refuses to delete
+/// a gateway that has any), and their own Delete events may never come: CloudTrail delivery is
+/// best effort, and with the gateway gone nothing else would name them before the next rescan.
+/// So the reconcile of a gone gateway plans its recorded targets with it (see [`targets_of`]).
+/// Each target entry still goes only as every deregistration does: the applier asks AgentCore
+/// for that very target first (a FAILED gateway's READY target is kept) and removes only an
+/// entry a GET verifies as ours; an entry not ours is reported and left alone.
+///
+/// Leases: the targets are deregistered under the gateway key's lease, their state writes fenced
+/// by it; the target keys' own leases are not taken. Fencing compares lease versions, which are
+/// acquisition times whatever the lease's name, so a target reconcile that took its lease before
+/// this one did holds an older version: once this reconcile has released the target's claim and
+/// tombstoned its record, that reconcile's next state write is refused and it stops, and since a
+/// registration or update claims the path before it writes to the registry, it stops before
+/// writing there too. A target reconcile that reads AgentCore after the deletion converges on
+/// the same removals, all idempotent. Fencing cannot order two cases: a target reconcile whose
+/// registry write is already in flight, and one that took its lease after this one but read the
+/// target before the gateway went. Taking each target's lease (waiting for its holder) would
+/// close them, at the cost of lease plumbing the engine does not have (owner, renewal) and of a
+/// gateway deletion waiting on every target's holder; the windows are short, need a target
+/// event racing the gateway's deletion, and leave at worst an entry of a gone target, which the
+/// next rescan removes as it does today. Where clocks disagree so much that a target item
+/// carries a newer version than this lease, this reconcile's write is refused as if its lease
+/// were lost: the message is retried, and nothing is removed without authority.
+fn cascades(key: &ResourceKey, seen: &Seen, opts: ReconcileOptions) -> bool {
+    key.kind == ResourceKind::Gateway && opts.mcp_targets && matches!(seen, Seen::Gone)
+}
+
+/// The recorded targets of the gateway `key` names (of its account, when the key says).
+async fn targets_of<S: StateStore>(
+    state: &S,
+    key: &ResourceKey,
+) -> Result<Vec<RecordedResource>, PortError> {
+    Ok(state
+        .targets_of(key)
+        .await?
+        .into_iter()
+        .filter(|t| key.account.is_empty() || t.resource.account == key.account)
+        .collect())
+}
+
 /// What the planner is to work from, or the key's outcome when there is nothing to plan (not
 /// READY yet, waiting for consent, degraded, not registrable, or gone and never recorded).
+/// `targets` are the recorded targets of a gone gateway ([`cascades`]).
 fn observation(
     seen: Seen,
     key: &ResourceKey,
     recorded: Option<&RecordedResource>,
+    targets: &[RecordedResource],
 ) -> Result<Observation, KeyOutcome> {
     let mut obs = Observation::default();
     match seen {
@@ -260,15 +317,60 @@ fn observation(
             obs.present.insert(d.resource.arn.clone());
             obs.desired.push(*d);
         }
-        // AgentCore answered for this very resource: authoritative for it alone.
-        Seen::Gone => match recorded {
-            Some(r) => {
-                obs.covered.insert(r.resource.scope());
+        // AgentCore answered for this very resource (and so for its gateway's targets): the
+        // plan works from the records alone, each removal checked with AgentCore again.
+        Seen::Gone => {
+            obs.covered.extend(
+                recorded
+                    .into_iter()
+                    .chain(targets)
+                    .map(|r| r.resource.scope()),
+            );
+            if obs.covered.is_empty() {
+                return Err(KeyOutcome::Done(Vec::new()));
             }
-            None => return Err(KeyOutcome::Done(Vec::new())),
-        },
+        }
     }
     Ok(obs)
+}
+
+/// Rows for recorded resources of a gone resource's plan whose path holds an entry not verified
+/// as theirs (another publisher's, or one that no longer points where we wrote it): the planner
+/// leaves such an entry alone (invariant 2), and the key's outcome says so rather than nothing.
+/// Their records stay, as when the applier finds such an entry before a removal.
+fn kept_unverified(
+    current: &[registrar_core::plan::CurrentEntry],
+    recorded: &[RecordedResource],
+    actions: &[Action],
+    ctx: PlanContext,
+) -> Vec<Outcome> {
+    let planned = |path: &str| {
+        actions.iter().any(|a| match a {
+            Action::Deregister(d) => d.path == path,
+            Action::Skip { path: p, .. } => p == path,
+            _ => false,
+        })
+    };
+    recorded
+        .iter()
+        .filter(|r| !planned(&r.path))
+        .filter_map(|r| {
+            let entry = current
+                .iter()
+                .find(|e| e.collection == r.collection && e.path == r.path)?;
+            let expected: Vec<_> = r.pointing.iter().cloned().collect();
+            let why = entry
+                .verify(&r.resource.arn, &expected, ctx.identity, false)
+                .err()?;
+            Some(Outcome::for_resource(
+                &r.resource,
+                &r.name,
+                &r.path,
+                Status::Conflict,
+                format!("kept: the entry at this path is not verified as ours: {why}"),
+            ))
+        })
+        .collect()
 }
 
 /// What the registry holds now at the paths involved (a GET is authoritative; lists hide some
@@ -276,13 +378,13 @@ fn observation(
 async fn entries_at<R: Registry>(
     registry: &R,
     obs: &Observation,
-    recorded: Option<&RecordedResource>,
+    recorded: &[RecordedResource],
 ) -> Result<Vec<registrar_core::plan::CurrentEntry>, PortError> {
     let mut wanted: Vec<(registrar_core::desired::Collection, String)> = obs
         .desired
         .iter()
         .map(|d| (d.collection(), d.path.clone()))
-        .chain(recorded.map(|r| (r.collection, r.path.clone())))
+        .chain(recorded.iter().map(|r| (r.collection, r.path.clone())))
         .collect();
     wanted.sort();
     wanted.dedup();
@@ -336,6 +438,10 @@ fn concluded(rows: Vec<Outcome>) -> Result<KeyOutcome, PortError> {
 }
 
 #[cfg(test)]
+#[path = "deletion_tests.rs"]
+mod deletion_tests;
+
+#[cfg(test)]
 mod tests {
     use registrar_testkit::fixtures::{ACCOUNT, REGION, recorded, server_entry};
 
@@ -353,11 +459,11 @@ mod tests {
 
     #[test]
     fn what_was_seen_decides_whether_there_is_anything_to_plan() {
-        let waiting = observation(Seen::InProgress("CREATING".into()), &key(), None);
+        let waiting = observation(Seen::InProgress("CREATING".into()), &key(), None, &[]);
         assert_eq!(waiting.err(), Some(KeyOutcome::Waiting("CREATING".into())));
-        let never_known = observation(Seen::Gone, &key(), None);
+        let never_known = observation(Seen::Gone, &key(), None, &[]);
         assert_eq!(never_known.err(), Some(KeyOutcome::Done(Vec::new())));
-        let degraded = observation(Seen::Degraded("UPDATE_FAILED".into()), &key(), None);
+        let degraded = observation(Seen::Degraded("UPDATE_FAILED".into()), &key(), None, &[]);
         assert_eq!(
             degraded.err(),
             Some(KeyOutcome::Done(Vec::new())),
@@ -367,6 +473,7 @@ mod tests {
             Seen::NeedsAuthorization("CREATE_PENDING_AUTH".into()),
             &key(),
             None,
+            &[],
         );
         assert!(
             matches!(&consent, Err(KeyOutcome::Done(rows)) if rows[0].status == Status::NeedsAuthorization),
@@ -377,14 +484,15 @@ mod tests {
     #[test]
     fn a_gone_resource_that_was_recorded_is_planned_for_its_scope_alone() {
         let d = server_entry("one", "gw-one");
-        let obs = observation(Seen::Gone, &key(), Some(&recorded(&d))).expect("a plan");
+        let obs = observation(Seen::Gone, &key(), Some(&recorded(&d)), &[]).expect("a plan");
         assert!(obs.desired.is_empty() && obs.present.is_empty());
         assert_eq!(
             obs.covered.len(),
             1,
             "only this resource's scope is authoritative"
         );
-        let ready = observation(Seen::Ready(Box::new(d.clone())), &key(), None).expect("a plan");
+        let ready =
+            observation(Seen::Ready(Box::new(d.clone())), &key(), None, &[]).expect("a plan");
         assert_eq!(ready.desired, std::slice::from_ref(&d));
         assert!(ready.present.contains(&d.resource.arn));
     }

@@ -12,12 +12,15 @@
 //! | manifest row | `res#<arn>` | `manifest` |
 //! | path claim | `path#<path>` | `claim` |
 //! | key pointer | `key#<kind>#<region>#<id>` | `ptr` (attribute `arn`) |
+//! | target pointer, under its gateway's key | `key#gateway#<region>#<gatewayId>` | `target#<targetId>` (attribute `arn`) |
 //! | lease | `lease#<name>` | `lease` (attributes `owner`, `version` and `expires_at` epoch ms, `ttl` epoch s for DynamoDB TTL) |
 //! | token state | `res#<arn>` | `token` (`next_refresh_at`, `expires_at`, ..., the refresh claim; `due_shard` and `due_at` index it) |
 //! | index backfill marker | `meta#token-index` | `meta` |
+//! | target pointer backfill marker | `meta#target-pointers` | `meta` |
 //!
 //! Token items are also keyed by the sparse index [`DUE_INDEX`]; `tokens.rs` says how the token
-//! loop reads it.
+//! loop reads it. A gateway's targets are found by one Query of the gateway's key pointer
+//! partition (`resources.rs`, for the cascade of a deleted gateway).
 //!
 //! Fencing: a store made by [`StateStore::fenced`] writes `fence` (its lease's version) on the
 //! resource rows, pointers, claims and manifest rows it writes, each write conditioned on the
@@ -287,18 +290,23 @@ impl DynamoState {
             .await;
         match result {
             Ok(_) => {
-                // A new table holds no token item to backfill. Best effort: a table still
-                // CREATING refuses the write, and the first worker backfills (an empty scan).
-                let (pk, sk) = BACKFILL_MARKER;
-                let _ = self
-                    .client
-                    .put_item()
-                    .table_name(&self.table)
-                    .item("pk", s(pk))
-                    .item("sk", s(sk))
-                    .item("indexed", AttributeValue::N("0".into()))
-                    .send()
-                    .await;
+                // A new table holds no token item or target record to backfill. Best effort: a
+                // table still CREATING refuses the writes, and the first worker backfills (an
+                // empty scan).
+                for ((pk, sk), count) in [
+                    (BACKFILL_MARKER, "indexed"),
+                    (resources::TARGET_POINTERS_MARKER, "written"),
+                ] {
+                    let _ = self
+                        .client
+                        .put_item()
+                        .table_name(&self.table)
+                        .item("pk", s(pk))
+                        .item("sk", s(sk))
+                        .item(count, AttributeValue::N("0".into()))
+                        .send()
+                        .await;
+                }
                 Ok(true)
             }
             Err(e)

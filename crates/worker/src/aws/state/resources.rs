@@ -11,14 +11,35 @@ use registrar_core::plan::RecordedResource;
 use registrar_core::ports::ResourceStore;
 use registrar_core::{ErrorClass, PortError};
 
+use futures::{StreamExt, TryStreamExt};
+
 use super::{
-    DynamoState, Item, PEER, Put, build_error, from_sdk_error, is_gone, item, resource_pk, s, text,
-    tombstone,
+    DynamoState, Item, PEER, Put, build_error, from_sdk_error, is_gone, item, made, resource_pk, s,
+    text, tombstone,
 };
 
 fn pointer_pk(kind: ResourceKind, region: &str, id: &str) -> String {
     format!("key#{}#{region}#{id}", kind.as_str())
 }
+
+/// The sort key of a target's pointer under its gateway's key (`pk` the gateway's
+/// [`pointer_pk`]): one Query of the gateway's key finds its targets.
+const TARGET_POINTER_PREFIX: &str = "target#";
+
+/// The key of a target's pointer under its gateway's key; `None` for other resources.
+fn target_pointer_key(r: &ResourceRef) -> Option<(String, String)> {
+    let gateway_id = r.gateway_id.as_deref().filter(|g| !g.is_empty())?;
+    (r.kind == ResourceKind::Target).then(|| {
+        (
+            pointer_pk(ResourceKind::Gateway, &r.region, gateway_id),
+            format!("{TARGET_POINTER_PREFIX}{}", r.id),
+        )
+    })
+}
+
+/// Marks a table whose target records all have their pointer under their gateway's key (see
+/// [`DynamoState::backfill_target_pointers`]).
+pub(super) const TARGET_POINTERS_MARKER: (&str, &str) = ("meta#target-pointers", "meta");
 
 pub(super) fn recorded_from(item: &Item) -> Option<RecordedResource> {
     if is_gone(item) {
@@ -102,16 +123,23 @@ impl ResourceStore for DynamoState {
             ("sk", s("ptr")),
             ("arn", s(&res.arn)),
         ]);
+        let under_gateway = target_pointer_key(res)
+            .map(|(pk, sk)| item([("pk", s(pk)), ("sk", s(sk)), ("arn", s(&res.arn))]));
         if self.fence.is_some() {
-            // A batch cannot carry conditions: under a lease, two conditional puts.
+            // A batch cannot carry conditions: under a lease, conditional puts one by one.
             self.put_fenced("resource row", row).await?;
-            return self.put_fenced("key pointer", pointer).await;
+            self.put_fenced("key pointer", pointer).await?;
+            if let Some(p) = under_gateway {
+                self.put_fenced("target pointer", p).await?;
+            }
+            return Ok(());
         }
-        // Both in one call. Not a transaction: moto answers concurrent TransactWriteItems with
+        // All in one call. Not a transaction: moto answers concurrent TransactWriteItems with
         // HTTP 500, and a pointer without its row (or the reverse) is harmless: lookups follow
         // the pointer to the row, and the next write repairs both.
-        let mut pending: Vec<WriteRequest> = [row, pointer]
+        let mut pending: Vec<WriteRequest> = [Some(row), Some(pointer), under_gateway]
             .into_iter()
+            .flatten()
             .map(|item| {
                 PutRequest::builder()
                     .set_item(Some(item))
@@ -128,7 +156,7 @@ impl ResourceStore for DynamoState {
                 .send()
                 .await
                 .map_err(|e| {
-                    from_sdk_error(PEER, "BatchWriteItem (resource and key pointer)", e)
+                    from_sdk_error(PEER, "BatchWriteItem (resource and key pointers)", e)
                 })?;
             pending = out
                 .unprocessed_items()
@@ -143,7 +171,7 @@ impl ResourceStore for DynamoState {
         }
         Err(PortError::new(
             PEER,
-            "BatchWriteItem (resource and key pointer)",
+            "BatchWriteItem (resource and key pointers)",
             ErrorClass::Transient,
             format!(
                 "{} item(s) left unprocessed after 4 attempts",
@@ -162,6 +190,9 @@ impl ResourceStore for DynamoState {
             let r = &row.resource;
             self.delete_or_tombstone("key pointer", pointer_pk(r.kind, &r.region, &r.id), "ptr")
                 .await?;
+            if let Some((pk, sk)) = target_pointer_key(r) {
+                self.delete_or_tombstone("target pointer", pk, &sk).await?;
+            }
         }
         self.delete_or_tombstone("resource row", resource_pk(arn), "res")
             .await
@@ -181,6 +212,56 @@ impl ResourceStore for DynamoState {
             .await?
             .as_ref()
             .and_then(recorded_from))
+    }
+
+    /// One Query of the gateway's key for the pointers its targets' records keep there (the
+    /// gateway's own pointer is not among them), then each target's row by key. Records written
+    /// before these pointers existed are found once [`DynamoState::backfill_target_pointers`]
+    /// has run.
+    async fn targets_of(&self, gateway: &ResourceKey) -> Result<Vec<RecordedResource>, PortError> {
+        let pk = pointer_pk(ResourceKind::Gateway, &gateway.region, &gateway.id);
+        let mut arns = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :targets)")
+                .expression_attribute_values(":pk", s(&pk))
+                .expression_attribute_values(":targets", s(TARGET_POINTER_PREFIX))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| from_sdk_error(PEER, "Query (a gateway's targets)", e))?;
+            arns.extend(
+                out.items()
+                    .iter()
+                    .filter(|i| !is_gone(i))
+                    .map(|i| text(i, "arn"))
+                    .filter(|a| !a.is_empty()),
+            );
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        let rows: Vec<Option<Item>> = futures::stream::iter(arns)
+            .map(|arn| self.get(resource_pk(&arn), "res"))
+            .buffered(8)
+            .try_collect()
+            .await?;
+        Ok(rows
+            .iter()
+            .flatten()
+            .filter_map(recorded_from)
+            .filter(|r| {
+                r.resource.kind == ResourceKind::Target
+                    && r.resource.region == gateway.region
+                    && r.resource.gateway_id.as_deref() == Some(gateway.id.as_str())
+            })
+            .collect())
     }
 
     async fn claim_path(&self, path: &str, arn: &str) -> Result<Option<String>, PortError> {
@@ -268,5 +349,71 @@ impl ResourceStore for DynamoState {
                 _ => Err(from_sdk_error(PEER, "UpdateItem (enabled)", e)),
             },
         }
+    }
+}
+
+impl DynamoState {
+    /// Gives every target record written before targets kept a pointer under their gateway's
+    /// key that pointer, once per table: the first worker to start after the upgrade scans the
+    /// resource rows (one read of the table), writes the missing pointers (never over an item
+    /// there, a tombstone included), then a marker; later starts read only the marker (a new
+    /// table gets it at once). `Ok(None)` when the marker was already there, else how many
+    /// pointers it wrote. Idempotent: replicas that start together may both do it.
+    pub async fn backfill_target_pointers(&self) -> Result<Option<usize>, PortError> {
+        let (marker_pk, marker_sk) = TARGET_POINTERS_MARKER;
+        if self.get(marker_pk.to_owned(), marker_sk).await?.is_some() {
+            return Ok(None);
+        }
+        let mut targets = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("sk = :res AND #kind = :target")
+                .expression_attribute_names("#kind", "kind")
+                .expression_attribute_values(":res", s("res"))
+                .expression_attribute_values(":target", s(ResourceKind::Target.as_str()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| from_sdk_error(PEER, "Scan (target pointer backfill)", e))?;
+            targets.extend(out.items().iter().filter_map(recorded_from));
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        let mut written = 0;
+        for r in &targets {
+            let Some((pk, sk)) = target_pointer_key(&r.resource) else {
+                continue;
+            };
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(pk))
+                .item("sk", s(sk))
+                .item("arn", s(&r.resource.arn))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .await;
+            if made(result, "PutItem (target pointer)")? {
+                written += 1;
+            }
+        }
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(marker_pk))
+            .item("sk", s(marker_sk))
+            .item("written", AttributeValue::N(written.to_string()))
+            .item("at", AttributeValue::N(self.clock.now_s().to_string()))
+            .send()
+            .await
+            .map_err(|e| from_sdk_error(PEER, "PutItem (target pointer marker)", e))?;
+        Ok(Some(written))
     }
 }
