@@ -293,19 +293,8 @@ impl DynamoState {
                 // A new table holds no token item or target record to backfill. Best effort: a
                 // table still CREATING refuses the writes, and the first worker backfills (an
                 // empty scan).
-                for ((pk, sk), count) in [
-                    (BACKFILL_MARKER, "indexed"),
-                    (resources::TARGET_POINTERS_MARKER, "written"),
-                ] {
-                    let _ = self
-                        .client
-                        .put_item()
-                        .table_name(&self.table)
-                        .item("pk", s(pk))
-                        .item("sk", s(sk))
-                        .item(count, AttributeValue::N("0".into()))
-                        .send()
-                        .await;
+                for marker in [BACKFILL_MARKER, resources::TARGET_POINTERS_MARKER] {
+                    let _ = self.mark_upgraded(marker, 0).await;
                 }
                 Ok(true)
             }
@@ -416,4 +405,28 @@ fn number(item: &Item, key: &str) -> Option<u64> {
     item.get(key)
         .and_then(|v| v.as_n().ok())
         .and_then(|n| n.parse().ok())
+}
+
+/// One-time upgrades of a table written by an older version, each remembered by a marker item
+/// so that later starts read one item instead of the table.
+impl DynamoState {
+    /// Whether the upgrade `marker` names was done (or the table was created without need).
+    async fn upgraded(&self, marker: (&str, &str)) -> Result<bool, PortError> {
+        Ok(self.get(marker.0.to_owned(), marker.1).await?.is_some())
+    }
+
+    /// Records that the upgrade `marker` names was done, writing `count` items.
+    async fn mark_upgraded(&self, marker: (&str, &str), count: usize) -> Result<(), PortError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(marker.0))
+            .item("sk", s(marker.1))
+            .item("written", AttributeValue::N(count.to_string()))
+            .item("at", AttributeValue::N(self.clock.now_s().to_string()))
+            .send()
+            .await
+            .map_err(|e| from_sdk_error(PEER, "PutItem (upgrade marker)", e))?;
+        Ok(())
+    }
 }

@@ -360,8 +360,7 @@ impl DynamoState {
     /// table gets it at once). `Ok(None)` when the marker was already there, else how many
     /// pointers it wrote. Idempotent: replicas that start together may both do it.
     pub async fn backfill_target_pointers(&self) -> Result<Option<usize>, PortError> {
-        let (marker_pk, marker_sk) = TARGET_POINTERS_MARKER;
-        if self.get(marker_pk.to_owned(), marker_sk).await?.is_some() {
+        if self.upgraded(TARGET_POINTERS_MARKER).await? {
             return Ok(None);
         }
         let mut targets = Vec::new();
@@ -404,16 +403,7 @@ impl DynamoState {
                 written += 1;
             }
         }
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(marker_pk))
-            .item("sk", s(marker_sk))
-            .item("written", AttributeValue::N(written.to_string()))
-            .item("at", AttributeValue::N(self.clock.now_s().to_string()))
-            .send()
-            .await
-            .map_err(|e| from_sdk_error(PEER, "PutItem (target pointer marker)", e))?;
+        self.mark_upgraded(TARGET_POINTERS_MARKER, written).await?;
         Ok(Some(written))
     }
 }

@@ -192,8 +192,7 @@ impl DynamoState {
     /// marker. `Ok(None)` when the marker was already there, else how many items it indexed.
     /// Idempotent: replicas that start together may both do it.
     pub async fn backfill_token_index(&self) -> Result<Option<usize>, PortError> {
-        let (marker_pk, marker_sk) = BACKFILL_MARKER;
-        if self.get(marker_pk.to_owned(), marker_sk).await?.is_some() {
+        if self.upgraded(BACKFILL_MARKER).await? {
             return Ok(None);
         }
         let mut manifests = std::collections::BTreeSet::new();
@@ -241,16 +240,7 @@ impl DynamoState {
             .buffer_unordered(8)
             .try_collect::<Vec<()>>()
             .await?;
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(marker_pk))
-            .item("sk", s(marker_sk))
-            .item("indexed", AttributeValue::N(indexed.to_string()))
-            .item("at", AttributeValue::N(self.clock.now_s().to_string()))
-            .send()
-            .await
-            .map_err(|e| from_sdk_error(PEER, "PutItem (token index marker)", e))?;
+        self.mark_upgraded(BACKFILL_MARKER, indexed).await?;
         Ok(Some(indexed))
     }
 }
