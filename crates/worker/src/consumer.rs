@@ -412,10 +412,13 @@ where
         if queued_at.is_none() || keys.is_empty() {
             return false;
         }
+        let now_ms = self.clock.now_ms();
         for key in keys {
             match self.state.settled(&lease_name(key)).await {
-                Ok(Some(started_ms)) => self.fresh.mark(key, started_ms),
-                Ok(None) => return false,
+                // A mark from the future came from a replica whose clock runs ahead: it could
+                // cover events its reconcile never saw, so it covers nothing.
+                Ok(Some(started_ms)) if started_ms <= now_ms => self.fresh.mark(key, started_ms),
+                Ok(_) => return false,
                 Err(e) => {
                     tracing::debug!(error = %e, "The shared settled mark could not be read; reconciling.");
                     return false;

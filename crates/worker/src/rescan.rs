@@ -114,7 +114,7 @@ impl<L: LeaseStore> RescanLeader<'_, L> {
                     let _ = self.leases.release_lease(&lease).await;
                     return;
                 }
-                r = crate::engine::lease::under(self.leases, self.clock, &lease, rescan()) => r.and_then(|r| r),
+                r = crate::engine::lease::under(self.leases, self.clock, &lease, guarded(rescan())) => r.and_then(|r| r),
             };
             let _ = self.leases.release_lease(&lease).await;
             match result {
@@ -160,6 +160,31 @@ impl<L: LeaseStore> RescanLeader<'_, L> {
             "Rescan finished."
         );
     }
+}
+
+/// A rescan that panics is a failed rescan: its lease is released, readiness reported and the
+/// next one runs on schedule (a panic would otherwise end the leader for good, silently).
+async fn guarded<F>(rescan: F) -> Result<Report, PortError>
+where
+    F: Future<Output = Result<Report, PortError>>,
+{
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(rescan)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(PortError::new(
+                "rescan",
+                "run",
+                registrar_core::ErrorClass::Terminal,
+                format!("the rescan panicked: {why}"),
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -368,5 +393,36 @@ mod tests {
                 .is_some(),
             "another replica can rescan at once"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rescan_that_panics_is_a_failed_rescan_and_the_next_one_runs() {
+        let clock = TestClock::standard();
+        let state = MemoryState::new(Arc::new(TestClock::standard()));
+        let stats = RescanStats::default();
+        let runs = AtomicU32::new(0);
+        let a = leader(
+            &state,
+            &clock,
+            "a",
+            (true, Duration::from_secs(600)),
+            &stats,
+        );
+        let stop = CancellationToken::new();
+        let rescan = || async {
+            if runs.fetch_add(1, Ordering::Relaxed) == 0 {
+                panic!("a bug");
+            }
+            Ok(Report::new(false, Vec::new(), Vec::new(), 0, 0))
+        };
+        let for_a_while = async {
+            tokio::time::sleep(Duration::from_secs(700)).await;
+            stop.cancel();
+        };
+        tokio::join!(a.run(rescan, &stop), for_a_while);
+        assert_eq!(runs.load(Ordering::Relaxed), 2, "the next rescan ran");
+        assert_eq!(stats.failures.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.runs.load(Ordering::Relaxed), 1);
+        assert!(stats.ready.load(Ordering::Relaxed));
     }
 }

@@ -313,6 +313,22 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
             }
         }
         self.state.release_path(&d.path, &holder).await?;
+        // What else was kept for it at this path goes too: its record would make a later Delete
+        // event of it plan the removal of the new entry, and its manifest row be refused hourly.
+        let key = registrar_core::identity::ResourceKey {
+            kind: resource.kind,
+            account: resource.account.clone(),
+            region: resource.region.clone(),
+            id: resource.id.clone(),
+            gateway_id: resource.gateway_id.clone(),
+        };
+        if let Some(record) = self.state.lookup(&key).await?
+            && record.resource.arn == holder
+            && record.path == d.path
+        {
+            self.state.forget(&holder).await?;
+            self.state.delete_manifest(&holder).await?;
+        }
         tracing::info!(path = %d.path, holder = %holder, "Released the path claim of a resource that is gone and has no entry of ours.");
         Ok(true)
     }

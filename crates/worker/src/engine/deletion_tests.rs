@@ -274,11 +274,23 @@ async fn a_claim_held_by_a_gone_never_registered_resource_is_released_for_the_ne
         w.state.claim_path(&path, &old.arn).await.expect("claim"),
         None
     );
+    // Its record stayed behind too (its entry was removed by hand).
+    w.state
+        .record(&registrar_testkit::fixtures::recorded(&server_entry(
+            "orders", "gw-old",
+        )))
+        .await
+        .expect("record");
     let new = gateway("orders", "gw-new", None);
     w.agentcore().put_gateway(new.clone());
 
     let rows = done(w.reconcile(&gateway_key("gw-new")).await);
     assert_eq!(statuses(&rows), [Status::Registered], "{rows:?}");
+    assert_eq!(
+        w.state.lookup(&gateway_key("gw-old")).await.expect("state"),
+        None,
+        "the gone holder's record goes with its claim"
+    );
     let entry = w.entry(&path).await.expect("registered at the path");
     assert_eq!(
         entry.owner(false).resource().map(|r| r.arn.clone()),

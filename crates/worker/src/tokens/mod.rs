@@ -139,10 +139,12 @@ pub enum Refusing {
 
 impl<R: Registry, S: StateStore> Refresher<'_, R, S> {
     /// Refreshes the token of one manifest row and records the outcome; a failure is recorded
-    /// with a retry time well before the current token expires. A refresh still under way
-    /// `within` after it began is abandoned and recorded as a transient failure: each of its
-    /// requests has its own timeout, this bounds their sum (the token loop's claim on the row
-    /// lasts longer, so no other worker starts the same refresh meanwhile).
+    /// with a retry time well before the current token expires. The steps before the first
+    /// write (trust, verification, secret, the IdP) that are still under way `within` after it
+    /// began are abandoned and recorded as a transient failure: each request has its own
+    /// timeout, this bounds their sum, so a refresh reaches the registry well inside the token
+    /// loop's claim on the row. The writes, once begun, run to their end: cut halfway, the
+    /// registry would hold a token (or an enabled entry) the state does not record.
     pub async fn refresh(
         &self,
         row: &ManifestFields,
@@ -151,21 +153,7 @@ impl<R: Registry, S: StateStore> Refresher<'_, R, S> {
         within: Duration,
     ) -> Refreshed {
         let started = self.clock.now_s();
-        let delivered = tokio::time::timeout(within, self.issue_and_deliver(row, recorded))
-            .await
-            .unwrap_or_else(|_| {
-                Err(DeliveryError::Failed(PortError::new(
-                    "tokens",
-                    "refresh",
-                    ErrorClass::Transient,
-                    format!(
-                        "the refresh of {} did not finish within {} s and was abandoned",
-                        row.path,
-                        within.as_secs()
-                    ),
-                )))
-            });
-        match delivered {
+        match self.issue_and_deliver(row, recorded, within).await {
             Ok((state, enabled_now)) => {
                 if let Err(e) = self.state.record_token(&row.arn, &state).await {
                     tracing::warn!(path = %row.path, error = %e, "Token state could not be recorded.");
@@ -233,7 +221,61 @@ impl<R: Registry, S: StateStore> Refresher<'_, R, S> {
         &self,
         row: &ManifestFields,
         recorded: Option<&RecordedResource>,
+        within: Duration,
     ) -> Result<(TokenState, bool), DeliveryError> {
+        let (client_id, token, issued) = tokio::time::timeout(within, self.issue(row))
+            .await
+            .unwrap_or_else(|_| {
+                Err(DeliveryError::Failed(PortError::new(
+                    "tokens",
+                    "refresh",
+                    ErrorClass::Transient,
+                    format!(
+                        "the refresh of {} got no token within {} s and was abandoned before writing anything",
+                        row.path,
+                        within.as_secs()
+                    ),
+                )))
+            })?;
+        let life = lifetime(
+            token.expires_in,
+            jwt_exp(token.access_token.expose_secret()),
+            issued,
+            &self.policy,
+        );
+        self.registry
+            .set_credential(&row.path, Some(token.access_token.expose_secret()))
+            .await?;
+        let mut enabled_now = false;
+        if let Some(r) = recorded
+            && !r.enabled_set
+            && r.collection == Collection::Server
+            && self.enable.after_token(InboundAuth::Jwt)
+        {
+            self.registry
+                .set_enabled(Collection::Server, &row.path, true)
+                .await?;
+            self.state.mark_enabled(&row.arn).await?;
+            enabled_now = true;
+        }
+        let state = TokenState {
+            expires_at: Some(issued + life),
+            next_refresh_at: next_refresh(issued, life, self.clock.jitter(), &self.policy),
+            last_result: "ok".into(),
+            failures: 0,
+            client_id: Some(client_id),
+            refreshed_at: Some(issued),
+        };
+        Ok((state, enabled_now))
+    }
+
+    /// Everything before the first write: the trust policy, the entry verified, a secret that
+    /// may go to the issuer, a token from it, and the entry verified again (it may have been
+    /// overwritten meanwhile). The client id used, the token, and when the IdP answered.
+    async fn issue(
+        &self,
+        row: &ManifestFields,
+    ) -> Result<(String, crate::net::oauth::IssuedToken, u64), DeliveryError> {
         let terminal = |m: String| PortError::new("tokens", "secret", ErrorClass::Terminal, m);
         // Decided before anything is fetched: an untrusted IdP is never asked anything, and no
         // token is minted for an entry that is not ours.
@@ -284,37 +326,8 @@ impl<R: Registry, S: StateStore> Refresher<'_, R, S> {
             .issue(self.trust, &issuer, &client_id, &secret.secret, &request)
             .await?;
         let issued = self.clock.now_s();
-        let life = lifetime(
-            token.expires_in,
-            jwt_exp(token.access_token.expose_secret()),
-            issued,
-            &self.policy,
-        );
         self.verify_entry(row).await?;
-        self.registry
-            .set_credential(&row.path, Some(token.access_token.expose_secret()))
-            .await?;
-        let mut enabled_now = false;
-        if let Some(r) = recorded
-            && !r.enabled_set
-            && r.collection == Collection::Server
-            && self.enable.after_token(InboundAuth::Jwt)
-        {
-            self.registry
-                .set_enabled(Collection::Server, &row.path, true)
-                .await?;
-            self.state.mark_enabled(&row.arn).await?;
-            enabled_now = true;
-        }
-        let state = TokenState {
-            expires_at: Some(issued + life),
-            next_refresh_at: next_refresh(issued, life, self.clock.jitter(), &self.policy),
-            last_result: "ok".into(),
-            failures: 0,
-            client_id: Some(client_id),
-            refreshed_at: Some(issued),
-        };
-        Ok((state, enabled_now))
+        Ok((client_id, token, issued))
     }
 
     /// Before a token is minted and again right before its PATCH: the entry must be ours for
