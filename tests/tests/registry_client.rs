@@ -72,3 +72,40 @@ async fn lists_are_read_across_pages_and_removal_is_idempotent() -> anyhow::Resu
     assert!(env.standin.server("/s0000").is_none());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registration_whose_answer_was_lost_is_found_by_its_retry() -> anyhow::Result<()> {
+    use registrar_testkit::fixtures::server_entry;
+    use registrar_tests::standin::Fault;
+    let env = TestEnv::start().await?;
+    let client = env.registry(ADMIN_TOKEN);
+    let lost = || Fault {
+        writes_only: true,
+        after_handling: true,
+        retry_after_secs: Some(0),
+        ..Fault::status(502, 1)
+    };
+    // The first attempt registers, its answer is lost; the retry meets that entry (409).
+    let d = server_entry("lost", "gw-lost");
+    env.standin.inject(lost());
+    client.register(&d).await?;
+    assert!(env.standin.server(&d.path).is_some());
+    let registers = env
+        .standin
+        .calls_by_kind()
+        .into_iter()
+        .filter(|(kind, _)| kind.starts_with("register server"))
+        .map(|(_, n)| n)
+        .sum::<usize>();
+    assert_eq!(registers, 2, "one lost answer, one retry");
+
+    // Another resource's registration at that path is a conflict, lost answer or not.
+    let other = server_entry("lost", "gw-other");
+    assert_eq!(d.path, other.path);
+    let err = client.register(&other).await.expect_err("taken");
+    assert_eq!(err.class, ErrorClass::Conflict);
+    env.standin.inject(lost());
+    let err = client.register(&other).await.expect_err("taken");
+    assert_eq!(err.class, ErrorClass::Conflict, "{err}");
+    Ok(())
+}

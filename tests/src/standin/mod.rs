@@ -102,6 +102,9 @@ pub struct Fault {
     /// Sleep this long before answering (a hang, when longer than the client timeout).
     pub delay: Option<Duration>,
     pub writes_only: bool,
+    /// Carry the request out, then answer with the fault (a reply lost after the work was
+    /// done: a proxy's 502, a timeout after the commit).
+    pub after_handling: bool,
 }
 
 impl Fault {
@@ -112,6 +115,7 @@ impl Fault {
             retry_after_secs: None,
             delay: None,
             writes_only: false,
+            after_handling: false,
         }
     }
 }
@@ -350,6 +354,18 @@ async fn gate(State(db): State<Shared>, mut req: Request, next: Next) -> Respons
         }
     };
     let response = if let Some(f) = fault {
+        if f.after_handling {
+            let token = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .and_then(|t| lock(&db).users.get(t).cloned());
+            if let Some(user) = token {
+                req.extensions_mut().insert(Caller(user));
+                let _ = next.run(req).await;
+            }
+        }
         if let Some(delay) = f.delay {
             tokio::time::sleep(delay).await;
         }

@@ -75,6 +75,9 @@ impl Default for RetryPolicy {
 struct Failure {
     error: PortError,
     retry_after: Option<Duration>,
+    /// An earlier attempt of the same call got no answer, or a 5xx: it may have been carried
+    /// out all the same (a registration answered 409 on its retry may be that attempt's).
+    after_unanswered: bool,
 }
 
 /// The registry client: one connection pool, the ingress token from its file.
@@ -115,19 +118,29 @@ impl RegistryClient {
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
         ok: &[StatusCode],
     ) -> Result<Response, Failure> {
+        let unanswered = std::sync::atomic::AtomicBool::new(false);
         let attempt = || async {
             let token = self.token.get().await.map_err(|error| Failure {
                 error,
                 retry_after: None,
+                after_unanswered: false,
             })?;
-            let response = build(&self.http)
+            let sent = build(&self.http)
                 .bearer_auth(token.expose_secret())
                 .send()
-                .await
-                .map_err(|e| Failure {
+                .await;
+            let earlier = unanswered.load(std::sync::atomic::Ordering::Relaxed);
+            let response = sent.map_err(|e| {
+                unanswered.store(true, std::sync::atomic::Ordering::Relaxed);
+                Failure {
                     error: http::transport_error(PEER, operation, e),
                     retry_after: None,
-                })?;
+                    after_unanswered: earlier,
+                }
+            })?;
+            if response.status().is_server_error() {
+                unanswered.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             if ok.contains(&response.status()) {
                 Ok(response)
             } else if response.status() == StatusCode::UNAUTHORIZED && self.token.invalidate().await
@@ -137,7 +150,9 @@ impl RegistryClient {
                 f.error.class = ErrorClass::Transient;
                 Err(f)
             } else {
-                Err(failure(operation, response).await)
+                let mut f = failure(operation, response).await;
+                f.after_unanswered = earlier;
+                Err(f)
             }
         };
         let backoff = ExponentialBuilder::default()
@@ -231,6 +246,7 @@ async fn failure(operation: &str, response: Response) -> Failure {
     Failure {
         error: PortError::new(PEER, operation, class, message),
         retry_after,
+        after_unanswered: false,
     }
 }
 
@@ -480,7 +496,25 @@ impl Registry for RegistryClient {
                 .await
             }
         };
-        result.map(drop).map_err(|f| f.error)
+        match result {
+            Ok(_) => Ok(()),
+            // The retry of an attempt whose answer was lost meets that attempt's entry: it is
+            // this registration when it carries this resource's ARN and this very fingerprint
+            // (a registration reported as a conflict would never be enabled).
+            Err(f) if f.error.class == ErrorClass::Conflict && f.after_unanswered => {
+                match self.get(d.collection(), &d.path).await? {
+                    Some(e)
+                        if e.fingerprint() == Some(d.fingerprint.as_str())
+                            && matches!(e.owner(false), registrar_core::identity::Owner::Us(r) if r.arn == d.resource.arn) =>
+                    {
+                        tracing::info!(path = %d.path, "A registration whose answer was lost had landed; its retry found it.");
+                        Ok(())
+                    }
+                    _ => Err(f.error),
+                }
+            }
+            Err(f) => Err(f.error),
+        }
     }
 
     async fn update(&self, d: &DesiredEntry, current: &CurrentEntry) -> Result<(), PortError> {
