@@ -44,6 +44,9 @@ struct Args {
     burst_events: usize,
     #[arg(long, default_value_t = 500)]
     burst_resources: usize,
+    /// Workers draining the burst's queue together.
+    #[arg(long, default_value_t = 1)]
+    burst_workers: usize,
     /// Owned resources of the memory benchmark.
     #[arg(long, default_value_t = 10_000)]
     memory_resources: usize,
@@ -422,18 +425,36 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
     aws.record();
     let sqs = Proxy::start(&sqs_moto.url()).await?;
     sqs.record();
-    let worker = env.spawn_worker_with_env(
-        &path,
-        &["--concurrency", "32", "--wait-base", "1"],
-        &[
-            ("REGISTRY_URL", &registry.url()),
-            ("AWS_ENDPOINT_URL", &aws.url()),
-            ("AWS_ENDPOINT_URL_SQS", &sqs.url()),
-        ],
-    )?;
-    let pid = worker.id().context("worker pid")?;
+    let mut workers = Vec::new();
+    let mut listens = Vec::new();
+    for _ in 0..args.burst_workers.max(1) {
+        let listen = format!("127.0.0.1:{}", registrar_tests::moto::free_port()?);
+        workers.push(env.spawn_worker_with_env(
+            &path,
+            &[
+                "--concurrency",
+                "32",
+                "--wait-base",
+                "1",
+                "--listen",
+                &listen,
+            ],
+            &[
+                ("REGISTRY_URL", &registry.url()),
+                ("AWS_ENDPOINT_URL", &aws.url()),
+                ("AWS_ENDPOINT_URL_SQS", &sqs.url()),
+            ],
+        )?);
+        listens.push(listen);
+    }
+    let pids: Vec<u32> = workers
+        .iter()
+        .map(|w| w.id().context("worker pid"))
+        .collect::<anyhow::Result<_>>()?;
+    let cpu_all =
+        |pids: &[u32]| -> anyhow::Result<f64> { pids.iter().map(|&p| cpu_seconds(p)).sum() };
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let cpu_before = cpu_seconds(pid)?;
+    let cpu_before = cpu_all(&pids)?;
 
     // The burst: every resource's create first, then updates round-robin, 10 per SendMessageBatch.
     let bodies: Vec<(usize, String)> = (0..args.burst_events)
@@ -477,7 +498,43 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
         "the queue did not drain"
     );
     let drain = started.elapsed();
-    let cpu = cpu_seconds(pid)? - cpu_before;
+    let cpu = cpu_all(&pids)? - cpu_before;
+    // Own processing: each reconcile, from its start to its end (its AgentCore, DynamoDB and
+    // registry calls included), from the workers' histograms, merged.
+    let mut reconciles = 0.0;
+    let mut buckets: BTreeMap<String, f64> = BTreeMap::new();
+    for listen in &listens {
+        let metrics = reqwest::get(format!("http://{listen}/metrics"))
+            .await?
+            .text()
+            .await?;
+        for line in metrics.lines() {
+            let Some((name, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let value: f64 = value.parse().unwrap_or(0.0);
+            if let Some(le) = name
+                .strip_prefix("registrar_reconcile_duration_seconds_bucket{le=\"")
+                .and_then(|r| r.strip_suffix("\"}"))
+            {
+                *buckets.entry(le.to_owned()).or_default() += value;
+            } else if name == "registrar_reconciles_total{result=\"done\"}" {
+                reconciles += value;
+            }
+        }
+    }
+    let total = buckets.get("+Inf").copied().unwrap_or(0.0);
+    let mut bounds: Vec<(f64, f64)> = buckets
+        .iter()
+        .filter_map(|(le, n)| le.parse::<f64>().ok().map(|b| (b, *n)))
+        .collect();
+    bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let within = |q: f64| {
+        bounds.iter().find(|(_, n)| *n >= q * total).map_or_else(
+            || "> 30 s".to_owned(),
+            |(b, _)| format!("<= {} ms", b * 1000.0),
+        )
+    };
     let calls = registry.take_recorded();
     let mut by_operation: BTreeMap<String, usize> = BTreeMap::new();
     // The bench sends the burst straight to moto; only the worker goes through `sqs`.
@@ -502,23 +559,27 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
     latencies.sort();
     writeln!(
         out,
-        "### Burst: {} events for {n} resources through SQS (one worker, loopback)\n\n\
-         | sent in | drained in | registry writes | registrations | writes per resource | event-to-registered p50 | p99 | worker CPU per event | dead-lettered |\n\
-         |---|---|---|---|---|---|---|---|---|\n\
-         | {} | {} | {} | {registrations} | {:.2} | {} | {} | {:.2} ms | {} |\n",
+        "### Burst: {} events for {n} resources through SQS ({} worker(s), loopback)\n\n\
+         | sent in | drained in | registry writes | registrations | writes per resource | settled reconciles per resource | event-to-registered p50 | p99 | own processing p50 | p99 | worker CPU per event | dead-lettered |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n\
+         | {} | {} | {} | {registrations} | {:.2} | {:.2} | {} | {} | {} | {} | {:.2} ms | {} |\n",
         args.burst_events,
+        args.burst_workers.max(1),
         secs(sent),
         secs(drain),
         writes.len(),
         writes.len() as f64 / n as f64,
+        reconciles / n as f64,
         secs(percentile(&latencies, 0.5)),
         secs(percentile(&latencies, 0.99)),
+        within(0.5),
+        within(0.99),
         cpu * 1000.0 / args.burst_events as f64,
         path.dlq_total().await?
     )?;
     writeln!(
         out,
-        "The worker's AWS calls: {aws_calls} ({:.2} per event): {}.\n",
+        "The workers' AWS calls: {aws_calls} ({:.2} per event): {}.\n",
         aws_calls as f64 / args.burst_events as f64,
         by_operation
             .iter()
@@ -529,7 +590,7 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
     if std::env::var_os("BENCH_LOGS").is_some() {
         eprintln!("{}", env.worker_logs());
     }
-    drop(worker);
+    drop(workers);
     Ok(())
 }
 
