@@ -10,6 +10,7 @@ pub mod idp;
 pub mod metrics;
 pub mod moto;
 pub mod proxy;
+pub mod sim;
 pub mod standin;
 
 /// The region every test runs in.

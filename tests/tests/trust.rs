@@ -485,6 +485,8 @@ async fn no_long_lived_value_prints_a_secret_and_secrets_are_never_arguments() -
         },
         "agentcore-registrar-reader",
         Some("external-id-value-42"),
+        registrar_worker::pace::Rates::DEFAULT,
+        std::sync::Arc::new(registrar_worker::clock::SystemClock::new()),
     )
     .await?;
     let issued = registrar_worker::net::oauth::IssuedToken {

@@ -1,5 +1,6 @@
-//! The `registrar` service: the adapters (`aws`, `registry`, `net`), the reconcile engine and
-//! the consumer that feeds it, resync, the token refresher, `doctor`, and the command line.
+//! The `registrar` service: the adapters (`aws`, `registry`, `net`), the pacing of AgentCore
+//! calls (`pace`), the reconcile engine and the consumer that feeds it, resync, the token
+//! refresher, `doctor`, and the command line.
 
 pub mod aws;
 pub mod cli;
@@ -11,6 +12,7 @@ pub mod engine;
 pub mod fresh;
 pub mod gate;
 pub mod net;
+pub mod pace;
 pub mod registry;
 pub mod rescan;
 pub mod resync;

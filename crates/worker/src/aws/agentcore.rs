@@ -16,6 +16,9 @@ use registrar_core::ports::{AgentCore, Listed};
 use super::from_sdk_error;
 
 const PEER: &str = "agentcore";
+/// Items per page of every listing: the fewest requests against each listing's rate quota
+/// (ListAgentRuntimes allows at most 100; ListGateways pages 10 at a time unless asked).
+const PAGE: i32 = crate::pace::LIST_PAGE as i32;
 
 /// The AgentCore control plane of one account and region.
 #[derive(Clone)]
@@ -169,6 +172,7 @@ impl AgentCore for AgentCoreAws {
         let items: Vec<_> = self
             .client
             .list_gateways()
+            .max_results(PAGE)
             .into_paginator()
             .items()
             .send()
@@ -215,6 +219,7 @@ impl AgentCore for AgentCoreAws {
             .client
             .list_gateway_targets()
             .gateway_identifier(gateway_id)
+            .max_results(PAGE)
             .into_paginator()
             .items()
             .send()
@@ -265,6 +270,7 @@ impl AgentCore for AgentCoreAws {
         let items: Vec<_> = self
             .client
             .list_agent_runtimes()
+            .max_results(PAGE)
             .into_paginator()
             .items()
             .send()

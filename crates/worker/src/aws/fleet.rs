@@ -1,13 +1,16 @@
 //! Every (account, region) one worker reads, and which of them serves a given resource.
 
+use std::sync::Arc;
+
 use aws_config::SdkConfig;
 use aws_config::sts::AssumeRoleProvider;
 use aws_credential_types::provider::SharedCredentialsProvider;
-use registrar_core::ports::AgentCore;
+use registrar_core::ports::{AgentCore, Clock};
 use registrar_core::reach::{ReachRequest, member_role_arn};
 use registrar_core::{ErrorClass, PortError};
 
 use super::agentcore::AgentCoreAws;
+use crate::pace::{Limits, Paced, Rates};
 
 /// The AgentCore control planes a worker reads: its own account in each region first, then
 /// each allowlisted member account in each region.
@@ -16,16 +19,36 @@ pub struct Fleet<A> {
     members: Vec<A>,
 }
 
+impl<A> Fleet<A> {
+    /// These accounts and regions, in this order (the first of a region answers for events
+    /// that name no account).
+    pub fn of(members: Vec<A>) -> Self {
+        Self { members }
+    }
+
+    pub fn members(&self) -> &[A] {
+        &self.members
+    }
+
+    /// Every account and region behind limiters of its own, at `rates` (per process): the
+    /// quotas are per account and region, so scopes never wait for one another.
+    pub fn paced(self, rates: Rates, clock: Arc<dyn Clock>) -> Fleet<Paced<A>> {
+        Fleet {
+            members: self
+                .members
+                .into_iter()
+                .map(|m| Paced::new(m, Arc::new(Limits::new(rates, Arc::clone(&clock)))))
+                .collect(),
+        }
+    }
+}
+
 impl<A: AgentCore> Fleet<A> {
     /// One account and region.
     pub fn one(agentcore: A) -> Self {
         Self {
             members: vec![agentcore],
         }
-    }
-
-    pub fn members(&self) -> &[A] {
-        &self.members
     }
 
     /// The control plane of `account` in `region`. An empty account (an event that did not say)
@@ -76,13 +99,16 @@ pub enum FleetError {
 }
 
 /// Builds the fleet: validates the request (fail closed), then one client per account and
-/// region; member accounts through AssumeRole of `role_name` (with `external_id` if set).
+/// region, each paced at `rates` by limiters of its own; member accounts through AssumeRole of
+/// `role_name` (with `external_id` if set).
 pub async fn build(
     base: &SdkConfig,
     request: ReachRequest<'_>,
     role_name: &str,
     external_id: Option<&str>,
-) -> Result<Fleet<AgentCoreAws>, FleetError> {
+    rates: Rates,
+    clock: Arc<dyn Clock>,
+) -> Result<Fleet<Paced<AgentCoreAws>>, FleetError> {
     let home = AgentCoreAws::new(base);
     let home_account = if request.member_accounts.iter().any(|a| !a.trim().is_empty()) {
         home.account().await.map_err(FleetError::OwnAccount)?
@@ -120,5 +146,5 @@ pub async fn build(
                 .map(|r| AgentCoreAws::member(&in_region(&assumed, r), account.clone())),
         );
     }
-    Ok(Fleet { members })
+    Ok(Fleet { members }.paced(rates, clock))
 }

@@ -8,7 +8,8 @@ use registrar_core::enable::EnablePolicy;
 use registrar_core::plan::{DeleteGuard, PlanContext, Policy, RegistryIdentity};
 
 use super::Output;
-use super::parse::{self, Fraction, at_least};
+use super::parse::{self, Fraction, PerSecond, at_least};
+use crate::pace::Rates;
 use crate::resync::scan::ScanOptions;
 
 #[derive(Debug, Args)]
@@ -172,6 +173,36 @@ pub struct ReachArgs {
     /// REGISTRAR_MEMBER_EXTERNAL_ID. Never a command-line value (the process list shows those).
     #[arg(long, env = "REGISTRAR_MEMBER_EXTERNAL_ID_FILE")]
     pub member_external_id_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub pace: PaceArgs,
+}
+
+/// How fast each account and region is read: client-side rate limits per AgentCore operation
+/// (see [`crate::pace`]), so the fleet stays under AgentCore's quotas by waiting instead of
+/// being throttled. Per process: with several workers, give each its share of the quota.
+#[derive(Debug, Args)]
+pub struct PaceArgs {
+    /// GetGateway and GetGatewayTarget requests a second, each, in each account and region
+    /// (0 (off) or 0.1..=1000; the quota is 10).
+    #[arg(long, env = "REGISTRAR_AGENTCORE_GATEWAY_RATE", default_value_t = Rates::DEFAULT.gateway_reads, value_parser = PerSecond)]
+    pub agentcore_gateway_rate: f64,
+    /// GetAgentRuntime requests a second in each account and region (0 (off) or 0.1..=1000).
+    #[arg(long, env = "REGISTRAR_AGENTCORE_RUNTIME_RATE", default_value_t = Rates::DEFAULT.runtime_reads, value_parser = PerSecond)]
+    pub agentcore_runtime_rate: f64,
+    /// Pages a second of each listing (ListGateways, ListGatewayTargets, ListAgentRuntimes) in
+    /// each account and region (0 (off) or 0.1..=1000).
+    #[arg(long, env = "REGISTRAR_AGENTCORE_LIST_RATE", default_value_t = Rates::DEFAULT.lists, value_parser = PerSecond)]
+    pub agentcore_list_rate: f64,
+}
+
+impl PaceArgs {
+    pub(crate) fn rates(&self) -> Rates {
+        Rates {
+            gateway_reads: self.agentcore_gateway_rate,
+            runtime_reads: self.agentcore_runtime_rate,
+            lists: self.agentcore_list_rate,
+        }
+    }
 }
 
 impl ScopeArgs {

@@ -17,6 +17,7 @@ use crate::aws::clients::Principal;
 use crate::aws::fleet::Fleet;
 use crate::aws::state::DynamoState;
 use crate::net::oauth::Oidc;
+use crate::pace::Paced;
 use crate::registry::token::{ClientCredentialsToken, TokenFile, TokenSource};
 use crate::registry::{RegistryClient, RetryPolicy, check_registry_url};
 use crate::tokens::secrets::SecretResolver;
@@ -83,7 +84,10 @@ impl Root {
     }
 
     /// The AgentCore fleet: every account and region `reach` names.
-    pub(crate) async fn fleet(&self, reach: &ReachArgs) -> anyhow::Result<Fleet<AgentCoreAws>> {
+    pub(crate) async fn fleet(
+        &self,
+        reach: &ReachArgs,
+    ) -> anyhow::Result<Fleet<Paced<AgentCoreAws>>> {
         fleet(&self.config, reach).await
     }
 
@@ -207,7 +211,7 @@ pub(crate) fn regions_read(config: &aws_config::SdkConfig, extra: &[String]) -> 
 pub(crate) async fn fleet(
     config: &aws_config::SdkConfig,
     reach: &ReachArgs,
-) -> anyhow::Result<Fleet<AgentCoreAws>> {
+) -> anyhow::Result<Fleet<Paced<AgentCoreAws>>> {
     let home_region = config.region().map(ToString::to_string).unwrap_or_default();
     let external_id = secret_input(
         "REGISTRAR_MEMBER_EXTERNAL_ID",
@@ -224,13 +228,19 @@ pub(crate) async fn fleet(
         },
         &reach.member_role_name,
         external_id.as_ref().map(ExposeSecret::expose_secret),
+        reach.pace.rates(),
+        std::sync::Arc::new(crate::clock::SystemClock::new()),
     )
     .await?;
+    let rates = reach.pace.rates();
     tracing::info!(
         regions = ?reach.regions,
         members = ?reach.member_accounts,
         scopes = fleet.members().len(),
-        "Reading AgentCore in these accounts and regions."
+        gateway_reads_per_s = rates.gateway_reads,
+        runtime_reads_per_s = rates.runtime_reads,
+        list_pages_per_s = rates.lists,
+        "Reading AgentCore in these accounts and regions, paced per account and region."
     );
     Ok(fleet)
 }

@@ -144,6 +144,37 @@ impl TypedValueParser for Fraction {
     }
 }
 
+/// Requests per second of a client-side rate limit: 0 (off) or 0.1..=1000 (the AgentCore
+/// pacing flags).
+#[derive(Debug, Clone, Copy)]
+pub struct PerSecond;
+
+impl PerSecond {
+    const RULE: &str = "must be 0 (off) or 0.1..=1000 requests per second";
+
+    fn allows(r: f64) -> bool {
+        r == 0.0 || (0.1..=1000.0).contains(&r)
+    }
+}
+
+impl TypedValueParser for PerSecond {
+    type Value = f64;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<f64, clap::Error> {
+        let r = (|s: &str| s.parse::<f64>()).parse_ref(cmd, arg, value)?;
+        if Self::allows(r) {
+            Ok(r)
+        } else {
+            Err(refused(cmd, arg, Self::RULE, &r.to_string()))
+        }
+    }
+}
+
 /// An SQS queue URL (`https://sqs.<region>.amazonaws.com/<account>/<name>`).
 #[derive(Debug, Clone, Copy)]
 pub struct QueueUrl;
@@ -223,6 +254,16 @@ mod tests {
             at_least::<u64>(10).seconds().or_off().rule(),
             "must be 0 (off) or at least 10 seconds"
         );
+    }
+
+    #[test]
+    fn a_rate_is_off_or_a_tenth_to_a_thousand_a_second() {
+        for ok in [0.0, 0.1, 2.5, 1000.0] {
+            assert!(PerSecond::allows(ok), "{ok}");
+        }
+        for refused in [0.05, -1.0, 1000.5, f64::NAN, f64::INFINITY] {
+            assert!(!PerSecond::allows(refused), "{refused}");
+        }
     }
 
     #[test]

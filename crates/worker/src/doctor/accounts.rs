@@ -9,6 +9,7 @@ use super::access::{AwsError, Grantee, describe};
 use super::checklist::Check;
 use crate::aws::agentcore::AgentCoreAws;
 use crate::aws::fleet::Fleet;
+use crate::pace::Paced;
 
 const GROUP: &str = "aws";
 
@@ -42,8 +43,8 @@ pub async fn credentials(config: &SdkConfig) -> Check {
 }
 
 /// Each list call in each (account, region) of the fleet.
-pub async fn agentcore(fleet: &Fleet<AgentCoreAws>, role_name: &str) -> Vec<Check> {
-    let scopes = fleet.members().iter().map(|m| scope(m, role_name));
+pub async fn agentcore(fleet: &Fleet<Paced<AgentCoreAws>>, role_name: &str) -> Vec<Check> {
+    let scopes = fleet.members().iter().map(|m| scope(m.inner(), role_name));
     futures::future::join_all(scopes)
         .await
         .into_iter()
