@@ -248,6 +248,8 @@ pub async fn replay(
             attributes.remove(attr::REASON);
             attributes.remove(attr::WAITING_SINCE);
             attributes.remove(attr::WAIT_COUNT);
+            // A replay is reconciled afresh, never taken as covered by an earlier reconcile.
+            attributes.remove(attr::FIRST_QUEUED);
             attributes.insert(attr::REPLAY_COUNT.into(), (d.replay_count + 1).to_string());
             if let Err(e) = source.send(&m.body, &attributes).await {
                 // Not moved: it stays in the DLQ (made visible again below).

@@ -31,8 +31,11 @@ pub mod attr {
     pub const REASON_CODE: &str = "registrar-reason-code";
     /// The reason in words.
     pub const REASON: &str = "registrar-reason";
-    /// When the resource was first seen waiting (RFC 3339), carried across delayed copies.
+    /// When the resource was first seen waiting (epoch ms), carried across delayed copies.
     pub const WAITING_SINCE: &str = "registrar-waiting-since";
+    /// When the event's first message was queued (epoch ms), carried across delayed copies:
+    /// what a copy counts from when a finished reconcile may cover it.
+    pub const FIRST_QUEUED: &str = "registrar-first-queued";
     /// How many delayed copies preceded this one.
     pub const WAIT_COUNT: &str = "registrar-wait-count";
     /// How many times `dlq replay` moved this message back.

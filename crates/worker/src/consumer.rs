@@ -398,14 +398,7 @@ where
     /// key, remembered). A copy sent to re-check a waiting resource counts from when the first
     /// was queued: it announces nothing newer.
     async fn superseded(&self, keys: &[ResourceKey], message: &Received) -> bool {
-        let first_queued = message
-            .attributes
-            .get(attr::WAITING_SINCE)
-            .and_then(|v| v.parse::<u64>().ok());
-        let queued_at = match (message.sent_at_ms, first_queued) {
-            (Some(sent), Some(first)) => Some(sent.min(first)),
-            (sent, first) => sent.or(first),
-        };
+        let queued_at = first_queued(message);
         if self.fresh.covers(keys, queued_at) {
             return true;
         }
@@ -578,7 +571,6 @@ where
             parsed,
             message.receive_count,
             waited,
-            message.sent_at_ms.unwrap_or(now_ms),
             now_ms,
             self.clock.jitter(),
             EndingPolicy {
@@ -618,6 +610,9 @@ where
                     "Resource not ready; re-checking later."
                 );
                 let mut attrs = message.attributes.clone();
+                if let Some(queued_at) = first_queued(&message) {
+                    attrs.insert(attr::FIRST_QUEUED.into(), queued_at.to_string());
+                }
                 attrs.insert(attr::WAITING_SINCE.into(), waited.since_ms.to_string());
                 attrs.insert(attr::WAIT_COUNT.into(), waited.checks.to_string());
                 self.queue.requeue_delayed(&message, delay, &attrs).await
@@ -627,6 +622,19 @@ where
             // Nothing is lost: the message reappears after its visibility timeout.
             tracing::warn!(error = %e, "Ending the message failed; it will be received again.");
         }
+    }
+}
+
+/// When the event's first message was queued: a delayed copy (sent to re-check a waiting
+/// resource) carries its original's time, and announces nothing newer.
+fn first_queued(message: &Received) -> Option<u64> {
+    let carried = message
+        .attributes
+        .get(attr::FIRST_QUEUED)
+        .and_then(|v| v.parse::<u64>().ok());
+    match (message.sent_at_ms, carried) {
+        (Some(sent), Some(first)) => Some(sent.min(first)),
+        (sent, first) => sent.or(first),
     }
 }
 

@@ -24,7 +24,7 @@ pub enum Parsed<'a> {
 }
 
 /// Where a waiting message stands: since when its resource has been waited for (Unix ms; the
-/// message's own send time the first time) and how many checks it has had.
+/// time of the first check) and how many checks it has had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Waited {
     pub since_ms: u64,
@@ -61,12 +61,13 @@ pub enum Ending {
 }
 
 /// The ending of a message. `waited` is what its attributes say (`None` the first time it
-/// waits), `sent_at_ms` when SQS took it, `now_ms` the time now and `jitter` in `0.0..1.0`.
+/// waits), `now_ms` the time now and `jitter` in `0.0..1.0`. Waiting is counted from the first
+/// check that found the resource not ready, not from when the message was queued: a message
+/// that sat in a backlog longer than `max_wait` still gets its checks.
 pub fn ending(
     parsed: Parsed<'_>,
     receive_count: u32,
     waited: Option<Waited>,
-    sent_at_ms: u64,
     now_ms: u64,
     jitter: f64,
     policy: EndingPolicy,
@@ -107,7 +108,7 @@ pub fn ending(
         return Ending::Delete;
     };
     let waited = Waited {
-        since_ms: waited.map_or(sent_at_ms, |w| w.since_ms),
+        since_ms: waited.map_or(now_ms, |w| w.since_ms),
         checks: waited.map_or(0, |w| w.checks) + 1,
     };
     if Duration::from_millis(now_ms.saturating_sub(waited.since_ms)) > policy.max_wait {
@@ -160,7 +161,6 @@ mod tests {
             Parsed::Reconciled(outcomes),
             receive_count,
             waited,
-            1_000,
             now_ms,
             0.0,
             policy(),
@@ -176,7 +176,6 @@ mod tests {
             },
             1,
             None,
-            0,
             0,
             0.5,
             policy(),
@@ -197,7 +196,7 @@ mod tests {
             Parsed::Superseded,
             Parsed::Reconciled(&[KeyOutcome::Done(Vec::new())]),
         ] {
-            assert_eq!(ending(parsed, 3, None, 0, 0, 0.5, policy()), Ending::Delete);
+            assert_eq!(ending(parsed, 3, None, 0, 0.5, policy()), Ending::Delete);
         }
     }
 
@@ -269,7 +268,7 @@ mod tests {
     }
 
     #[test]
-    fn waiting_rechecks_with_a_growing_delay_from_when_the_message_was_sent() {
+    fn waiting_rechecks_with_a_growing_delay_from_the_first_check() {
         let waiting = [
             KeyOutcome::Waiting("CREATING".into()),
             KeyOutcome::Done(Vec::new()),
@@ -286,10 +285,10 @@ mod tests {
         assert_eq!(
             waited,
             Waited {
-                since_ms: 1_000,
+                since_ms: 5_000,
                 checks: 1
             },
-            "since the message was sent"
+            "since the first check (the message may have sat in a backlog)"
         );
         let Ending::Recheck {
             delay: second,
@@ -302,12 +301,20 @@ mod tests {
         assert_eq!(
             again,
             Waited {
-                since_ms: 1_000,
+                since_ms: 5_000,
                 checks: 2
             },
             "the start is kept"
         );
         assert!(second > first, "{first:?} then {second:?}");
+    }
+
+    #[test]
+    fn a_message_from_an_old_backlog_is_checked_before_waiting_can_run_out() {
+        // Queued two hours ago (past the one-hour limit), first found waiting now.
+        let waiting = [KeyOutcome::Waiting("lease held by another worker".into())];
+        let e = end(&waiting, 1, None, 2 * 3_600_000);
+        assert!(matches!(e, Ending::Recheck { .. }), "{e:?}");
     }
 
     #[test]
