@@ -144,7 +144,6 @@ impl Worker {
             Parsed::Reconciled(std::slice::from_ref(&outcome)),
             message.receive_count,
             message.waited,
-            message.sent_at_ms,
             now_ms,
             clock.jitter(),
             POLICY,
@@ -194,16 +193,15 @@ impl Worker {
     /// As the consumer: covered by this worker's own marks, or by the settled marks every
     /// replica records on the keys' leases (one read per key).
     async fn superseded(&self, keys: &[ResourceKey], message: &Message) -> bool {
-        let queued_at = Some(match message.waited {
-            Some(w) => message.sent_at_ms.min(w.since_ms),
-            None => message.sent_at_ms,
-        });
+        let queued_at = Some(message.sent_at_ms.min(message.first_queued_ms));
         if self.fresh.covers(keys, queued_at) {
             return true;
         }
         for key in keys {
             match self.peers.state.settled(&lease_name(key)).await {
-                Ok(Some(started_ms)) => self.fresh.mark(key, started_ms),
+                Ok(Some(started_ms)) if started_ms <= self.peers.clock.now_ms() => {
+                    self.fresh.mark(key, started_ms)
+                }
                 _ => return false,
             }
         }

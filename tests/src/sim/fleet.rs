@@ -252,6 +252,7 @@ pub fn burst(
             Message {
                 key: shape.key(i),
                 sent_at_ms,
+                first_queued_ms: sent_at_ms,
                 receive_count: 0,
                 waited: None,
             }

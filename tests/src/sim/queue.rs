@@ -29,6 +29,8 @@ const LONG_POLL: Duration = Duration::from_secs(20);
 pub struct Message {
     pub key: ResourceKey,
     pub sent_at_ms: u64,
+    /// When the event's first message was queued (a re-check copy keeps its original's).
+    pub first_queued_ms: u64,
     pub receive_count: u32,
     /// Where a re-check copy's waiting stands.
     pub waited: Option<Waited>,
