@@ -53,20 +53,44 @@ pub enum KeyOutcome {
 /// (as the record a repair verifies them by). When the lease is lost after one, the write may
 /// have landed after another worker's deregistration: the key is reconciled again under a new
 /// lease with these as its record, so an entry of a resource now gone is removed again.
-#[derive(Debug, Default)]
-pub struct WriteLog(std::sync::Mutex<Vec<RecordedResource>>);
+#[derive(Debug)]
+pub struct WriteLog {
+    notes: std::sync::Mutex<Vec<RecordedResource>>,
+    keeping: bool,
+}
+
+impl Default for WriteLog {
+    fn default() -> Self {
+        Self {
+            notes: std::sync::Mutex::default(),
+            keeping: true,
+        }
+    }
+}
 
 impl WriteLog {
+    /// A log that keeps nothing: a rescan is not repaired after a lost lease (the next event
+    /// or rescan of a key repairs it), and a record per write of a large fleet would be held
+    /// to its end.
+    pub fn discarding() -> Self {
+        Self {
+            notes: std::sync::Mutex::default(),
+            keeping: false,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<RecordedResource>> {
-        self.0
+        self.notes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Notes that `d` is about to be written.
     pub fn note(&self, d: &DesiredEntry) {
-        // An enable may still be owed: a repair that finds the resource READY settles it.
-        self.lock().push(RecordedResource::written(d, false));
+        if self.keeping {
+            // An enable may still be owed: a repair that finds the resource READY settles it.
+            self.lock().push(RecordedResource::written(d, false));
+        }
     }
 
     pub fn is_empty(&self) -> bool {

@@ -161,7 +161,7 @@ pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
             .map(|r| (r.resource.arn.clone(), r))
             .collect(),
         manifests,
-        written: &crate::engine::WriteLog::default(),
+        written: &crate::engine::WriteLog::discarding(),
     };
     // Deregistrations first: they may free a path a registration of this run wants.
     let (first, rest): (Vec<Action>, Vec<Action>) = actions
