@@ -11,6 +11,10 @@ FROM rust:1.95-slim-bookworm AS build
 # rust-toolchain.toml names `stable`; use the image's toolchain instead of downloading one.
 ENV RUSTUP_TOOLCHAIN=1.95.0 \
     CARGO_TERM_COLOR=never
+# jemalloc (the worker's allocator) is built from C sources with make.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -3,7 +3,8 @@
 
 use std::process::ExitCode;
 
-/// jemalloc, whose background thread gives freed pages back to the system within seconds:
+/// jemalloc, whose background thread (on by default: the `background_threads` feature) gives
+/// freed pages back to the system within seconds:
 /// glibc's malloc kept what a rescan of a large fleet allocated (the worker's resident size
 /// stayed at its peak for good).
 #[global_allocator]
@@ -11,9 +12,6 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
-        eprintln!("jemalloc's background purging could not be turned on: {e}");
-    }
     let cli = registrar_worker::cli::Cli::parse_env_aware();
     registrar_worker::cli::run(cli).await
 }
