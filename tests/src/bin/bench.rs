@@ -611,17 +611,8 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 
 /// VmRSS and VmHWM of a process, in MiB.
 fn rss_mib(pid: u32) -> anyhow::Result<(f64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| -> f64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .unwrap_or(0.0)
-            / 1024.0
-    };
-    Ok((field("VmRSS:"), field("VmHWM:")))
+    std::fs::metadata(format!("/proc/{pid}/status"))?;
+    Ok(registrar_tests::sim::memory_mib(Some(pid)))
 }
 
 async fn bench_memory(args: &Args, out: &mut String) -> anyhow::Result<()> {

@@ -95,7 +95,7 @@ fn run_phase(args: &Args, phase: &str) -> anyhow::Result<PhaseReport> {
         }
     })?;
     report.wall_s = started.elapsed().as_secs_f64();
-    report.peak_mib = memory_mib().1;
+    report.peak_mib = memory_mib(None).1;
     Ok(report)
 }
 

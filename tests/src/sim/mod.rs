@@ -283,9 +283,13 @@ pub fn totals(by: &BTreeMap<String, Count>) -> (u64, u64, u64) {
     })
 }
 
-/// VmRSS and VmHWM of this process, MiB.
-pub fn memory_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+/// VmRSS and VmHWM of a process (`None`: this one), MiB; zeros when it cannot be read.
+pub fn memory_mib(pid: Option<u32>) -> (f64, f64) {
+    let path = pid.map_or_else(
+        || "/proc/self/status".to_owned(),
+        |p| format!("/proc/{p}/status"),
+    );
+    let status = std::fs::read_to_string(path).unwrap_or_default();
     let field = |name: &str| -> f64 {
         status
             .lines()

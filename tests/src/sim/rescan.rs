@@ -15,7 +15,7 @@ pub async fn run(setup: &Setup) -> anyhow::Result<PhaseReport> {
         pacing: setup.pacing,
         resources: setup.resources,
         scopes: setup.shape().scopes(),
-        rss_seeded_mib: memory_mib().0,
+        rss_seeded_mib: memory_mib(None).0,
         ..PhaseReport::default()
     };
     let rates = if setup.pacing {
