@@ -47,6 +47,9 @@ struct Args {
     /// Workers draining the burst's queue together.
     #[arg(long, default_value_t = 1)]
     burst_workers: usize,
+    /// Queue the whole burst before any worker starts (a backlog), instead of while they run.
+    #[arg(long)]
+    burst_backlog: bool,
     /// Owned resources of the memory benchmark.
     #[arg(long, default_value_t = 10_000)]
     memory_resources: usize,
@@ -425,37 +428,6 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
     aws.record();
     let sqs = Proxy::start(&sqs_moto.url()).await?;
     sqs.record();
-    let mut workers = Vec::new();
-    let mut listens = Vec::new();
-    for _ in 0..args.burst_workers.max(1) {
-        let listen = format!("127.0.0.1:{}", registrar_tests::moto::free_port()?);
-        workers.push(env.spawn_worker_with_env(
-            &path,
-            &[
-                "--concurrency",
-                "32",
-                "--wait-base",
-                "1",
-                "--listen",
-                &listen,
-            ],
-            &[
-                ("REGISTRY_URL", &registry.url()),
-                ("AWS_ENDPOINT_URL", &aws.url()),
-                ("AWS_ENDPOINT_URL_SQS", &sqs.url()),
-            ],
-        )?);
-        listens.push(listen);
-    }
-    let pids: Vec<u32> = workers
-        .iter()
-        .map(|w| w.id().context("worker pid"))
-        .collect::<anyhow::Result<_>>()?;
-    let cpu_all =
-        |pids: &[u32]| -> anyhow::Result<f64> { pids.iter().map(|&p| cpu_seconds(p)).sum() };
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let cpu_before = cpu_all(&pids)?;
-
     // The burst: every resource's create first, then updates round-robin, 10 per SendMessageBatch.
     let bodies: Vec<(usize, String)> = (0..args.burst_events)
         .map(|k| {
@@ -468,6 +440,39 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
             (i, gateway_event(name, &ids[i], k))
         })
         .collect();
+    let (workers, pids, listens, cpu_before) = if args.burst_backlog {
+        (Vec::new(), Vec::new(), Vec::new(), 0.0)
+    } else {
+        let mut workers = Vec::new();
+        let mut listens = Vec::new();
+        for _ in 0..args.burst_workers.max(1) {
+            let listen = format!("127.0.0.1:{}", registrar_tests::moto::free_port()?);
+            workers.push(env.spawn_worker_with_env(
+                &path,
+                &[
+                    "--concurrency",
+                    "32",
+                    "--wait-base",
+                    "1",
+                    "--listen",
+                    &listen,
+                ],
+                &[
+                    ("REGISTRY_URL", &registry.url()),
+                    ("AWS_ENDPOINT_URL", &aws.url()),
+                    ("AWS_ENDPOINT_URL_SQS", &sqs.url()),
+                ],
+            )?);
+            listens.push(listen);
+        }
+        let pids: Vec<u32> = workers
+            .iter()
+            .map(|w| w.id().context("worker pid"))
+            .collect::<anyhow::Result<_>>()?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let cpu_before = cpu_all(&pids)?;
+        (workers, pids, listens, cpu_before)
+    };
     let mut first_sent: Vec<Option<Instant>> = vec![None; n];
     let started = Instant::now();
     for chunk in bodies.chunks(10) {
@@ -484,6 +489,44 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
         batch.send().await?;
     }
     let sent = started.elapsed();
+    // A backlog: every event queued (and the margin passed) before any worker starts.
+    let (workers, pids, listens, cpu_before) = if args.burst_backlog {
+        tokio::time::sleep(Duration::from_millis(
+            registrar_worker::fresh::MARGIN_MS + 500,
+        ))
+        .await;
+        let mut workers = Vec::new();
+        let mut listens = Vec::new();
+        for _ in 0..args.burst_workers.max(1) {
+            let listen = format!("127.0.0.1:{}", registrar_tests::moto::free_port()?);
+            workers.push(env.spawn_worker_with_env(
+                &path,
+                &[
+                    "--concurrency",
+                    "32",
+                    "--wait-base",
+                    "1",
+                    "--listen",
+                    &listen,
+                ],
+                &[
+                    ("REGISTRY_URL", &registry.url()),
+                    ("AWS_ENDPOINT_URL", &aws.url()),
+                    ("AWS_ENDPOINT_URL_SQS", &sqs.url()),
+                ],
+            )?);
+            listens.push(listen);
+        }
+        let pids: Vec<u32> = workers
+            .iter()
+            .map(|w| w.id().context("worker pid"))
+            .collect::<anyhow::Result<_>>()?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let cpu_before = cpu_all(&pids)?;
+        (workers, pids, listens, cpu_before)
+    } else {
+        (workers, pids, listens, cpu_before)
+    };
     let all_in = eventually(Duration::from_secs(600), || {
         env.standin.db().servers.len() == n
     })
@@ -607,6 +650,11 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
             .unwrap_or(0.0)
     };
     Ok((ticks(11) + ticks(12)) / 100.0)
+}
+
+/// CPU seconds of the processes, together.
+fn cpu_all(pids: &[u32]) -> anyhow::Result<f64> {
+    pids.iter().map(|&p| cpu_seconds(p)).sum()
 }
 
 /// VmRSS and VmHWM of a process, in MiB.
