@@ -285,7 +285,8 @@ pub struct Lease {
     /// When it was last confirmed (acquired or renewed), on the holder's monotonic clock
     /// ([`Clock::elapsed`], ms). Shared by the clones of one acquisition.
     confirmed_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// When a settled run of the work it protects began under it (Unix ms; 0: none). Release
+    /// When the last settled run of the work it protects began (Unix ms; 0: none): the mark
+    /// earlier holders left, from the acquisition, raised by [`Lease::settle`]. Release
     /// records it on the lease, where [`LeaseStore::settled`] shows it to every replica.
     settled_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }

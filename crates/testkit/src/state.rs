@@ -384,13 +384,11 @@ impl LeaseStore for MemoryState {
                 settled_ms,
             },
         );
-        Ok(Some(Lease::new(
-            name,
-            owner,
-            version,
-            ttl,
-            self.clock.elapsed(),
-        )))
+        let lease = Lease::new(name, owner, version, ttl, self.clock.elapsed());
+        if let Some(settled) = settled_ms {
+            lease.settle(settled);
+        }
+        Ok(Some(lease))
     }
 
     async fn renew_lease(&self, lease: &Lease) -> Result<bool, PortError> {

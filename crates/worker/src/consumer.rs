@@ -56,6 +56,9 @@ pub struct ConsumerStats {
     pub ignored: AtomicU64,
     /// Deleted unread: a settled reconcile of their keys began after they were queued.
     pub superseded: AtomicU64,
+    /// Keys concluded without a reconcile: the lease, once taken, showed a settled reconcile
+    /// (another replica's) that began after the message was queued.
+    pub settled_at_lease: AtomicU64,
     pub waiting: AtomicU64,
     pub retried: AtomicU64,
     pub dead_lettered: AtomicU64,
@@ -361,7 +364,8 @@ where
                 }
             })
         };
-        let work = futures::future::join_all(keys.iter().map(|k| self.reconcile_key(k)));
+        let queued_at = first_queued(&message);
+        let work = futures::future::join_all(keys.iter().map(|k| self.reconcile_key(k, queued_at)));
         let outcomes = tokio::select! {
             o = work.instrument(span.clone()) => Some(o),
             _ = release.cancelled() => None,
@@ -421,12 +425,17 @@ where
         self.fresh.covers(keys, queued_at)
     }
 
-    async fn reconcile_key(&self, key: &ResourceKey) -> KeyOutcome {
+    /// Reconciles `key` for a message first queued at `queued_at`.
+    async fn reconcile_key(&self, key: &ResourceKey, queued_at: Option<u64>) -> KeyOutcome {
         let span = tracing::info_span!("reconcile", kind = key.kind.as_str(), id = %key.id, region = %key.region);
         let started = self.clock.elapsed();
         let outcome = self
             .gate
-            .run(key, || self.leased_reconcile(key))
+            // A follow-up run serves messages queued later than this one: only the caller's
+            // own run may take the key as settled since its message was queued.
+            .run(key, |own| {
+                self.leased_reconcile(key, queued_at.filter(|_| own))
+            })
             .instrument(span.clone())
             .await;
         self.stats.observe(
@@ -453,7 +462,11 @@ where
     /// Reconciles under the key's DynamoDB lease (one reconcile per key across replicas). The
     /// lease lasts one visibility timeout and is renewed while the reconcile runs, so a worker
     /// that dies loses it no later than its message reappears.
-    async fn leased_reconcile(&self, key: &ResourceKey) -> KeyOutcome {
+    ///
+    /// A lease whose last holder settled a reconcile that began well after `queued_at` (the
+    /// replica that held it while this one waited) concludes the key at once: that run saw
+    /// what the message announced.
+    async fn leased_reconcile(&self, key: &ResourceKey, queued_at: Option<u64>) -> KeyOutcome {
         let Some(lease) = (match self.acquire(key).await {
             Ok(lease) => lease,
             Err(e) => return KeyOutcome::Failed(e),
@@ -461,6 +474,15 @@ where
             // Another worker is on it: check again shortly, without burning the receive count.
             return KeyOutcome::Waiting("lease held by another worker".into());
         };
+        if let (Some(queued), Some(settled)) = (queued_at, lease.settled_ms())
+            && settled >= queued + crate::fresh::MARGIN_MS
+            && settled <= self.clock.now_ms()
+        {
+            self.fresh.mark(key, settled);
+            self.release(&lease).await;
+            self.stats.settled_at_lease.fetch_add(1, Ordering::Relaxed);
+            return KeyOutcome::Done(Vec::new());
+        }
         let written = WriteLog::default();
         let outcome = self.under(&lease, key, &written, &[]).await;
         // A lease lost after a registry write: the write may have landed after the next

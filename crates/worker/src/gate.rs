@@ -31,9 +31,11 @@ impl<T> Default for KeyGate<T> {
 
 impl<T: Clone + Send> KeyGate<T> {
     /// Runs `work` for `key`, or joins the run that will start after the current one.
+    /// `work(true)` is the caller's own run; `work(false)` a follow-up run that serves other
+    /// callers too (so it may not rely on anything only this caller knows).
     pub async fn run<F, Fut>(&self, key: &ResourceKey, work: F) -> T
     where
-        F: Fn() -> Fut,
+        F: Fn(bool) -> Fut,
         Fut: Future<Output = T>,
     {
         let waiter = {
@@ -61,7 +63,7 @@ impl<T: Clone + Send> KeyGate<T> {
             return Box::pin(self.run(key, work)).await;
         }
         let guard = SlotGuard { gate: self, key };
-        let mine = work().await;
+        let mine = work(true).await;
         loop {
             let waiting = {
                 let mut slots = self
@@ -81,7 +83,7 @@ impl<T: Clone + Send> KeyGate<T> {
                 std::mem::forget(guard);
                 return mine;
             }
-            let theirs = work().await;
+            let theirs = work(false).await;
             for tx in waiting {
                 let _ = tx.send(theirs.clone());
             }
@@ -136,7 +138,7 @@ mod tests {
             let (gate, runs, concurrent) = (gate.clone(), runs.clone(), concurrent.clone());
             tasks.push(tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(i)).await;
-                gate.run(&key("a"), || async {
+                gate.run(&key("a"), |_| async {
                     assert_eq!(
                         concurrent.fetch_add(1, Ordering::SeqCst),
                         0,
@@ -173,14 +175,14 @@ mod tests {
         let a = {
             let g = gate.clone();
             tokio::spawn(async move {
-                g.run(&key("a"), || tokio::time::sleep(Duration::from_secs(1)))
+                g.run(&key("a"), |_| tokio::time::sleep(Duration::from_secs(1)))
                     .await
             })
         };
         let b = {
             let g = gate.clone();
             tokio::spawn(async move {
-                g.run(&key("b"), || tokio::time::sleep(Duration::from_secs(1)))
+                g.run(&key("b"), |_| tokio::time::sleep(Duration::from_secs(1)))
                     .await
             })
         };

@@ -3,10 +3,9 @@
 
 use std::process::ExitCode;
 
-/// jemalloc, whose background thread (on by default: the `background_threads` feature) gives
-/// freed pages back to the system within seconds:
-/// glibc's malloc kept what a rescan of a large fleet allocated (the worker's resident size
-/// stayed at its peak for good).
+/// jemalloc, whose background thread gives freed pages back to the system a second after they
+/// were freed (`.cargo/config.toml` sets its defaults): glibc's malloc kept what a rescan of a
+/// large fleet allocated (the worker's resident size stayed at its peak for good).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

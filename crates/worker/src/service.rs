@@ -177,6 +177,12 @@ async fn metrics(State(t): State<Telemetry>) -> String {
         ],
     );
     metric(
+        "registrar_keys_settled_at_lease_total",
+        "counter",
+        "Keys concluded without a reconcile: the lease showed another replica's settled reconcile, begun after the message was queued.",
+        &[("", get(&c.settled_at_lease))],
+    );
+    metric(
         "registrar_reconciles_total",
         "counter",
         "Key reconciles by result.",

@@ -563,6 +563,9 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
                 *buckets.entry(le.to_owned()).or_default() += value;
             } else if name == "registrar_reconciles_total{result=\"done\"}" {
                 reconciles += value;
+            } else if name == "registrar_keys_settled_at_lease_total" {
+                // Concluded at the lease, without a reconcile.
+                reconciles -= value;
             }
         }
     }
@@ -585,6 +588,11 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
         *by_operation.entry(operation_of(c)).or_default() += 1;
     }
     let aws_calls: usize = by_operation.values().sum();
+    let agentcore_reads: usize = by_operation
+        .iter()
+        .filter(|(op, _)| op.starts_with("bedrock-agentcore"))
+        .map(|(_, n)| n)
+        .sum();
     let writes: Vec<&Recorded> = calls.iter().filter(|c| c.method != "GET").collect();
     let registrations = writes
         .iter()
@@ -603,9 +611,9 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
     writeln!(
         out,
         "### Burst: {} events for {n} resources through SQS ({} worker(s), loopback)\n\n\
-         | sent in | drained in | registry writes | registrations | writes per resource | settled reconciles per resource | event-to-registered p50 | p99 | own processing p50 | p99 | worker CPU per event | dead-lettered |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n\
-         | {} | {} | {} | {registrations} | {:.2} | {:.2} | {} | {} | {} | {} | {:.2} ms | {} |\n",
+         | sent in | drained in | registry writes | registrations | writes per resource | settled reconciles per resource | AgentCore reads per resource | event-to-registered p50 | p99 | own processing p50 | p99 | worker CPU per event | dead-lettered |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n\
+         | {} | {} | {} | {registrations} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {:.2} ms | {} |\n",
         args.burst_events,
         args.burst_workers.max(1),
         secs(sent),
@@ -613,6 +621,7 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
         writes.len(),
         writes.len() as f64 / n as f64,
         reconciles / n as f64,
+        agentcore_reads as f64 / n as f64,
         secs(percentile(&latencies, 0.5)),
         secs(percentile(&latencies, 0.99)),
         within(0.5),

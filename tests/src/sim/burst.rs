@@ -131,7 +131,7 @@ impl Worker {
         let started = clock.elapsed();
         let outcome = self
             .gate
-            .run(&message.key, || self.leased_reconcile(&message.key))
+            .run(&message.key, |_| self.leased_reconcile(&message.key))
             .await;
         self.queue.heartbeats(clock.elapsed() - started, VISIBILITY);
         if matches!(outcome, KeyOutcome::Failed(_)) {

@@ -602,6 +602,11 @@ pub async fn lease_versions_under_skew<S: StateStore>(ahead: &S, behind: &S) {
         Some(1_000),
         "kept while another holds the lease"
     );
+    assert_eq!(
+        fourth.settled_ms(),
+        Some(1_000),
+        "the next holder gets the mark with the lease, and releases it no lower"
+    );
     behind.release_lease(&fourth).await.expect("release");
     assert_eq!(ahead.settled(name).await.expect("read"), Some(1_000));
     assert_eq!(

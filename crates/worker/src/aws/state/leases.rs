@@ -2,7 +2,7 @@
 //! release, and the store fenced by a lease (`fenced`, `hold`).
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use registrar_core::PortError;
 use registrar_core::ports::{Lease, LeaseStore};
 
@@ -54,6 +54,7 @@ impl LeaseStore for DynamoState {
                     ":ttl",
                     AttributeValue::N((expires / 1000 + 3600).to_string()),
                 )
+                .return_values(ReturnValue::AllOld)
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
                 );
@@ -61,7 +62,15 @@ impl LeaseStore for DynamoState {
                 put = put.expression_attribute_values(":old", AttributeValue::N(format!("{old}")));
             }
             match put.send().await {
-                Ok(_) => return Ok(Some(Lease::new(name, owner, version, ttl, confirmed))),
+                Ok(out) => {
+                    let lease = Lease::new(name, owner, version, ttl, confirmed);
+                    // The mark earlier holders left comes with the lease (and goes back at
+                    // release, never lowered).
+                    if let Some(settled) = out.attributes().and_then(|a| number(a, "settled_ms")) {
+                        lease.settle(settled);
+                    }
+                    return Ok(Some(lease));
+                }
                 Err(e) => match e.as_service_error() {
                     Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
                         let old = c.item();
