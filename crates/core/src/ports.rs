@@ -285,10 +285,12 @@ pub struct Lease {
     /// When it was last confirmed (acquired or renewed), on the holder's monotonic clock
     /// ([`Clock::elapsed`], ms). Shared by the clones of one acquisition.
     confirmed_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// When the last settled run of the work it protects began (Unix ms; 0: none): the mark
-    /// earlier holders left, from the acquisition, raised by [`Lease::settle`]. Release
+    /// When a settled run of the work it protects began under it (Unix ms; 0: none). Release
     /// records it on the lease, where [`LeaseStore::settled`] shows it to every replica.
     settled_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The mark earlier holders left, as the acquisition found it: read, never written back
+    /// (a mark from a fast clock must not outlive the next settled run).
+    inherited_ms: Option<u64>,
 }
 
 impl PartialEq for Lease {
@@ -312,7 +314,21 @@ impl Lease {
                 confirmed.as_millis() as u64,
             )),
             settled_ms: std::sync::Arc::default(),
+            inherited_ms: None,
         }
+    }
+
+    /// This acquisition with the mark earlier holders left (see [`Lease::inherited_ms`]).
+    pub fn inheriting(mut self, mark: Option<u64>) -> Self {
+        self.inherited_ms = mark;
+        self
+    }
+
+    /// When the last settled run under an earlier holder began, as the acquisition found it,
+    /// if it is no later than this acquisition's version (its wall time): a later one came
+    /// from a clock running ahead and says nothing.
+    pub fn inherited_ms(&self) -> Option<u64> {
+        self.inherited_ms.filter(|&ms| ms > 0 && ms <= self.version)
     }
 
     /// Notes that a run of the work under this lease, begun at `started_ms` (Unix ms), came to
@@ -354,5 +370,29 @@ impl Lease {
             crate::ErrorClass::Transient,
             format!("lease lost ({why}); the work it protected was stopped before its next write"),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_inherited_mark_later_than_the_acquisition_says_nothing_and_is_never_written_back() {
+        let at = Duration::ZERO;
+        let lease = Lease::new("k", "a", 5_000, Duration::from_secs(30), at);
+        assert_eq!(
+            lease.clone().inheriting(Some(4_000)).inherited_ms(),
+            Some(4_000)
+        );
+        assert_eq!(
+            lease.clone().inheriting(Some(6_000)).inherited_ms(),
+            None,
+            "from a clock running ahead"
+        );
+        let inherited = lease.inheriting(Some(4_000));
+        assert_eq!(inherited.settled_ms(), None, "release writes only its own");
+        inherited.settle(5_100);
+        assert_eq!(inherited.settled_ms(), Some(5_100));
     }
 }

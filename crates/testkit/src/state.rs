@@ -384,11 +384,9 @@ impl LeaseStore for MemoryState {
                 settled_ms,
             },
         );
-        let lease = Lease::new(name, owner, version, ttl, self.clock.elapsed());
-        if let Some(settled) = settled_ms {
-            lease.settle(settled);
-        }
-        Ok(Some(lease))
+        Ok(Some(
+            Lease::new(name, owner, version, ttl, self.clock.elapsed()).inheriting(settled_ms),
+        ))
     }
 
     async fn renew_lease(&self, lease: &Lease) -> Result<bool, PortError> {

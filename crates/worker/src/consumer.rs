@@ -474,7 +474,7 @@ where
             // Another worker is on it: check again shortly, without burning the receive count.
             return KeyOutcome::Waiting("lease held by another worker".into());
         };
-        if let (Some(queued), Some(settled)) = (queued_at, lease.settled_ms())
+        if let (Some(queued), Some(settled)) = (queued_at, lease.inherited_ms())
             && settled >= queued + crate::fresh::MARGIN_MS
             && settled <= self.clock.now_ms()
         {

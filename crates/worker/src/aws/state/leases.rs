@@ -63,13 +63,11 @@ impl LeaseStore for DynamoState {
             }
             match put.send().await {
                 Ok(out) => {
-                    let lease = Lease::new(name, owner, version, ttl, confirmed);
-                    // The mark earlier holders left comes with the lease (and goes back at
-                    // release, never lowered).
-                    if let Some(settled) = out.attributes().and_then(|a| number(a, "settled_ms")) {
-                        lease.settle(settled);
-                    }
-                    return Ok(Some(lease));
+                    // The mark earlier holders left comes with the lease, to be read.
+                    let mark = out.attributes().and_then(|a| number(a, "settled_ms"));
+                    return Ok(Some(
+                        Lease::new(name, owner, version, ttl, confirmed).inheriting(mark),
+                    ));
                 }
                 Err(e) => match e.as_service_error() {
                     Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
