@@ -440,38 +440,18 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
             (i, gateway_event(name, &ids[i], k))
         })
         .collect();
-    let (workers, pids, listens, cpu_before) = if args.burst_backlog {
-        (Vec::new(), Vec::new(), Vec::new(), 0.0)
+    let spawn = || {
+        spawn_burst_workers(
+            &env,
+            &path,
+            args.burst_workers.max(1),
+            [&registry, &aws, &sqs],
+        )
+    };
+    let early = if args.burst_backlog {
+        None
     } else {
-        let mut workers = Vec::new();
-        let mut listens = Vec::new();
-        for _ in 0..args.burst_workers.max(1) {
-            let listen = format!("127.0.0.1:{}", registrar_tests::moto::free_port()?);
-            workers.push(env.spawn_worker_with_env(
-                &path,
-                &[
-                    "--concurrency",
-                    "32",
-                    "--wait-base",
-                    "1",
-                    "--listen",
-                    &listen,
-                ],
-                &[
-                    ("REGISTRY_URL", &registry.url()),
-                    ("AWS_ENDPOINT_URL", &aws.url()),
-                    ("AWS_ENDPOINT_URL_SQS", &sqs.url()),
-                ],
-            )?);
-            listens.push(listen);
-        }
-        let pids: Vec<u32> = workers
-            .iter()
-            .map(|w| w.id().context("worker pid"))
-            .collect::<anyhow::Result<_>>()?;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let cpu_before = cpu_all(&pids)?;
-        (workers, pids, listens, cpu_before)
+        Some(spawn().await?)
     };
     let mut first_sent: Vec<Option<Instant>> = vec![None; n];
     let started = Instant::now();
@@ -489,43 +469,21 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
         batch.send().await?;
     }
     let sent = started.elapsed();
-    // A backlog: every event queued (and the margin passed) before any worker starts.
-    let (workers, pids, listens, cpu_before) = if args.burst_backlog {
-        tokio::time::sleep(Duration::from_millis(
-            registrar_worker::fresh::MARGIN_MS + 500,
-        ))
-        .await;
-        let mut workers = Vec::new();
-        let mut listens = Vec::new();
-        for _ in 0..args.burst_workers.max(1) {
-            let listen = format!("127.0.0.1:{}", registrar_tests::moto::free_port()?);
-            workers.push(env.spawn_worker_with_env(
-                &path,
-                &[
-                    "--concurrency",
-                    "32",
-                    "--wait-base",
-                    "1",
-                    "--listen",
-                    &listen,
-                ],
-                &[
-                    ("REGISTRY_URL", &registry.url()),
-                    ("AWS_ENDPOINT_URL", &aws.url()),
-                    ("AWS_ENDPOINT_URL_SQS", &sqs.url()),
-                ],
-            )?);
-            listens.push(listen);
+    let BurstWorkers {
+        children: workers,
+        pids,
+        listens,
+        cpu_before,
+    } = match early {
+        Some(started) => started,
+        None => {
+            // A backlog: every event queued (and the margin passed) before any worker starts.
+            tokio::time::sleep(Duration::from_millis(
+                registrar_worker::fresh::MARGIN_MS + 500,
+            ))
+            .await;
+            spawn().await?
         }
-        let pids: Vec<u32> = workers
-            .iter()
-            .map(|w| w.id().context("worker pid"))
-            .collect::<anyhow::Result<_>>()?;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let cpu_before = cpu_all(&pids)?;
-        (workers, pids, listens, cpu_before)
-    } else {
-        (workers, pids, listens, cpu_before)
     };
     let all_in = eventually(Duration::from_secs(600), || {
         env.standin.db().servers.len() == n
@@ -659,6 +617,57 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
             .unwrap_or(0.0)
     };
     Ok((ticks(11) + ticks(12)) / 100.0)
+}
+
+/// The workers of a burst: their processes, pids, metrics addresses, and CPU time at start.
+struct BurstWorkers {
+    children: Vec<tokio::process::Child>,
+    pids: Vec<u32>,
+    listens: Vec<String>,
+    cpu_before: f64,
+}
+
+/// `count` workers on `path`, the registry, AWS and SQS reached through the given proxies.
+async fn spawn_burst_workers(
+    env: &TestEnv,
+    path: &EventPath,
+    count: usize,
+    [registry, aws, sqs]: [&Proxy; 3],
+) -> anyhow::Result<BurstWorkers> {
+    let mut children = Vec::new();
+    let mut listens = Vec::new();
+    for _ in 0..count {
+        let listen = format!("127.0.0.1:{}", registrar_tests::moto::free_port()?);
+        children.push(env.spawn_worker_with_env(
+            path,
+            &[
+                "--concurrency",
+                "32",
+                "--wait-base",
+                "1",
+                "--listen",
+                &listen,
+            ],
+            &[
+                ("REGISTRY_URL", &registry.url()),
+                ("AWS_ENDPOINT_URL", &aws.url()),
+                ("AWS_ENDPOINT_URL_SQS", &sqs.url()),
+            ],
+        )?);
+        listens.push(listen);
+    }
+    let pids: Vec<u32> = children
+        .iter()
+        .map(|w| w.id().context("worker pid"))
+        .collect::<anyhow::Result<_>>()?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu_before = cpu_all(&pids)?;
+    Ok(BurstWorkers {
+        children,
+        pids,
+        listens,
+        cpu_before,
+    })
 }
 
 /// CPU seconds of the processes, together.
