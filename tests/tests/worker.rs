@@ -693,6 +693,68 @@ async fn a_backlog_split_across_replicas_costs_one_reconcile_per_resource() -> a
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dense_backlog_costs_one_reconcile_per_resource_in_one_worker() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let path = EventPath::create(&env.config, "dense", 5, 10).await?;
+    let ids = [
+        create_gateway(&env.agentcore, "dense-a", GatewayAuth::Iam).await?,
+        create_gateway(&env.agentcore, "dense-b", GatewayAuth::Iam).await?,
+    ];
+    // Five events per gateway, side by side in the queue: one receive hands the worker several
+    // messages of a key at once, and they meet the key's running reconcile in the key gate.
+    for _ in 0..5 {
+        for id in &ids {
+            announce_update(&path, id).await?;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(
+        registrar_worker::fresh::MARGIN_MS + 500,
+    ))
+    .await;
+    let aws = registrar_tests::proxy::Proxy::start(&env.moto.url()).await?;
+    aws.record();
+    let listen = format!("127.0.0.1:{}", registrar_tests::moto::free_port()?);
+    let _worker = env.spawn_worker_with_env(
+        &path,
+        &["--concurrency", "10", "--listen", &listen],
+        &[("AWS_ENDPOINT_URL", &aws.url())],
+    )?;
+    assert!(
+        path.drained(Duration::from_secs(20)).await?,
+        "{}",
+        env.worker_logs()
+    );
+    assert!(env.standin.server("/dense-a").is_some() && env.standin.server("/dense-b").is_some());
+    let reads = aws
+        .take_recorded()
+        .iter()
+        .filter(|c| c.service == "bedrock-agentcore")
+        .count();
+    let (_, metrics) = http_get(&format!("http://{listen}/metrics")).await?;
+    // The messages that waited for a running reconcile were served by its end, not by a
+    // follow-up reconcile: one AgentCore read per gateway for all ten events.
+    assert_eq!(reads, 2, "{metrics}\n{}", env.worker_logs());
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        value("registrar_reconciles_total{result=\"done\"}"),
+        2,
+        "{metrics}"
+    );
+    assert_eq!(
+        value("registrar_keys_covered_by_running_total")
+            + value("registrar_messages_total{ending=\"superseded\"}"),
+        8,
+        "{metrics}"
+    );
+    Ok(())
+}
+
 /// By message id, the highest receive count at which the worker's reconcile failed (its log's
 /// "retrying later" lines).
 fn failed_receives(logs: &str) -> std::collections::BTreeMap<String, u64> {

@@ -59,6 +59,9 @@ pub struct ConsumerStats {
     /// Keys concluded without a reconcile: the lease, once taken, showed a settled reconcile
     /// (another replica's) that began after the message was queued.
     pub settled_at_lease: AtomicU64,
+    /// Keys concluded without a reconcile of their own: a run of the key in this worker, going
+    /// when the message arrived, settled a reconcile that began after the message was queued.
+    pub covered_by_running: AtomicU64,
     pub waiting: AtomicU64,
     pub retried: AtomicU64,
     pub dead_lettered: AtomicU64,
@@ -125,11 +128,19 @@ pub struct Consumer<A, R, S> {
     pub stats: Arc<ConsumerStats>,
     /// This worker's name in leases.
     pub owner: String,
-    gate: KeyGate<KeyOutcome>,
+    gate: KeyGate<Gated>,
     fresh: Freshness,
     leases: std::sync::Mutex<HashMap<String, Lease>>,
     /// Wall and monotonic time, and jitter.
     pub clock: Arc<dyn Clock>,
+}
+
+/// What the key gate hands a message's key: the outcome of a run, or that a run of the key
+/// going when the message arrived settled what it announced.
+#[derive(Debug, Clone)]
+enum Gated {
+    Ran(KeyOutcome),
+    Covered,
 }
 
 /// A lease owner unique in the fleet: every container's pid is 1, so the pid alone is not; the
@@ -411,6 +422,10 @@ where
         }
         let now_ms = self.clock.now_ms();
         for key in keys {
+            if self.gate.is_running(key) {
+                // The running reconcile's end tells, without a read (see [`KeyGate::run`]).
+                return false;
+            }
             match self.state.settled(&lease_name(key)).await {
                 // A mark from the future came from a replica whose clock runs ahead: it could
                 // cover events its reconcile never saw, so it covers nothing.
@@ -429,15 +444,30 @@ where
     async fn reconcile_key(&self, key: &ResourceKey, queued_at: Option<u64>) -> KeyOutcome {
         let span = tracing::info_span!("reconcile", kind = key.kind.as_str(), id = %key.id, region = %key.region);
         let started = self.clock.elapsed();
-        let outcome = self
+        let covered = |queued: Option<u64>| {
+            self.fresh
+                .covers(std::slice::from_ref(key), queued)
+                .then_some(Gated::Covered)
+        };
+        let gated = self
             .gate
             // A follow-up run serves messages queued later than this one: only the caller's
             // own run may take the key as settled since its message was queued.
-            .run(key, |own| {
-                self.leased_reconcile(key, queued_at.filter(|_| own))
+            .run(key, queued_at, covered, |own| async move {
+                Gated::Ran(self.leased_reconcile(key, queued_at.filter(|_| own)).await)
             })
             .instrument(span.clone())
             .await;
+        let outcome = match gated {
+            Gated::Ran(outcome) => outcome,
+            Gated::Covered => {
+                tracing::debug!(parent: &span, "Covered by the reconcile that was running when the message arrived.");
+                self.stats
+                    .covered_by_running
+                    .fetch_add(1, Ordering::Relaxed);
+                return KeyOutcome::Done(Vec::new());
+            }
+        };
         self.stats.observe(
             &outcome,
             self.clock.elapsed().saturating_sub(started),

@@ -1,6 +1,8 @@
 //! One reconcile per key at a time in this process (design invariant 4): a key that is running
-//! is not started twice, and requests that arrive meanwhile collapse into one follow-up run,
-//! whose result they all share (the follow-up sees the state their events announced).
+//! is not started twice. A request that arrives meanwhile waits for the running one to end;
+//! if what that run settled covers it (its caller's `covered` says so, from when its message was
+//! queued), it is served at once; otherwise it joins one follow-up run, whose result all such
+//! requests share (the follow-up sees the state their events announced).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -9,10 +11,24 @@ use std::sync::Mutex;
 use registrar_core::identity::ResourceKey;
 use tokio::sync::oneshot;
 
-#[derive(Debug, Default)]
+/// A request that arrived while a run was going, with its message's queue time.
+type Arrived<T> = (Option<u64>, oneshot::Sender<T>);
+
+#[derive(Debug)]
 struct Slot<T> {
-    /// Requests that arrived while a run was going; served by the next run.
+    /// Arrived during the run going now: judged by `covered` when it ends.
+    arrived: Vec<Arrived<T>>,
+    /// Not covered by an earlier run: served by the run going now (a follow-up).
     next: Vec<oneshot::Sender<T>>,
+}
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Self {
+            arrived: Vec::new(),
+            next: Vec::new(),
+        }
+    }
 }
 
 /// Coalescing single-flight per resource key.
@@ -30,27 +46,34 @@ impl<T> Default for KeyGate<T> {
 }
 
 impl<T: Clone + Send> KeyGate<T> {
-    /// Runs `work` for `key`, or joins the run that will start after the current one.
-    /// `work(true)` is the caller's own run; `work(false)` a follow-up run that serves other
-    /// callers too (so it may not rely on anything only this caller knows).
-    pub async fn run<F, Fut>(&self, key: &ResourceKey, work: F) -> T
+    /// Runs `work` for `key`, or waits for the run going now. `queued_at` is when the caller's
+    /// message was queued. When a run ends, every request that arrived during it is asked
+    /// `covered(its queued_at)`: `Some(result)` serves it (what that run settled covers it),
+    /// `None` sends it to one follow-up run. `work(true)` is the caller's own run;
+    /// `work(false)` a follow-up that serves other callers too (so it may not rely on anything
+    /// only this caller knows).
+    pub async fn run<F, Fut, C>(
+        &self,
+        key: &ResourceKey,
+        queued_at: Option<u64>,
+        covered: C,
+        work: F,
+    ) -> T
     where
         F: Fn(bool) -> Fut,
         Fut: Future<Output = T>,
+        C: Fn(Option<u64>) -> Option<T>,
     {
         let waiter = {
-            let mut slots = self
-                .slots
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut slots = self.lock();
             match slots.get_mut(key) {
                 Some(slot) => {
                     let (tx, rx) = oneshot::channel();
-                    slot.next.push(tx);
+                    slot.arrived.push((queued_at, tx));
                     Some(rx)
                 }
                 None => {
-                    slots.insert(key.clone(), Slot { next: Vec::new() });
+                    slots.insert(key.clone(), Slot::default());
                     None
                 }
             }
@@ -60,39 +83,60 @@ impl<T: Clone + Send> KeyGate<T> {
                 return result;
             }
             // The runner was cancelled: run ourselves (the slot was cleared by the runner's guard).
-            return Box::pin(self.run(key, work)).await;
+            return Box::pin(self.run(key, queued_at, covered, work)).await;
         }
         let guard = SlotGuard { gate: self, key };
         let mine = work(true).await;
+        let mut last = mine.clone();
         loop {
-            let waiting = {
-                let mut slots = self
-                    .slots
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let slot = slots
-                    .get_mut(key)
-                    .map(|s| std::mem::take(&mut s.next))
-                    .unwrap_or_default();
-                if slot.is_empty() {
+            // Judged under the lock, so no request slips between this run and the next.
+            let (served_by_last, covered_now, more) = {
+                let mut slots = self.lock();
+                let slot = slots.get_mut(key).map(std::mem::take).unwrap_or_default();
+                let (mut covered_now, mut follow) = (Vec::new(), Vec::new());
+                for (queued, tx) in slot.arrived {
+                    match covered(queued) {
+                        Some(result) => covered_now.push((tx, result)),
+                        None => follow.push(tx),
+                    }
+                }
+                let more = !follow.is_empty();
+                if more {
+                    // They wait in `next` for the follow-up; newer requests gather in `arrived`.
+                    slots.entry(key.clone()).or_default().next = follow;
+                } else {
                     slots.remove(key);
                 }
-                slot
+                (slot.next, covered_now, more)
             };
-            if waiting.is_empty() {
+            for tx in served_by_last {
+                let _ = tx.send(last.clone());
+            }
+            for (tx, result) in covered_now {
+                let _ = tx.send(result);
+            }
+            if !more {
                 std::mem::forget(guard);
                 return mine;
             }
-            let theirs = work(false).await;
-            for tx in waiting {
-                let _ = tx.send(theirs.clone());
-            }
+            last = work(false).await;
         }
     }
 
     /// Keys with a run going.
     pub fn running(&self) -> usize {
-        self.slots.lock().map(|s| s.len()).unwrap_or_default()
+        self.lock().len()
+    }
+
+    /// Whether a run of `key` is going now.
+    pub fn is_running(&self, key: &ResourceKey) -> bool {
+        self.lock().contains_key(key)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ResourceKey, Slot<T>>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -138,17 +182,22 @@ mod tests {
             let (gate, runs, concurrent) = (gate.clone(), runs.clone(), concurrent.clone());
             tasks.push(tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(i)).await;
-                gate.run(&key("a"), |_| async {
-                    assert_eq!(
-                        concurrent.fetch_add(1, Ordering::SeqCst),
-                        0,
-                        "never twice at once"
-                    );
-                    let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    concurrent.fetch_sub(1, Ordering::SeqCst);
-                    n
-                })
+                gate.run(
+                    &key("a"),
+                    None,
+                    |_| None,
+                    |_| async {
+                        assert_eq!(
+                            concurrent.fetch_add(1, Ordering::SeqCst),
+                            0,
+                            "never twice at once"
+                        );
+                        let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        concurrent.fetch_sub(1, Ordering::SeqCst);
+                        n
+                    },
+                )
                 .await
             }));
         }
@@ -175,18 +224,147 @@ mod tests {
         let a = {
             let g = gate.clone();
             tokio::spawn(async move {
-                g.run(&key("a"), |_| tokio::time::sleep(Duration::from_secs(1)))
-                    .await
+                g.run(
+                    &key("a"),
+                    None,
+                    |_| None,
+                    |_| tokio::time::sleep(Duration::from_secs(1)),
+                )
+                .await
             })
         };
         let b = {
             let g = gate.clone();
             tokio::spawn(async move {
-                g.run(&key("b"), |_| tokio::time::sleep(Duration::from_secs(1)))
-                    .await
+                g.run(
+                    &key("b"),
+                    None,
+                    |_| None,
+                    |_| tokio::time::sleep(Duration::from_secs(1)),
+                )
+                .await
             })
         };
         let _ = futures::future::join(a, b).await;
         assert_eq!(start.elapsed(), Duration::from_secs(1));
+    }
+
+    /// A run's settled mark, as the consumer's freshness marks keep it: when the run began.
+    #[derive(Default)]
+    struct Mark(std::sync::Mutex<u64>);
+
+    impl Mark {
+        fn covers(&self, queued: Option<u64>) -> Option<usize> {
+            let mark = *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            queued.filter(|q| mark >= q + 2).map(|_| 0)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_the_running_run_covers_are_served_by_it_and_only_the_rest_follow_up() {
+        let gate = Arc::new(KeyGate::<usize>::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let mark = Arc::new(Mark::default());
+        // Run 1 begins at 100 (its mark); requests queued at 0..=98 are covered by it, one
+        // queued at 99 (inside the margin) and one queued after it began are not.
+        let mut tasks = Vec::new();
+        for (i, queued) in [(0u64, 100u64), (1, 0), (2, 50), (3, 98), (4, 99), (5, 150)] {
+            let (gate, runs, mark) = (gate.clone(), runs.clone(), mark.clone());
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(i)).await;
+                let covered = |q| mark.covers(q);
+                gate.run(&key("a"), Some(queued), covered, |_| async {
+                    let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                    *mark
+                        .0
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = 100 * n as u64;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    n
+                })
+                .await
+            }));
+        }
+        let results: Vec<usize> = futures::future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap_or(usize::MAX))
+            .collect();
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            2,
+            "the run, then one follow-up"
+        );
+        // 0: the runner; 1-3 covered by its run (result 0); 4 and 5 served by the follow-up.
+        assert_eq!(results, vec![1, 0, 0, 0, 2, 2]);
+        assert_eq!(gate.running(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backlog_the_first_run_covers_costs_that_run_alone() {
+        let gate = Arc::new(KeyGate::<usize>::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let mark = Arc::new(Mark::default());
+        let mut tasks = Vec::new();
+        for i in 0..10u64 {
+            let (gate, runs, mark) = (gate.clone(), runs.clone(), mark.clone());
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(i)).await;
+                let covered = |q| mark.covers(q);
+                gate.run(&key("a"), Some(i), covered, |_| async {
+                    let n = runs.fetch_add(1, Ordering::SeqCst);
+                    *mark
+                        .0
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = 1_000;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    n
+                })
+                .await
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap_or(usize::MAX), 0);
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert!(!gate.is_running(&key("a")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_that_settles_nothing_leaves_its_waiters_one_follow_up() {
+        let gate = Arc::new(KeyGate::<usize>::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let mark = Arc::new(Mark::default());
+        let mut tasks = Vec::new();
+        for i in 0..4u64 {
+            let (gate, runs, mark) = (gate.clone(), runs.clone(), mark.clone());
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(i)).await;
+                let covered = |q| mark.covers(q);
+                // A failed run marks nothing; the follow-up does.
+                gate.run(&key("a"), Some(i), covered, |_| async {
+                    let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if n > 1 {
+                        *mark
+                            .0
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = 1_000;
+                    }
+                    n
+                })
+                .await
+            }));
+        }
+        let results: Vec<usize> = futures::future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap_or(usize::MAX))
+            .collect();
+        assert_eq!(results, vec![1, 2, 2, 2]);
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
     }
 }

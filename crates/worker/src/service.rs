@@ -183,6 +183,12 @@ async fn metrics(State(t): State<Telemetry>) -> String {
         &[("", get(&c.settled_at_lease))],
     );
     metric(
+        "registrar_keys_covered_by_running_total",
+        "counter",
+        "Keys concluded without a reconcile of their own: a reconcile of the key in this worker, running when the message arrived, began after it was queued and settled.",
+        &[("", get(&c.covered_by_running))],
+    );
+    metric(
         "registrar_reconciles_total",
         "counter",
         "Key reconciles by result.",

@@ -129,9 +129,18 @@ impl Worker {
             return;
         }
         let started = clock.elapsed();
+        // As the consumer: a message a running reconcile covers is served by its end.
+        let queued_at = Some(message.sent_at_ms.min(message.first_queued_ms));
+        let covered = |queued: Option<u64>| {
+            self.fresh
+                .covers(&keys, queued)
+                .then(|| KeyOutcome::Done(Vec::new()))
+        };
         let outcome = self
             .gate
-            .run(&message.key, |_| self.leased_reconcile(&message.key))
+            .run(&message.key, queued_at, covered, |_| {
+                self.leased_reconcile(&message.key)
+            })
             .await;
         self.queue.heartbeats(clock.elapsed() - started, VISIBILITY);
         if matches!(outcome, KeyOutcome::Failed(_)) {
