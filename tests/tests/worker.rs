@@ -671,10 +671,18 @@ async fn a_backlog_split_across_replicas_costs_one_reconcile_per_resource() -> a
         env.worker_logs()
     );
     let (_, metrics) = http_get(&format!("http://{listen_b}/metrics")).await?;
-    assert!(
+    let value = |name: &str| {
         metrics
             .lines()
-            .any(|l| l == "registrar_messages_total{ending=\"superseded\"} 4"),
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // The first of them learns it with the call that would have taken the lease; the rest
+    // from the mark that call left in this replica.
+    assert_eq!(value("registrar_keys_settled_at_lease_total"), 1, "{metrics}");
+    assert_eq!(
+        value("registrar_messages_total{ending=\"superseded\"}"),
+        3,
         "{metrics}"
     );
     let agentcore = |proxy: &registrar_tests::proxy::Proxy| {

@@ -217,25 +217,40 @@ impl DueToken {
 /// one.
 pub trait LeaseStore: Send + Sync {
     /// Takes the lease `name` for `owner` for `ttl`, unless another owner holds it unexpired
-    /// (`Ok(None)`). Every acquisition gets a version greater than any earlier one of `name`
-    /// (released leases keep their item, and so their version, for an hour).
+    /// ([`Acquired::Held`]) or, with `since_ms`, a settled run under it began at or after
+    /// `since_ms` and no later than now ([`Acquired::Settled`]: the caller's work was done
+    /// there, whoever holds the lease now; one call either way). Every acquisition gets a
+    /// version greater than any earlier one of `name` (released leases keep their item, and so
+    /// their version and settled mark, for an hour). A mark later than now came from a replica
+    /// whose clock runs ahead: it could cover work its run never saw, so it covers nothing.
+    fn acquire_lease_unless_settled(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl: Duration,
+        since_ms: Option<u64>,
+    ) -> impl Future<Output = Result<Acquired, PortError>> + Send;
+    /// Takes the lease `name` for `owner` for `ttl`, unless another owner holds it unexpired
+    /// (`Ok(None)`).
     fn acquire_lease(
         &self,
         name: &str,
         owner: &str,
         ttl: Duration,
-    ) -> impl Future<Output = Result<Option<Lease>, PortError>> + Send;
+    ) -> impl Future<Output = Result<Option<Lease>, PortError>> + Send {
+        async move {
+            self.acquire_lease_unless_settled(name, owner, ttl, None)
+                .await
+                .map(Acquired::taken)
+        }
+    }
     /// Extends `lease` by its ttl. `Ok(false)` when it is no longer this holder's at this
     /// version (it ran out and was taken, or was released): the work it protects must stop.
     fn renew_lease(&self, lease: &Lease) -> impl Future<Output = Result<bool, PortError>> + Send;
     /// Gives `lease` up if it is still this holder's at this version, recording its
-    /// [`Lease::settled_ms`] when it has one.
+    /// [`Lease::settled_ms`] when it has one (a mark never goes back; holders that settle
+    /// nothing leave it as it is).
     fn release_lease(&self, lease: &Lease) -> impl Future<Output = Result<(), PortError>> + Send;
-    /// When the last settled run under the lease `name` began (Unix ms), as its holders
-    /// recorded at release: every replica sees it, so a message announcing a change that such
-    /// a run already saw is recognised whichever replica receives it. Later acquisitions keep
-    /// it; it goes with the lease item (an hour after its last use).
-    fn settled(&self, name: &str) -> impl Future<Output = Result<Option<u64>, PortError>> + Send;
     /// This store with its writes fenced by `lease`: a write fails (a transient `lease` error)
     /// where an item was written under a newer lease, and deletions leave a tombstone that
     /// carries the version, so a holder that stalled past its lease cannot undo what the next
@@ -269,6 +284,28 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
     fn jitter(&self) -> f64;
 }
 
+/// How [`LeaseStore::acquire_lease_unless_settled`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquired {
+    /// The lease, now the caller's.
+    Taken(Lease),
+    /// Another owner holds it unexpired.
+    Held,
+    /// A settled run under the lease began at this time (Unix ms), at or after the caller's
+    /// `since_ms`: what the caller came to do was done there.
+    Settled(u64),
+}
+
+impl Acquired {
+    /// The lease, if it was taken.
+    pub fn taken(self) -> Option<Lease> {
+        match self {
+            Acquired::Taken(lease) => Some(lease),
+            Acquired::Held | Acquired::Settled(_) => None,
+        }
+    }
+}
+
 /// A lease held. Its `version` (the acquisition's wall time in ms, or one more than the last
 /// holder's when clocks disagree: strictly greater than every earlier version of the name)
 /// fences the writes made under it.
@@ -286,11 +323,9 @@ pub struct Lease {
     /// ([`Clock::elapsed`], ms). Shared by the clones of one acquisition.
     confirmed_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// When a settled run of the work it protects began under it (Unix ms; 0: none). Release
-    /// records it on the lease, where [`LeaseStore::settled`] shows it to every replica.
+    /// records it on the lease, where [`LeaseStore::acquire_lease_unless_settled`] shows it to
+    /// every replica.
     settled_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// The mark earlier holders left, as the acquisition found it: read, never written back
-    /// (a mark from a fast clock must not outlive the next settled run).
-    inherited_ms: Option<u64>,
 }
 
 impl PartialEq for Lease {
@@ -314,21 +349,7 @@ impl Lease {
                 confirmed.as_millis() as u64,
             )),
             settled_ms: std::sync::Arc::default(),
-            inherited_ms: None,
         }
-    }
-
-    /// This acquisition with the mark earlier holders left (see [`Lease::inherited_ms`]).
-    pub fn inheriting(mut self, mark: Option<u64>) -> Self {
-        self.inherited_ms = mark;
-        self
-    }
-
-    /// When the last settled run under an earlier holder began, as the acquisition found it,
-    /// if it is no later than this acquisition's version (its wall time): a later one came
-    /// from a clock running ahead and says nothing.
-    pub fn inherited_ms(&self) -> Option<u64> {
-        self.inherited_ms.filter(|&ms| ms > 0 && ms <= self.version)
     }
 
     /// Notes that a run of the work under this lease, begun at `started_ms` (Unix ms), came to
@@ -378,21 +399,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_inherited_mark_later_than_the_acquisition_says_nothing_and_is_never_written_back() {
-        let at = Duration::ZERO;
-        let lease = Lease::new("k", "a", 5_000, Duration::from_secs(30), at);
+    fn a_lease_records_only_what_its_own_runs_settled_and_never_goes_back() {
+        let lease = Lease::new("k", "a", 5_000, Duration::from_secs(30), Duration::ZERO);
         assert_eq!(
-            lease.clone().inheriting(Some(4_000)).inherited_ms(),
-            Some(4_000)
-        );
-        assert_eq!(
-            lease.clone().inheriting(Some(6_000)).inherited_ms(),
+            lease.settled_ms(),
             None,
-            "from a clock running ahead"
+            "release writes nothing of its own"
         );
-        let inherited = lease.inheriting(Some(4_000));
-        assert_eq!(inherited.settled_ms(), None, "release writes only its own");
-        inherited.settle(5_100);
-        assert_eq!(inherited.settled_ms(), Some(5_100));
+        lease.settle(5_100);
+        lease.settle(5_050);
+        assert_eq!(lease.settled_ms(), Some(5_100));
+        assert_eq!(Acquired::Taken(lease.clone()).taken(), Some(lease));
+        assert_eq!(Acquired::Settled(4_000).taken(), None);
     }
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use registrar_core::identity::{ResourceKey, ResourceKind};
 use registrar_core::plan::RecordedResource;
-use registrar_core::ports::{Clock, DueToken, Lease, LeaseStore, ResourceStore, TokenStore};
+use registrar_core::ports::{
+    Acquired, Clock, DueToken, Lease, LeaseStore, ResourceStore, TokenStore,
+};
 use registrar_core::refresh::TokenState;
 use registrar_core::tokens::ManifestFields;
 use registrar_core::{ErrorClass, PortError};
@@ -361,20 +363,27 @@ impl TokenStore for MemoryState {
 }
 
 impl LeaseStore for MemoryState {
-    async fn acquire_lease(
+    async fn acquire_lease_unless_settled(
         &self,
         name: &str,
         owner: &str,
         ttl: Duration,
-    ) -> Result<Option<Lease>, PortError> {
+        since_ms: Option<u64>,
+    ) -> Result<Acquired, PortError> {
         let now = self.clock.now_ms();
         let mut t = self.tables();
+        let settled_ms = t.leases.get(name).and_then(|l| l.settled_ms);
+        if let (Some(since), Some(mark)) = (since_ms, settled_ms)
+            && since <= mark
+            && mark <= now
+        {
+            return Ok(Acquired::Settled(mark));
+        }
         let version = match t.leases.get(name) {
-            Some(l) if l.expires_at_ms >= now && l.owner != owner => return Ok(None),
+            Some(l) if l.expires_at_ms >= now && l.owner != owner => return Ok(Acquired::Held),
             Some(l) => now.max(l.version + 1),
             None => now,
         };
-        let settled_ms = t.leases.get(name).and_then(|l| l.settled_ms);
         t.leases.insert(
             name.to_owned(),
             LeaseRow {
@@ -384,9 +393,13 @@ impl LeaseStore for MemoryState {
                 settled_ms,
             },
         );
-        Ok(Some(
-            Lease::new(name, owner, version, ttl, self.clock.elapsed()).inheriting(settled_ms),
-        ))
+        Ok(Acquired::Taken(Lease::new(
+            name,
+            owner,
+            version,
+            ttl,
+            self.clock.elapsed(),
+        )))
     }
 
     async fn renew_lease(&self, lease: &Lease) -> Result<bool, PortError> {
@@ -427,12 +440,6 @@ impl LeaseStore for MemoryState {
             }
         }
         Ok(())
-    }
-
-    async fn settled(&self, name: &str) -> Result<Option<u64>, PortError> {
-        let mut t = self.tables();
-        t.reads.push("lease");
-        Ok(t.leases.get(name).and_then(|l| l.settled_ms))
     }
 
     fn fenced(&self, lease: &Lease) -> Self {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use registrar_core::backoff::Backoff;
 use registrar_core::identity::ResourceKey;
-use registrar_core::ports::{AgentCore, Clock, Lease, Registry, StateStore};
+use registrar_core::ports::{Acquired, AgentCore, Clock, Lease, Registry, StateStore};
 use registrar_core::{ErrorClass, PortError};
 use registrar_ingest::event::{ParseOptions, Verdict, parse};
 use registrar_ingest::sqs::{Queue, Received, attr};
@@ -338,7 +338,7 @@ where
             }
             Verdict::Reconcile { keys, meta } => (keys, meta),
         };
-        if self.superseded(&keys, &message).await {
+        if self.superseded(&keys, &message) {
             tracing::debug!(message_id = %message.message_id, event_name = %meta.event_name, "Already reconciled since this event was queued; deleting it.");
             self.stats.superseded.fetch_add(1, Ordering::Relaxed);
             let _ = done.send(message).await;
@@ -408,36 +408,13 @@ where
         self.finish(message, ending, done).await;
     }
 
-    /// Whether a settled reconcile of every key began after the message was first queued: one
-    /// of this worker's (no call), or one any replica recorded on the key's lease (one read per
-    /// key, remembered). A copy sent to re-check a waiting resource counts from when the first
-    /// was queued: it announces nothing newer.
-    async fn superseded(&self, keys: &[ResourceKey], message: &Received) -> bool {
-        let queued_at = first_queued(message);
-        if self.fresh.covers(keys, queued_at) {
-            return true;
-        }
-        if queued_at.is_none() || keys.is_empty() {
-            return false;
-        }
-        let now_ms = self.clock.now_ms();
-        for key in keys {
-            if self.gate.is_running(key) {
-                // The running reconcile's end tells, without a read (see [`KeyGate::run`]).
-                return false;
-            }
-            match self.state.settled(&lease_name(key)).await {
-                // A mark from the future came from a replica whose clock runs ahead: it could
-                // cover events its reconcile never saw, so it covers nothing.
-                Ok(Some(started_ms)) if started_ms <= now_ms => self.fresh.mark(key, started_ms),
-                Ok(_) => return false,
-                Err(e) => {
-                    tracing::debug!(error = %e, "The shared settled mark could not be read; reconciling.");
-                    return false;
-                }
-            }
-        }
-        self.fresh.covers(keys, queued_at)
+    /// Whether a settled reconcile of this worker's, of every key, began after the message was
+    /// first queued (no call). Other replicas' reconciles are learnt with the key's lease, in
+    /// the same call that would take it ([`Consumer::leased_reconcile`]). A copy sent to
+    /// re-check a waiting resource counts from when the first was queued: it announces nothing
+    /// newer.
+    fn superseded(&self, keys: &[ResourceKey], message: &Received) -> bool {
+        self.fresh.covers(keys, first_queued(message))
     }
 
     /// Reconciles `key` for a message first queued at `queued_at`.
@@ -493,26 +470,24 @@ where
     /// lease lasts one visibility timeout and is renewed while the reconcile runs, so a worker
     /// that dies loses it no later than its message reappears.
     ///
-    /// A lease whose last holder settled a reconcile that began well after `queued_at` (the
-    /// replica that held it while this one waited) concludes the key at once: that run saw
-    /// what the message announced.
+    /// A lease whose holders settled a reconcile that began well after `queued_at` (another
+    /// replica, before or while this one waited) concludes the key without taking it: that
+    /// run saw what the message announced.
     async fn leased_reconcile(&self, key: &ResourceKey, queued_at: Option<u64>) -> KeyOutcome {
-        let Some(lease) = (match self.acquire(key).await {
-            Ok(lease) => lease,
-            Err(e) => return KeyOutcome::Failed(e),
-        }) else {
+        let since = queued_at.map(|q| q + crate::fresh::MARGIN_MS);
+        let lease = match self.acquire(key, since).await {
+            Ok(Acquired::Taken(lease)) => lease,
+            Ok(Acquired::Settled(started_ms)) => {
+                self.fresh.mark(key, started_ms);
+                self.stats.settled_at_lease.fetch_add(1, Ordering::Relaxed);
+                return KeyOutcome::Done(Vec::new());
+            }
             // Another worker is on it: check again shortly, without burning the receive count.
-            return KeyOutcome::Waiting("lease held by another worker".into());
+            Ok(Acquired::Held) => {
+                return KeyOutcome::Waiting("lease held by another worker".into());
+            }
+            Err(e) => return KeyOutcome::Failed(e),
         };
-        if let (Some(queued), Some(settled)) = (queued_at, lease.inherited_ms())
-            && settled >= queued + crate::fresh::MARGIN_MS
-            && settled <= self.clock.now_ms()
-        {
-            self.fresh.mark(key, settled);
-            self.release(&lease).await;
-            self.stats.settled_at_lease.fetch_add(1, Ordering::Relaxed);
-            return KeyOutcome::Done(Vec::new());
-        }
         let written = WriteLog::default();
         let outcome = self.under(&lease, key, &written, &[]).await;
         // A lease lost after a registry write: the write may have landed after the next
@@ -528,27 +503,39 @@ where
         if let KeyOutcome::Failed(e) = &outcome {
             tracing::warn!(key = ?key, error = %e, "The lease was lost after a registry write; reconciling again under a new lease.");
         }
-        match self.acquire(key).await {
-            Ok(Some(again)) => {
+        match self.acquire(key, None).await {
+            Ok(Acquired::Taken(again)) => {
                 let repaired = self
                     .under(&again, key, &WriteLog::default(), &written.take())
                     .await;
                 self.release(&again).await;
                 repaired
             }
-            Ok(None) => outcome,
+            Ok(_) => outcome,
             Err(e) => KeyOutcome::Failed(e),
         }
     }
 
-    /// The key's lease, after a few tries; `None` while another worker holds it.
-    async fn acquire(&self, key: &ResourceKey) -> Result<Option<Lease>, PortError> {
+    /// The key's lease, after a few tries, unless another worker holds it or (with `since_ms`)
+    /// it shows a settled reconcile begun at or after `since_ms`.
+    async fn acquire(
+        &self,
+        key: &ResourceKey,
+        since_ms: Option<u64>,
+    ) -> Result<Acquired, PortError> {
         let name = lease_name(key);
-        let lease = lease::acquire(&self.state, &name, &self.owner, self.config.visibility).await?;
-        if let Some(held) = &lease {
+        let acquired = lease::acquire_unless_settled(
+            &self.state,
+            &name,
+            &self.owner,
+            self.config.visibility,
+            since_ms,
+        )
+        .await?;
+        if let Acquired::Taken(held) = &acquired {
             self.held_leases().insert(name, held.clone());
         }
-        Ok(lease)
+        Ok(acquired)
     }
 
     async fn release(&self, lease: &Lease) {

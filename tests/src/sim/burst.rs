@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use registrar_core::backoff::Backoff;
 use registrar_core::identity::ResourceKey;
-use registrar_core::ports::{Clock, LeaseStore};
+use registrar_core::ports::{Acquired, Clock, LeaseStore};
 use registrar_core::{ErrorClass, PortError};
 use registrar_worker::aws::fleet::Fleet;
 use registrar_worker::engine::ending::{Ending, EndingPolicy, Parsed, ending};
@@ -123,7 +123,7 @@ impl Worker {
     async fn handle(&self, message: Message) {
         let clock = &self.peers.clock;
         let keys = [message.key.clone()];
-        if self.superseded(&keys, &message).await {
+        if self.superseded(&keys, &message) {
             self.endings.superseded.fetch_add(1, Ordering::Relaxed);
             self.finish(Ending::Delete, message);
             return;
@@ -138,8 +138,8 @@ impl Worker {
         };
         let outcome = self
             .gate
-            .run(&message.key, queued_at, covered, |_| {
-                self.leased_reconcile(&message.key)
+            .run(&message.key, queued_at, covered, |own| {
+                self.leased_reconcile(&message.key, queued_at.filter(|_| own))
             })
             .await;
         self.queue.heartbeats(clock.elapsed() - started, VISIBILITY);
@@ -199,32 +199,30 @@ impl Worker {
             .push(ms);
     }
 
-    /// As the consumer: covered by this worker's own marks, or by the settled marks every
-    /// replica records on the keys' leases (one read per key).
-    async fn superseded(&self, keys: &[ResourceKey], message: &Message) -> bool {
-        let queued_at = Some(message.sent_at_ms.min(message.first_queued_ms));
-        if self.fresh.covers(keys, queued_at) {
-            return true;
-        }
-        for key in keys {
-            match self.peers.state.settled(&lease_name(key)).await {
-                Ok(Some(started_ms)) if started_ms <= self.peers.clock.now_ms() => {
-                    self.fresh.mark(key, started_ms)
-                }
-                _ => return false,
-            }
-        }
-        self.fresh.covers(keys, queued_at)
+    /// As the consumer: covered by this worker's own marks (no call).
+    fn superseded(&self, keys: &[ResourceKey], message: &Message) -> bool {
+        self.fresh
+            .covers(keys, Some(message.sent_at_ms.min(message.first_queued_ms)))
     }
 
-    async fn leased_reconcile(&self, key: &ResourceKey) -> KeyOutcome {
+    /// As the consumer: the lease, unless it shows a settled reconcile (any replica's) begun
+    /// well after the message was queued.
+    async fn leased_reconcile(&self, key: &ResourceKey, queued_at: Option<u64>) -> KeyOutcome {
         let state = &self.peers.state;
-        let taken = match lease::acquire(state, &lease_name(key), &self.name, VISIBILITY).await {
-            Ok(taken) => taken,
+        let since = queued_at.map(|q| q + registrar_worker::fresh::MARGIN_MS);
+        let acquired =
+            lease::acquire_unless_settled(state, &lease_name(key), &self.name, VISIBILITY, since)
+                .await;
+        let held = match acquired {
+            Ok(Acquired::Taken(held)) => held,
+            Ok(Acquired::Settled(started_ms)) => {
+                self.fresh.mark(key, started_ms);
+                return KeyOutcome::Done(Vec::new());
+            }
+            Ok(Acquired::Held) => {
+                return KeyOutcome::Waiting("lease held by another worker".into());
+            }
             Err(e) => return KeyOutcome::Failed(e),
-        };
-        let Some(held) = taken else {
-            return KeyOutcome::Waiting("lease held by another worker".into());
         };
         let outcome = self.under(&held, key, state).await;
         if let Err(e) = state.release_lease(&held).await {

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use registrar_core::identity::ResourceKey;
 use registrar_core::plan::RecordedResource;
-use registrar_core::ports::{Clock, DueToken, Lease, LeaseStore, ResourceStore, TokenStore};
+use registrar_core::ports::{
+    Acquired, Clock, DueToken, Lease, LeaseStore, ResourceStore, TokenStore,
+};
 use registrar_core::refresh::TokenState;
 use registrar_core::tokens::ManifestFields;
 use registrar_core::{ErrorClass, PortError};
@@ -247,14 +249,17 @@ impl TokenStore for ModelState {
 }
 
 impl LeaseStore for ModelState {
-    async fn acquire_lease(
+    async fn acquire_lease_unless_settled(
         &self,
         name: &str,
         owner: &str,
         ttl: Duration,
-    ) -> Result<Option<Lease>, PortError> {
+        since_ms: Option<u64>,
+    ) -> Result<Acquired, PortError> {
         self.request("UpdateItem", WRITE).await?;
-        self.inner.acquire_lease(name, owner, ttl).await
+        self.inner
+            .acquire_lease_unless_settled(name, owner, ttl, since_ms)
+            .await
     }
 
     async fn renew_lease(&self, lease: &Lease) -> Result<bool, PortError> {
@@ -265,11 +270,6 @@ impl LeaseStore for ModelState {
     async fn release_lease(&self, lease: &Lease) -> Result<(), PortError> {
         self.request("UpdateItem", WRITE).await?;
         self.inner.release_lease(lease).await
-    }
-
-    async fn settled(&self, name: &str) -> Result<Option<u64>, PortError> {
-        self.request("GetItem", READ).await?;
-        self.inner.settled(name).await
     }
 
     fn fenced(&self, lease: &Lease) -> Self {

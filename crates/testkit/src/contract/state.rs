@@ -6,7 +6,7 @@ use std::time::Duration;
 use registrar_core::ErrorClass;
 use registrar_core::desired::{DeriveOptions, gateway_entry};
 use registrar_core::identity::ResourceKey;
-use registrar_core::ports::StateStore;
+use registrar_core::ports::{Acquired, StateStore};
 
 use crate::fixtures::{gateway, recorded, server_entry, target_server_entry, token};
 
@@ -581,44 +581,75 @@ pub async fn lease_versions_under_skew<S: StateStore>(ahead: &S, behind: &S) {
     assert!(third.version > second.version);
 
     // The settled mark: recorded at release, kept through later acquisitions (and holders that
-    // settle nothing), read by anyone.
+    // settle nothing), and shown, instead of the lease, to an acquisition whose `since` it
+    // covers, whoever holds the lease.
     assert_eq!(
-        ahead.settled(name).await.expect("read"),
-        None,
-        "nothing settled yet"
+        behind
+            .acquire_lease_unless_settled(name, "slow", ttl, Some(0))
+            .await
+            .expect("acquire"),
+        Acquired::Held,
+        "nothing settled yet, and held"
     );
     third.settle(1_000);
     third.settle(900);
     assert_eq!(third.settled_ms(), Some(1_000), "a mark never goes back");
     ahead.release_lease(&third).await.expect("release");
-    assert_eq!(behind.settled(name).await.expect("read"), Some(1_000));
+    assert_eq!(
+        behind
+            .acquire_lease_unless_settled(name, "slow", ttl, Some(1_000))
+            .await
+            .expect("acquire"),
+        Acquired::Settled(1_000),
+        "a run begun at `since` covers it"
+    );
     let fourth = behind
-        .acquire_lease(name, "slow", ttl)
+        .acquire_lease_unless_settled(name, "slow", ttl, Some(1_001))
         .await
         .expect("acquire")
-        .expect("free");
-    assert_eq!(
-        ahead.settled(name).await.expect("read"),
-        Some(1_000),
-        "kept while another holds the lease"
-    );
-    assert_eq!(
-        fourth.inherited_ms(),
-        Some(1_000),
-        "the next holder gets the mark with the lease"
-    );
-    assert_eq!(
-        fourth.settled_ms(),
-        None,
-        "and writes back only what it settled"
-    );
-    behind.release_lease(&fourth).await.expect("release");
-    assert_eq!(ahead.settled(name).await.expect("read"), Some(1_000));
+        .taken()
+        .expect("a run begun before `since` covers nothing: taken");
+    assert!(fourth.version > third.version);
     assert_eq!(
         ahead
-            .settled("key#runtime#us-east-1#rt-none")
+            .acquire_lease_unless_settled(name, "fast", ttl, Some(500))
             .await
-            .expect("read"),
-        None
+            .expect("acquire"),
+        Acquired::Settled(1_000),
+        "kept while another holds the lease, and shown whoever holds it"
+    );
+    assert_eq!(fourth.settled_ms(), None, "this holder settled nothing");
+    behind.release_lease(&fourth).await.expect("release");
+    assert_eq!(
+        ahead
+            .acquire_lease_unless_settled(name, "fast", ttl, Some(1_000))
+            .await
+            .expect("acquire"),
+        Acquired::Settled(1_000),
+        "a holder that settled nothing leaves the mark as it was"
+    );
+    // A mark from a clock far ahead (the year 2096) covers nothing.
+    let fifth = ahead
+        .acquire_lease(name, "fast", ttl)
+        .await
+        .expect("acquire")
+        .expect("free: without `since` no mark refuses it");
+    fifth.settle(4_000_000_000_000);
+    ahead.release_lease(&fifth).await.expect("release");
+    let sixth = behind
+        .acquire_lease_unless_settled(name, "slow", ttl, Some(0))
+        .await
+        .expect("acquire")
+        .taken()
+        .expect("a mark later than now is no mark");
+    behind.release_lease(&sixth).await.expect("release");
+    assert!(
+        ahead
+            .acquire_lease_unless_settled("key#runtime#us-east-1#rt-none", "fast", ttl, Some(0))
+            .await
+            .expect("acquire")
+            .taken()
+            .is_some(),
+        "another name has no mark"
     );
 }

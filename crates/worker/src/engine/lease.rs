@@ -7,7 +7,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use registrar_core::PortError;
-use registrar_core::ports::{Clock, Lease, LeaseStore};
+use registrar_core::ports::{Acquired, Clock, Lease, LeaseStore};
 
 /// Takes `name` for `owner`, trying five times over two seconds while another holder has it;
 /// `Ok(None)` when it is still held then.
@@ -17,15 +17,33 @@ pub async fn acquire<S: LeaseStore>(
     owner: &str,
     ttl: Duration,
 ) -> Result<Option<Lease>, PortError> {
+    Ok(acquire_unless_settled(state, name, owner, ttl, None)
+        .await?
+        .taken())
+}
+
+/// As [`acquire`], but concluded without the lease once it shows a settled run begun at or
+/// after `since_ms` (see [`LeaseStore::acquire_lease_unless_settled`]): at once, or while
+/// waiting for a holder whose run settles.
+pub async fn acquire_unless_settled<S: LeaseStore>(
+    state: &S,
+    name: &str,
+    owner: &str,
+    ttl: Duration,
+    since_ms: Option<u64>,
+) -> Result<Acquired, PortError> {
     for attempt in 1..=5u32 {
-        if let Some(lease) = state.acquire_lease(name, owner, ttl).await? {
-            return Ok(Some(lease));
-        }
-        if attempt < 5 {
-            tokio::time::sleep(Duration::from_millis(200) * attempt).await;
+        match state
+            .acquire_lease_unless_settled(name, owner, ttl, since_ms)
+            .await?
+        {
+            Acquired::Held if attempt < 5 => {
+                tokio::time::sleep(Duration::from_millis(200) * attempt).await;
+            }
+            done => return Ok(done),
         }
     }
-    Ok(None)
+    Ok(Acquired::Held)
 }
 
 /// Runs `work` while `lease` holds, renewing it every sixth of its ttl. A renewal refused (the

@@ -2,26 +2,34 @@
 //! release, and the store fenced by a lease (`fenced`, `hold`).
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use registrar_core::PortError;
-use registrar_core::ports::{Lease, LeaseStore};
+use registrar_core::ports::{Acquired, Lease, LeaseStore};
 
 use super::{DynamoState, PEER, from_sdk_error, made, number, s, text};
 
 impl LeaseStore for DynamoState {
-    async fn acquire_lease(
+    async fn acquire_lease_unless_settled(
         &self,
         name: &str,
         owner: &str,
         ttl: std::time::Duration,
-    ) -> Result<Option<Lease>, PortError> {
+        since_ms: Option<u64>,
+    ) -> Result<Acquired, PortError> {
         // The version is the acquisition's time; a clock behind the last holder's version
         // takes that version plus one instead (a second, conditional attempt), so versions
         // only grow whatever the clocks say.
         let free = "(attribute_not_exists(pk) OR expires_at < :now OR #owner = :me)";
+        // With `since_ms`, a settled mark that covers it refuses the update: the caller learns
+        // it from the refusal, in the same call.
+        let unsettled = if since_ms.is_some() {
+            " AND (attribute_not_exists(settled_ms) OR settled_ms < :since OR settled_ms > :now)"
+        } else {
+            ""
+        };
         let mut attempt = (
             self.clock.now_ms(),
-            format!("{free} AND (attribute_not_exists(#version) OR #version < :v)"),
+            format!("{free}{unsettled} AND (attribute_not_exists(#version) OR #version < :v)"),
             None,
         );
         for _ in 0..2 {
@@ -31,8 +39,7 @@ impl LeaseStore for DynamoState {
             let confirmed = self.clock.elapsed();
             let now = self.clock.now_ms();
             let expires = now + ttl.as_millis() as u64;
-            // An update, not a put: the attributes other holders left (the settled mark)
-            // stay with the item.
+            // An update, not a put: the settled mark earlier holders left stays with the item.
             let mut put = self
                 .client
                 .update_item()
@@ -54,39 +61,49 @@ impl LeaseStore for DynamoState {
                     ":ttl",
                     AttributeValue::N((expires / 1000 + 3600).to_string()),
                 )
-                .return_values(ReturnValue::AllOld)
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
                 );
+            if let Some(since) = since_ms {
+                put =
+                    put.expression_attribute_values(":since", AttributeValue::N(since.to_string()));
+            }
             if let Some(old) = previous {
                 put = put.expression_attribute_values(":old", AttributeValue::N(format!("{old}")));
             }
             match put.send().await {
-                Ok(out) => {
-                    // The mark earlier holders left comes with the lease, to be read.
-                    let mark = out.attributes().and_then(|a| number(a, "settled_ms"));
-                    return Ok(Some(
-                        Lease::new(name, owner, version, ttl, confirmed).inheriting(mark),
-                    ));
+                Ok(_) => {
+                    return Ok(Acquired::Taken(Lease::new(
+                        name, owner, version, ttl, confirmed,
+                    )));
                 }
                 Err(e) => match e.as_service_error() {
                     Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
                         let old = c.item();
+                        if let Some(mark) = old.and_then(|i| number(i, "settled_ms"))
+                            && since_ms.is_some_and(|since| since <= mark && mark <= now)
+                        {
+                            return Ok(Acquired::Settled(mark));
+                        }
                         let held = old.is_some_and(|i| {
                             number(i, "expires_at").unwrap_or(0) >= now && text(i, "owner") != owner
                         });
                         match old.and_then(|i| number(i, "version")) {
                             Some(v) if !held && previous.is_none() => {
-                                attempt = (v + 1, format!("{free} AND #version = :old"), Some(v));
+                                attempt = (
+                                    v + 1,
+                                    format!("{free}{unsettled} AND #version = :old"),
+                                    Some(v),
+                                );
                             }
-                            _ => return Ok(None),
+                            _ => return Ok(Acquired::Held),
                         }
                     }
                     _ => return Err(from_sdk_error(PEER, "UpdateItem (lease)", e)),
                 },
             }
         }
-        Ok(None)
+        Ok(Acquired::Held)
     }
 
     async fn renew_lease(&self, lease: &Lease) -> Result<bool, PortError> {
@@ -143,21 +160,6 @@ impl LeaseStore for DynamoState {
             .send()
             .await;
         made(result, "UpdateItem (lease release)").map(drop)
-    }
-
-    async fn settled(&self, name: &str) -> Result<Option<u64>, PortError> {
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("lease#{name}")))
-            .key("sk", s("lease"))
-            .projection_expression("settled_ms")
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| from_sdk_error(PEER, "GetItem (settled mark)", e))?;
-        Ok(item.item().and_then(|i| number(i, "settled_ms")))
     }
 
     fn fenced(&self, lease: &Lease) -> Self {
