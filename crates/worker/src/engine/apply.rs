@@ -241,14 +241,16 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
             // Adopted, or our state was lost: the operator owns the enabled state.
             (None, None) => true,
         };
-        let row = RecordedResource::written(d, enabled_set);
-        if previous != Some(&row) {
-            self.state.record(&row).await?;
-        }
+        // The manifest row first: a record carrying this fingerprint tells later reconciles
+        // that the row matches this body (they skip reading it, see `engine::manifest_of`).
         match (&d.manifest, self.manifests.get(&d.resource.arn)) {
             (Some(want), have) if have != Some(want) => self.state.put_manifest(want).await?,
             (None, Some(_)) => self.state.delete_manifest(&d.resource.arn).await?,
             _ => {}
+        }
+        let row = RecordedResource::written(d, enabled_set);
+        if previous != Some(&row) {
+            self.state.record(&row).await?;
         }
         Ok(())
     }

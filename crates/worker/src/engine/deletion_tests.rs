@@ -1,6 +1,7 @@
-//! Deletions that cascade, on the in-memory ports: a deleted gateway takes its target entries
-//! with it in its own reconcile, and a path claim left by a resource that is gone and never
-//! registered is released for the next resource that wants the path.
+//! Key reconciles on the in-memory ports. Deletions that cascade: a deleted gateway takes its
+//! target entries with it in its own reconcile, and a path claim left by a resource that is
+//! gone and never registered is released for the next resource that wants the path. And what a
+//! reconcile of an unchanged resource reads from the state.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -361,4 +362,45 @@ async fn a_gone_holder_whose_entry_of_ours_is_still_there_keeps_its_claim() {
     assert_eq!(statuses(&rows), [Status::Conflict], "{rows:?}");
     assert_eq!(w.claim_holder(&path).await, Some(old.arn));
     assert!(w.entry(&path).await.is_none());
+}
+
+#[tokio::test]
+async fn an_unchanged_entry_without_a_manifest_is_reconciled_without_reading_one() {
+    let world = World::new();
+    world.registered_gateway("plain", "gw-plain", &[]).await;
+    world.state.take_reads();
+    let rows = done(world.reconcile(&gateway_key("gw-plain")).await);
+    assert_eq!(statuses(&rows), [Status::Unchanged], "{rows:?}");
+    assert_eq!(
+        world.state.take_reads(),
+        ["ptr", "res"],
+        "the record, and no manifest row: its fingerprint says there is none"
+    );
+}
+
+#[tokio::test]
+async fn a_manifest_is_read_when_the_entry_has_one_or_its_body_changed() {
+    use registrar_core::ports::TokenStore;
+    let world = World::new();
+    let gw = gateway("guarded", "gw-jwt", Some("https://idp.example.com"));
+    world.agentcore().put_gateway(gw.clone());
+    let key = gateway_key("gw-jwt");
+    assert_eq!(statuses(&done(world.reconcile(&key).await)), [Status::Registered]);
+    let arn = gw.arn.clone();
+    assert!(world.state.manifest(&arn).await.expect("read").is_some());
+    world.state.take_reads();
+    done(world.reconcile(&key).await);
+    assert!(
+        world.state.take_reads().contains(&"manifest"),
+        "an entry with a manifest compares it"
+    );
+    // Its inbound auth becomes IAM: the body changed, so the row is read, and deleted.
+    world.agentcore().put_gateway(gateway("guarded", "gw-jwt", None));
+    let rows = done(world.reconcile(&key).await);
+    assert_eq!(statuses(&rows), [Status::Updated], "{rows:?}");
+    assert!(world.state.take_reads().contains(&"manifest"));
+    assert_eq!(world.state.manifest(&arn).await.expect("read"), None);
+    world.state.take_reads();
+    done(world.reconcile(&key).await);
+    assert_eq!(world.state.take_reads(), ["ptr", "res"]);
 }

@@ -421,22 +421,24 @@ async fn entries_at<R: Registry>(
     Ok(current)
 }
 
-/// The manifest row recorded for the key's resource, if any.
+/// The manifest row that writing the key's entry compares with ([`Applier`]'s `after_write`).
+/// None is read for a resource that is gone (a deregistration deletes the row unread), nor for
+/// an entry without a manifest whose record carries its very fingerprint: the body names the
+/// IdP whenever there is a manifest, and that record was written only after the manifest row
+/// was brought in line with the same body, so there is no row.
 async fn manifest_of<S: StateStore>(
     state: &S,
     obs: &Observation,
     recorded: Option<&RecordedResource>,
 ) -> Result<BTreeMap<String, registrar_core::tokens::ManifestFields>, PortError> {
-    let arn = obs
-        .desired
-        .first()
-        .map(|d| d.resource.arn.clone())
-        .or_else(|| recorded.map(|r| r.resource.arn.clone()));
     let mut manifests = BTreeMap::new();
-    if let Some(arn) = arn
-        && let Some(m) = state.manifest(&arn).await?
-    {
-        manifests.insert(arn, m);
+    let Some(d) = obs.desired.first() else {
+        return Ok(manifests);
+    };
+    let settled_without = d.manifest.is_none()
+        && recorded.is_some_and(|r| r.resource.arn == d.resource.arn && r.fingerprint == d.fingerprint);
+    if !settled_without && let Some(m) = state.manifest(&d.resource.arn).await? {
+        manifests.insert(d.resource.arn.clone(), m);
     }
     Ok(manifests)
 }
