@@ -86,7 +86,9 @@ pub struct ConsumerStats {
 }
 
 /// Upper bounds (seconds) of the reconcile duration histogram.
-pub const DURATION_BUCKETS: [f64; 9] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+pub const DURATION_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 impl ConsumerStats {
     fn observe(&self, outcome: &KeyOutcome, took: Duration, now_ms: u64) {
