@@ -101,6 +101,10 @@ impl<'a> Streaming<'a> {
 
     /// The action of `d` when it can be planned on its own now; else `d` back, to be planned
     /// by [`Streaming::finish`].
+    #[expect(
+        clippy::result_large_err,
+        reason = "the entry given back is moved once, into what waits for the end"
+    )]
     pub fn plan_alone(&mut self, d: DesiredEntry) -> Result<Action, DesiredEntry> {
         let r = &d.resource;
         let sole = matches!(
