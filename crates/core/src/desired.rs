@@ -302,6 +302,12 @@ pub struct Unregistrable {
     pub reason: String,
 }
 
+/// The path a gateway or runtime that AgentCore lists with `name` wants (what its entry's path
+/// will be, unless it is renamed before it is read).
+pub fn listed_path(name: &str, id: &str, kind: ResourceKind) -> String {
+    registry_path(if name.is_empty() { id } else { name }, id, kind)
+}
+
 /// Why a derived path cannot be used: a path outside the slug grammar would never be addressed
 /// again (the registry client refuses such paths), so nothing is registered there. Only a
 /// resource whose name and id both lack ASCII alphanumerics gets one.

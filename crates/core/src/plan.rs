@@ -422,6 +422,18 @@ pub fn plan(
     recorded: &[RecordedResource],
     ctx: PlanContext,
 ) -> Vec<Action> {
+    plan_with(obs, current, recorded, ctx, 0)
+}
+
+/// [`plan`], where `planned_apart` resources the run wants were planned on their own before
+/// ([`Streaming`]) and are owned once it is done, besides those `owned_before` counts.
+fn plan_with(
+    obs: Observation,
+    current: &[CurrentEntry],
+    recorded: &[RecordedResource],
+    ctx: PlanContext,
+    planned_apart: usize,
+) -> Vec<Action> {
     let (mut actions, freed) = {
         let desired_by_arn: BTreeMap<&str, &DesiredEntry> = obs
             .desired
@@ -429,7 +441,7 @@ pub fn plan(
             .map(|d| (d.resource.arn.as_str(), d))
             .collect();
         let candidates = deregistration_candidates(&obs, current, recorded, &desired_by_arn, ctx);
-        let owned = owned_identities(&obs, current, recorded, ctx.identity);
+        let owned = owned_identities(&obs, current, recorded, ctx.identity) + planned_apart;
         guard_deregistrations(candidates, owned, ctx)
     };
     // Indexed once: a fleet's paths each look up their holders and claims without a pass over
@@ -639,8 +651,18 @@ fn owned_identities(
     recorded: &[RecordedResource],
     identity: Option<RegistryIdentity>,
 ) -> usize {
-    let mut owned: BTreeSet<&str> = recorded.iter().map(|r| r.resource.arn.as_str()).collect();
-    owned.extend(obs.desired.iter().map(|d| d.resource.arn.as_str()));
+    let mut owned = owned_before(current, recorded, identity);
+    owned.extend(obs.desired.iter().map(|d| d.resource.arn.clone()));
+    owned.len()
+}
+
+/// The resources we own before the run: recorded, or listed by an entry verified as ours.
+fn owned_before(
+    current: &[CurrentEntry],
+    recorded: &[RecordedResource],
+    identity: Option<RegistryIdentity>,
+) -> BTreeSet<String> {
+    let mut owned: BTreeSet<String> = recorded.iter().map(|r| r.resource.arn.clone()).collect();
     // Only entries verified as ours: entries anyone could fake would otherwise dilute the guard.
     let listed: Vec<ResourceRef> = current
         .iter()
@@ -659,8 +681,8 @@ fn owned_identities(
             _ => None,
         })
         .collect();
-    owned.extend(listed.iter().map(|r| r.arn.as_str()));
-    owned.len()
+    owned.extend(listed.into_iter().map(|r| r.arn));
+    owned
 }
 
 /// Applies policy and the deletion guard; returns the actions and the paths they free.
@@ -754,6 +776,10 @@ pub fn intact(
         })
         .collect()
 }
+
+#[path = "plan_stream.rs"]
+mod stream;
+pub use stream::{ListedKey, Streaming};
 
 #[cfg(test)]
 #[path = "plan_tests.rs"]

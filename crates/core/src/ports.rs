@@ -16,6 +16,8 @@ use crate::tokens::ManifestFields;
 pub struct Listed {
     /// The gateway, target or runtime id.
     pub id: String,
+    /// Its name, as the list reports it (empty when it does not).
+    pub name: String,
     /// Its status, as the list reports it.
     pub lifecycle: Lifecycle,
     /// Its `updatedAt` (ISO-8601): a rescan reads only what changed since it recorded it.

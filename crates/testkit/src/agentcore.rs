@@ -27,9 +27,10 @@ pub struct MemoryAgentCore {
     inner: Mutex<Resources>,
 }
 
-fn listed(id: &str, lifecycle: &Lifecycle, updated_at: &str) -> Listed {
+fn listed(id: &str, name: &str, lifecycle: &Lifecycle, updated_at: &str) -> Listed {
     Listed {
         id: id.to_owned(),
+        name: name.to_owned(),
         lifecycle: lifecycle.clone(),
         updated_at: updated_at.to_owned(),
     }
@@ -119,7 +120,7 @@ impl AgentCore for MemoryAgentCore {
             .inner()
             .gateways
             .values()
-            .map(|g| listed(&g.id, &g.lifecycle, &g.updated_at))
+            .map(|g| listed(&g.id, &g.name, &g.lifecycle, &g.updated_at))
             .collect())
     }
 
@@ -133,7 +134,7 @@ impl AgentCore for MemoryAgentCore {
             .targets
             .iter()
             .filter(|((g, _), _)| g == gateway_id)
-            .map(|(_, t)| listed(&t.target_id, &t.lifecycle, &t.updated_at))
+            .map(|(_, t)| listed(&t.target_id, &t.name, &t.lifecycle, &t.updated_at))
             .collect())
     }
 
@@ -157,7 +158,7 @@ impl AgentCore for MemoryAgentCore {
             .inner()
             .runtimes
             .values()
-            .map(|r| listed(&r.id, &r.lifecycle, &r.updated_at))
+            .map(|r| listed(&r.id, &r.name, &r.lifecycle, &r.updated_at))
             .collect())
     }
 

@@ -183,6 +183,7 @@ impl AgentCore for AgentCoreAws {
             .iter()
             .map(|g| Listed {
                 id: g.gateway_id().to_owned(),
+                name: g.name().to_owned(),
                 lifecycle: Lifecycle::from_status(g.status().as_str()),
                 updated_at: iso(g.updated_at()),
             })
@@ -230,6 +231,7 @@ impl AgentCore for AgentCoreAws {
             .iter()
             .map(|t| Listed {
                 id: t.target_id().to_owned(),
+                name: t.name().to_owned(),
                 lifecycle: Lifecycle::from_status(t.status().as_str()),
                 updated_at: iso(t.updated_at()),
             })
@@ -281,6 +283,7 @@ impl AgentCore for AgentCoreAws {
             .iter()
             .map(|r| Listed {
                 id: r.agent_runtime_id().to_owned(),
+                name: r.agent_runtime_name().to_owned(),
                 lifecycle: Lifecycle::from_status(r.status().as_str()),
                 updated_at: iso(r.last_updated_at()),
             })

@@ -6,17 +6,18 @@ pub mod scan;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
+use futures::stream::FuturesUnordered;
 use futures::{StreamExt, stream};
 use registrar_core::PortError;
 use registrar_core::desired::Collection;
 use registrar_core::enable::EnablePolicy;
 use registrar_core::observed::Lifecycle;
-use registrar_core::plan::{Action, PlanContext, intact, plan};
+use registrar_core::plan::{Action, PlanContext, Streaming, intact};
 use registrar_core::ports::{AgentCore, Registry, StateStore};
 use registrar_core::tokens::ManifestFields;
 
 use self::report::{Outcome, Report, Status};
-use self::scan::{Known, Progress, ScanOptions, scan_fleet};
+use self::scan::{Entries, Known, Progress, ScanOptions, ScopeListing, list_fleet, read_fleet};
 use crate::aws::fleet::Fleet;
 use crate::engine::apply::Applier;
 
@@ -56,17 +57,96 @@ pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
     } else {
         Known::new(intact(&recorded, &current, opts.ctx.identity))
     };
-    let scanned = scan_fleet(agentcore, opts.scan, &known, progress).await;
+    // Listed first, every scope, so the planner knows which paths more than one resource wants.
+    let listings = list_fleet(agentcore, opts.scan, progress).await;
+    // Targets are listed only as their gateways are read: with them, everything waits.
+    let wanted: Vec<_> = if opts.scan.mcp_targets {
+        Vec::new()
+    } else {
+        listings.iter().flat_map(ScopeListing::wanted).collect()
+    };
+    let mut planner = Streaming::new(&current, &recorded, wanted, opts.ctx);
+    let applier = Applier {
+        agentcore,
+        registry,
+        state,
+        ctx: opts.ctx,
+        enable: opts.enable,
+        recorded: recorded
+            .iter()
+            .map(|r| (r.resource.arn.clone(), r.clone()))
+            .collect(),
+        manifests,
+        written: &crate::engine::WriteLog::discarding(),
+    };
+    let conc = opts.registry_concurrency.max(1);
+    let apply = |a: Action| {
+        let applier = &applier;
+        async move {
+            if opts.dry_run {
+                return Outcome::planned(&a);
+            }
+            if a.writes() {
+                progress.yield_to_events().await;
+            }
+            let o = applier.apply(a).await;
+            progress.applied.fetch_add(1, Ordering::Relaxed);
+            o
+        }
+    };
+
+    // Entries are planned, and applied, as the scan derives them whenever nothing else of the
+    // run bears on them; the rest wait for the whole observation. A rescan holds the entries
+    // in flight and those that wait, not every entry of the fleet.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(conc);
+    let scanning = async {
+        let tx = tx;
+        read_fleet(
+            agentcore,
+            listings,
+            opts.scan,
+            &known,
+            progress,
+            Entries::Send(&tx),
+        )
+        .await
+    };
+    let mut seen = Seen::default();
+    let mut waiting = Vec::new();
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut writes = 0;
+    let planning = async {
+        let mut applying = FuturesUnordered::new();
+        let mut open = true;
+        loop {
+            tokio::select! {
+                d = rx.recv(), if open && applying.len() < conc => match d {
+                    Some(d) => {
+                        seen.note(&d);
+                        match planner.plan_alone(d) {
+                            Ok(a) => {
+                                writes += usize::from(a.writes());
+                                applying.push(apply(a));
+                            }
+                            Err(d) => waiting.push(d),
+                        }
+                    }
+                    None => open = false,
+                },
+                Some(o) = applying.next(), if !applying.is_empty() => outcomes.push(o),
+                else => break,
+            }
+        }
+    };
+    let (mut scanned, ()) = tokio::join!(scanning, planning);
     drop(known);
-    let unauthenticated: Vec<String> = scanned
-        .observation
-        .desired
-        .iter()
-        .filter(|d| {
-            d.inbound_auth == registrar_core::desired::InboundAuth::Open
-                && d.resource.kind == registrar_core::identity::ResourceKind::Gateway
-        })
-        .map(|d| d.path.clone())
+    for d in &scanned.observation.desired {
+        seen.note(d);
+    }
+    scanned.observation.desired.append(&mut waiting);
+    let unauthenticated: Vec<String> = seen
+        .unauthenticated
+        .into_iter()
         .chain(
             scanned
                 .unread
@@ -86,104 +166,103 @@ pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
             "Gateways have no inbound authorization (authorizerType NONE): anyone who can reach them can invoke their tools. The full list is in the resync report (registrar resync --dry-run) and the metric registrar_unauthenticated_gateways counts them."
         );
     }
-    let manifest_entries = scanned
-        .observation
-        .desired
-        .iter()
-        .filter(|d| d.manifest.is_some())
-        .count()
+    let manifest_entries = seen.manifests
         + scanned
             .unread
             .iter()
-            .filter(|i| manifests.contains_key(&i.recorded.resource.arn))
+            .filter(|i| applier.manifests.contains_key(&i.recorded.resource.arn))
             .count();
     // The entries move into the plan; the registry's listing is not needed past it.
-    let actions = plan(scanned.observation, &current, &recorded, opts.ctx);
+    let observation = std::mem::take(&mut scanned.observation);
+    let actions = planner.finish(observation);
     drop(current);
-    let mut outcomes: Vec<Outcome> = scanned
-        .discovered
-        .iter()
-        .filter_map(|d| {
-            if let Some(reason) = &d.unregistrable {
-                Some(Outcome::for_kind(
-                    d.kind,
-                    &d.name,
-                    &d.arn,
-                    &d.path,
-                    Status::Skipped,
-                    reason.clone(),
-                ))
-            } else if let Lifecycle::NeedsAuthorization(status) = &d.lifecycle {
-                Some(Outcome::for_kind(
-                    d.kind,
-                    &d.name,
-                    &d.arn,
-                    "",
-                    Status::NeedsAuthorization,
-                    format!(
-                        "{status}: {}",
-                        registrar_core::observed::AUTHORIZATION_NEEDED
-                    ),
-                ))
-            } else if d.path.is_empty() {
-                Some(Outcome::for_kind(
-                    d.kind,
-                    &d.name,
-                    &d.arn,
-                    "",
-                    Status::Waiting,
-                    format!("AgentCore status {}", d.lifecycle.as_str()),
-                ))
-            } else {
-                None
-            }
-        })
-        .chain(scanned.unread.iter().map(Outcome::unread))
-        .collect();
-    let errors = scanned.errors.iter().map(ToString::to_string).collect();
-
-    if opts.dry_run {
-        outcomes.extend(actions.iter().map(Outcome::planned));
-        let mut report = Report::new(true, outcomes, errors, manifest_entries, 0);
-        report.unauthenticated = unauthenticated;
-        return Ok(report);
-    }
-
-    let writes = actions.iter().filter(|a| a.writes()).count();
-    let applier = Applier {
-        agentcore,
-        registry,
-        state,
-        ctx: opts.ctx,
-        enable: opts.enable,
-        recorded: recorded
-            .into_iter()
-            .map(|r| (r.resource.arn.clone(), r))
-            .collect(),
-        manifests,
-        written: &crate::engine::WriteLog::discarding(),
-    };
-    // Deregistrations first: they may free a path a registration of this run wants.
-    let (first, rest): (Vec<Action>, Vec<Action>) = actions
-        .into_iter()
-        .partition(|a| matches!(a, Action::Deregister(_)));
-    let conc = opts.registry_concurrency.max(1);
-    for batch in [first, rest] {
-        let done: Vec<Outcome> = stream::iter(batch)
-            .map(|a| async {
-                if a.writes() {
-                    progress.yield_to_events().await;
+    outcomes.extend(
+        scanned
+            .discovered
+            .iter()
+            .filter_map(|d| {
+                if let Some(reason) = &d.unregistrable {
+                    Some(Outcome::for_kind(
+                        d.kind,
+                        &d.name,
+                        &d.arn,
+                        &d.path,
+                        Status::Skipped,
+                        reason.clone(),
+                    ))
+                } else if let Lifecycle::NeedsAuthorization(status) = &d.lifecycle {
+                    Some(Outcome::for_kind(
+                        d.kind,
+                        &d.name,
+                        &d.arn,
+                        "",
+                        Status::NeedsAuthorization,
+                        format!(
+                            "{status}: {}",
+                            registrar_core::observed::AUTHORIZATION_NEEDED
+                        ),
+                    ))
+                } else if d.path.is_empty() {
+                    Some(Outcome::for_kind(
+                        d.kind,
+                        &d.name,
+                        &d.arn,
+                        "",
+                        Status::Waiting,
+                        format!("AgentCore status {}", d.lifecycle.as_str()),
+                    ))
+                } else {
+                    None
                 }
-                let o = applier.apply(a).await;
-                progress.applied.fetch_add(1, Ordering::Relaxed);
-                o
             })
+            .chain(scanned.unread.iter().map(Outcome::unread)),
+    );
+    let errors = scanned.errors.iter().map(ToString::to_string).collect();
+    writes += actions.iter().filter(|a| a.writes()).count();
+
+    // Deregistrations first (the plan puts them first): they may free a path a registration of
+    // this run wants. Split in place, not copied.
+    let first = actions
+        .iter()
+        .rposition(|a| matches!(a, Action::Deregister(_)))
+        .map_or(0, |i| i + 1);
+    let mut actions = actions.into_iter();
+    let deregistrations: Vec<Action> = actions.by_ref().take(first).collect();
+    for batch in [deregistrations, actions.collect()] {
+        let done: Vec<Outcome> = stream::iter(batch)
+            .map(apply)
             .buffer_unordered(conc)
             .collect()
             .await;
         outcomes.extend(done);
     }
-    let mut report = Report::new(false, outcomes, errors, manifest_entries, writes);
+    let mut report = Report::new(
+        opts.dry_run,
+        outcomes,
+        errors,
+        manifest_entries,
+        if opts.dry_run { 0 } else { writes },
+    );
     report.unauthenticated = unauthenticated;
     Ok(report)
+}
+
+/// What a run notes of every entry it derived, planned on its own or not.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Paths of gateways anyone can invoke.
+    unauthenticated: Vec<String>,
+    /// Entries that need an egress token.
+    manifests: usize,
+}
+
+impl Seen {
+    fn note(&mut self, d: &registrar_core::desired::DesiredEntry) {
+        if d.inbound_auth == registrar_core::desired::InboundAuth::Open
+            && d.resource.kind == registrar_core::identity::ResourceKind::Gateway
+        {
+            self.unauthenticated.push(d.path.clone());
+        }
+        self.manifests += usize::from(d.manifest.is_some());
+    }
 }

@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures::{StreamExt, stream};
 use registrar_core::PortError;
 use registrar_core::desired::{
-    DeriveOptions, DesiredEntry, Unregistrable, gateway_entry, runtime_entry, target_entry,
+    DeriveOptions, DesiredEntry, Unregistrable, gateway_entry, listed_path, runtime_entry,
+    target_entry,
 };
 use registrar_core::identity::{ResourceKind, Scope};
 use registrar_core::observed::{GatewaySnapshot, Lifecycle};
-use registrar_core::plan::{Intact, Observation};
+use registrar_core::plan::{Intact, ListedKey, Observation};
 use registrar_core::ports::{AgentCore, Listed};
 
 use crate::aws::fleet::Fleet;
@@ -48,6 +49,18 @@ pub struct Scan {
     /// Listed READY with the `updatedAt` recorded for an intact entry: not read, unchanged.
     pub unread: Vec<Intact>,
     pub errors: Vec<PortError>,
+    /// Entries are sent on as derived: `discovered` keeps only resources that get none.
+    lean: bool,
+}
+
+/// Where a scan puts the entries it derives.
+#[derive(Debug, Clone, Copy)]
+pub enum Entries<'a> {
+    /// In the observation, every resource in `discovered` (`list`, a scan on its own).
+    Collect,
+    /// Sent on as each is derived (waiting while the receiver is behind); `discovered` keeps
+    /// only the resources that get no entry. Targets' entries stay in the observation.
+    Send(&'a tokio::sync::mpsc::Sender<DesiredEntry>),
 }
 
 /// Resources whose read a scan may skip, by kind, account, region and id (see
@@ -145,27 +158,30 @@ impl Scan {
             .collect()
     }
 
+    /// Notes a READY resource; its entry, if it gets one, is the caller's to place.
     fn add_entry(
         &mut self,
         kind: ResourceKind,
         id: &str,
         lifecycle: &Lifecycle,
         derived: Result<DesiredEntry, Unregistrable>,
-    ) {
+    ) -> Option<DesiredEntry> {
         match derived {
             Ok(d) => {
                 self.observation.present.insert(d.resource.arn.clone());
-                self.discovered.push(Discovered {
-                    kind,
-                    id: id.to_owned(),
-                    arn: d.resource.arn.clone(),
-                    name: d.name.clone(),
-                    path: d.path.clone(),
-                    auth: d.auth_label.clone(),
-                    lifecycle: lifecycle.clone(),
-                    unregistrable: None,
-                });
-                self.observation.desired.push(d);
+                if !self.lean {
+                    self.discovered.push(Discovered {
+                        kind,
+                        id: id.to_owned(),
+                        arn: d.resource.arn.clone(),
+                        name: d.name.clone(),
+                        path: d.path.clone(),
+                        auth: d.auth_label.clone(),
+                        lifecycle: lifecycle.clone(),
+                        unregistrable: None,
+                    });
+                }
+                Some(d)
             }
             Err(u) => {
                 self.observation.present.insert(u.resource.arn.clone());
@@ -179,6 +195,20 @@ impl Scan {
                     lifecycle: lifecycle.clone(),
                     unregistrable: Some(u.reason),
                 });
+                None
+            }
+        }
+    }
+
+    /// Places an entry where `entries` says.
+    async fn put(&mut self, d: DesiredEntry, entries: Entries<'_>) {
+        match entries {
+            Entries::Collect => self.observation.desired.push(d),
+            // The receiver is gone only when the run ends early: kept, as when collecting.
+            Entries::Send(tx) => {
+                if let Err(back) = tx.send(d).await {
+                    self.observation.desired.push(back.0);
+                }
             }
         }
     }
@@ -216,12 +246,65 @@ impl Scan {
             present,
             covered,
         } = other.observation;
-        self.observation.desired.extend(desired);
-        self.observation.present.extend(present);
-        self.observation.covered.extend(covered);
-        self.discovered.extend(other.discovered);
-        self.unread.extend(other.unread);
-        self.errors.extend(other.errors);
+        // The first scope's parts are moved, not copied (one scope is the common case).
+        fn join<T, C: Default + Extend<T> + IntoIterator<Item = T>>(
+            all: &mut C,
+            one: C,
+            empty: bool,
+        ) {
+            if empty {
+                *all = one;
+            } else {
+                all.extend(one);
+            }
+        }
+        let empty = self.observation.desired.is_empty();
+        join(&mut self.observation.desired, desired, empty);
+        let empty = self.observation.present.is_empty();
+        join(&mut self.observation.present, present, empty);
+        let empty = self.observation.covered.is_empty();
+        join(&mut self.observation.covered, covered, empty);
+        let empty = self.discovered.is_empty();
+        join(&mut self.discovered, other.discovered, empty);
+        let empty = self.unread.is_empty();
+        join(&mut self.unread, other.unread, empty);
+        let empty = self.errors.is_empty();
+        join(&mut self.errors, other.errors, empty);
+    }
+}
+
+/// What the listings of one account and region found: the first half of its scan.
+#[derive(Debug)]
+pub struct ScopeListing {
+    account: String,
+    region: String,
+    gateways: Option<Result<Vec<Listed>, PortError>>,
+    runtimes: Option<Result<Vec<Listed>, PortError>>,
+    errors: Vec<PortError>,
+}
+
+impl ScopeListing {
+    /// The path each listed gateway and runtime wants, with the resource that wants it
+    /// (targets are listed only once their gateways are read, and are not here).
+    pub fn wanted(&self) -> Vec<(String, ListedKey)> {
+        let mut out = Vec::new();
+        for (kind, listed) in [
+            (ResourceKind::Gateway, &self.gateways),
+            (ResourceKind::Runtime, &self.runtimes),
+        ] {
+            for l in listed.iter().flatten().flatten() {
+                out.push((
+                    listed_path(&l.name, &l.id, kind),
+                    (
+                        kind,
+                        self.account.clone(),
+                        self.region.clone(),
+                        l.id.clone(),
+                    ),
+                ));
+            }
+        }
+        out
     }
 }
 
@@ -232,36 +315,106 @@ pub async fn scan_fleet<A: AgentCore>(
     known: &Known,
     progress: &Progress,
 ) -> Scan {
+    let listings = list_fleet(fleet, opts, progress).await;
+    read_fleet(fleet, listings, opts, known, progress, Entries::Collect).await
+}
+
+/// Lists every account and region of the fleet (the first half of a scan), all before any
+/// resource is read.
+pub async fn list_fleet<A: AgentCore>(
+    fleet: &Fleet<A>,
+    opts: ScanOptions,
+    progress: &Progress,
+) -> Vec<ScopeListing> {
+    futures::future::join_all(
+        fleet
+            .members()
+            .iter()
+            .map(|ac| list_scope(ac, opts, progress)),
+    )
+    .await
+}
+
+/// Reads what `listings` (of [`list_fleet`], in the fleet's order) found, scope by scope at
+/// once, as one observation; entries go where `entries` says.
+pub async fn read_fleet<A: AgentCore>(
+    fleet: &Fleet<A>,
+    listings: Vec<ScopeListing>,
+    opts: ScanOptions,
+    known: &Known,
+    progress: &Progress,
+    entries: Entries<'_>,
+) -> Scan {
     let scans = futures::future::join_all(
         fleet
             .members()
             .iter()
-            .map(|ac| scan(ac, opts, known, progress)),
+            .zip(listings)
+            .map(|(ac, listing)| read_scope(ac, listing, opts, known, progress, entries)),
     )
     .await;
-    scans.into_iter().fold(Scan::default(), |mut all, one| {
+    let mut all = Scan {
+        lean: matches!(entries, Entries::Send(_)),
+        ..Scan::default()
+    };
+    for one in scans {
         all.absorb(one);
-        all
-    })
+    }
+    all
 }
 
-/// Scans one account and region of AgentCore. Errors are collected, not raised: a scope with
-/// any error is simply not covered, so nothing in it can be deregistered. Resources `known`
-/// unchanged are listed but not read.
-pub async fn scan<A: AgentCore>(
-    ac: &A,
-    opts: ScanOptions,
-    known: &Known,
-    progress: &Progress,
-) -> Scan {
-    let mut out = Scan::default();
+/// Lists one account and region of AgentCore.
+async fn list_scope<A: AgentCore>(ac: &A, opts: ScanOptions, progress: &Progress) -> ScopeListing {
+    let mut errors = Vec::new();
     let account = match ac.account().await {
         Ok(a) => a,
         Err(e) => {
-            out.errors.push(e);
+            errors.push(e);
             String::new()
         }
     };
+    let count = |listed: Result<Vec<Listed>, PortError>| {
+        if let Ok(l) = &listed {
+            progress.listed.fetch_add(l.len(), Ordering::Relaxed);
+        }
+        listed
+    };
+    let gateways = if opts.gateways || opts.mcp_targets {
+        Some(count(ac.list_gateways().await))
+    } else {
+        None
+    };
+    let runtimes = if opts.runtimes {
+        Some(count(ac.list_runtimes().await))
+    } else {
+        None
+    };
+    ScopeListing {
+        account,
+        region: ac.region().to_owned(),
+        gateways,
+        runtimes,
+        errors,
+    }
+}
+
+/// Reads one account and region of AgentCore as `listing` found it. Errors are collected, not
+/// raised: a scope with any error is simply not covered, so nothing in it can be deregistered.
+/// Resources `known` unchanged are listed but not read.
+async fn read_scope<A: AgentCore>(
+    ac: &A,
+    listing: ScopeListing,
+    opts: ScanOptions,
+    known: &Known,
+    progress: &Progress,
+    entries: Entries<'_>,
+) -> Scan {
+    let mut out = Scan {
+        lean: matches!(entries, Entries::Send(_)),
+        errors: listing.errors,
+        ..Scan::default()
+    };
+    let account = listing.account;
     let scope = |kind| Scope {
         kind,
         account: account.clone(),
@@ -269,10 +422,9 @@ pub async fn scan<A: AgentCore>(
     };
     let conc = opts.concurrency.max(1);
 
-    if opts.gateways || opts.mcp_targets {
-        match ac.list_gateways().await {
+    if let Some(gateways) = listing.gateways {
+        match gateways {
             Ok(listed) => {
-                progress.listed.fetch_add(listed.len(), Ordering::Relaxed);
                 // Targets are read through their gateway's snapshot: read every gateway then.
                 let listed = if opts.mcp_targets {
                     listed
@@ -311,12 +463,14 @@ pub async fn scan<A: AgentCore>(
                     };
                     if opts.gateways {
                         if gw.lifecycle == Lifecycle::Ready {
-                            out.add_entry(
+                            if let Some(d) = out.add_entry(
                                 ResourceKind::Gateway,
                                 &gw.id,
                                 &gw.lifecycle,
                                 gateway_entry(&gw, opts.derive),
-                            );
+                            ) {
+                                out.put(d, entries).await;
+                            }
                         } else {
                             out.add_not_ready(
                                 ResourceKind::Gateway,
@@ -350,10 +504,9 @@ pub async fn scan<A: AgentCore>(
         }
     }
 
-    if opts.runtimes {
-        match ac.list_runtimes().await {
+    if let Some(runtimes) = listing.runtimes {
+        match runtimes {
             Ok(listed) => {
-                progress.listed.fetch_add(listed.len(), Ordering::Relaxed);
                 let listed = out.skip_known(
                     ResourceKind::Runtime,
                     (&account, ac.region()),
@@ -371,12 +524,14 @@ pub async fn scan<A: AgentCore>(
                 while let Some((listed, got)) = reads.next().await {
                     match got {
                         Ok(Some(rt)) if rt.lifecycle == Lifecycle::Ready => {
-                            out.add_entry(
+                            if let Some(d) = out.add_entry(
                                 ResourceKind::Runtime,
                                 &rt.id,
                                 &rt.lifecycle,
                                 runtime_entry(&rt, opts.derive),
-                            );
+                            ) {
+                                out.put(d, entries).await;
+                            }
                         }
                         Ok(Some(rt)) => {
                             let arn = registrar_core::observed::unqualified_runtime_arn(&rt.arn);
@@ -459,7 +614,11 @@ async fn scan_targets<A: AgentCore>(
                     t.lifecycle == Lifecycle::Ready && t.gateway.lifecycle == Lifecycle::Ready;
                 match target_entry(&t, opts.derive) {
                     Some(derived) if ready => {
-                        out.add_entry(ResourceKind::Target, &t.target_id, &t.lifecycle, derived)
+                        if let Some(d) =
+                            out.add_entry(ResourceKind::Target, &t.target_id, &t.lifecycle, derived)
+                        {
+                            out.observation.desired.push(d);
+                        }
                     }
                     Some(_) => out.add_not_ready(
                         ResourceKind::Target,
