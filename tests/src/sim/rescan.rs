@@ -96,7 +96,10 @@ mod tests {
         );
 
         let unpaced = runtime.block_on(run(&small(false))).expect("rescan");
-        assert!(throttles(&unpaced) > 1_000, "{:?}", unpaced.agentcore);
+        // Fewer than when every read went out before any write (over 1,000 then): reads now
+        // wait for room among the entries being applied. Still throttled, and still losing
+        // resources to it.
+        assert!(throttles(&unpaced) > 100, "{:?}", unpaced.agentcore);
         assert!(
             unpaced.registry_entries < 3_000,
             "resources whose reads were throttled out wait for the next rescan"

@@ -63,6 +63,21 @@ pub enum Entries<'a> {
     Send(&'a tokio::sync::mpsc::Sender<DesiredEntry>),
 }
 
+/// Room in the receiver's channel for one entry, reserved before its read starts.
+type Slot<'a> = tokio::sync::mpsc::Permit<'a, DesiredEntry>;
+
+impl<'a> Entries<'a> {
+    /// Room for one entry when sending: waited for before a read begins, so a read in flight
+    /// never waits on the receiver. (A finished read waiting to send would stop the reads
+    /// around it from being polled, and their paced calls would go out late, in a burst.)
+    async fn room(self) -> Option<Slot<'a>> {
+        match self {
+            Entries::Collect => None,
+            Entries::Send(tx) => tx.reserve().await.ok(),
+        }
+    }
+}
+
 /// Resources whose read a scan may skip, by kind, account, region and id (see
 /// [`registrar_core::plan::intact`]). Empty for a deep scan and for `list`.
 #[derive(Debug, Default)]
@@ -200,16 +215,12 @@ impl Scan {
         }
     }
 
-    /// Places an entry where `entries` says.
-    async fn put(&mut self, d: DesiredEntry, entries: Entries<'_>) {
-        match entries {
-            Entries::Collect => self.observation.desired.push(d),
-            // The receiver is gone only when the run ends early: kept, as when collecting.
-            Entries::Send(tx) => {
-                if let Err(back) = tx.send(d).await {
-                    self.observation.desired.push(back.0);
-                }
-            }
+    /// Places an entry where `slot` says: sent on through the room its read reserved, or (when
+    /// collecting, or the receiver is gone because the run ends early) kept in the observation.
+    fn put(&mut self, d: DesiredEntry, slot: Option<Slot<'_>>) {
+        match slot {
+            Some(permit) => permit.send(d),
+            None => self.observation.desired.push(d),
         }
     }
 
@@ -441,15 +452,16 @@ async fn read_scope<A: AgentCore>(
                 // not every snapshot of the fleet at once.
                 let mut reads = stream::iter(listed)
                     .map(|l| async move {
+                        let slot = entries.room().await;
                         let got = ac.get_gateway(&l.id).await;
                         progress.read.fetch_add(1, Ordering::Relaxed);
-                        (l, got)
+                        (l, got, slot)
                     })
                     .buffer_unordered(conc);
                 let mut gateways_complete = !account.is_empty();
                 let mut targets_complete = gateways_complete;
                 let mut live = Vec::new();
-                while let Some((listed, got)) = reads.next().await {
+                while let Some((listed, got, slot)) = reads.next().await {
                     let gw = match got {
                         Ok(Some(gw)) => gw,
                         Ok(None) => continue, // deleted between list and get
@@ -469,7 +481,7 @@ async fn read_scope<A: AgentCore>(
                                 &gw.lifecycle,
                                 gateway_entry(&gw, opts.derive),
                             ) {
-                                out.put(d, entries).await;
+                                out.put(d, slot);
                             }
                         } else {
                             out.add_not_ready(
@@ -515,13 +527,14 @@ async fn read_scope<A: AgentCore>(
                 );
                 let mut reads = stream::iter(listed)
                     .map(|l| async move {
+                        let slot = entries.room().await;
                         let got = ac.get_runtime(&l.id).await;
                         progress.read.fetch_add(1, Ordering::Relaxed);
-                        (l, got)
+                        (l, got, slot)
                     })
                     .buffer_unordered(conc);
                 let mut complete = !account.is_empty();
-                while let Some((listed, got)) = reads.next().await {
+                while let Some((listed, got, slot)) = reads.next().await {
                     match got {
                         Ok(Some(rt)) if rt.lifecycle == Lifecycle::Ready => {
                             if let Some(d) = out.add_entry(
@@ -530,7 +543,7 @@ async fn read_scope<A: AgentCore>(
                                 &rt.lifecycle,
                                 runtime_entry(&rt, opts.derive),
                             ) {
-                                out.put(d, entries).await;
+                                out.put(d, slot);
                             }
                         }
                         Ok(Some(rt)) => {
