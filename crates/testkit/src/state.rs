@@ -199,8 +199,7 @@ impl ResourceStore for MemoryState {
 
     async fn lookup(&self, key: &ResourceKey) -> Result<Option<RecordedResource>, PortError> {
         let mut t = self.tables();
-        // As the adapter reads it: the key pointer, which carries a copy of the row.
-        t.reads.push("ptr");
+        t.reads.extend(["ptr", "res"]);
         Ok(t.pointers
             .get(&pointer_key(key))
             .and_then(|p| p.value.as_ref())

@@ -373,7 +373,7 @@ async fn an_unchanged_entry_without_a_manifest_is_reconciled_without_reading_one
     assert_eq!(statuses(&rows), [Status::Unchanged], "{rows:?}");
     assert_eq!(
         world.state.take_reads(),
-        ["ptr"],
+        ["ptr", "res"],
         "the record, and no manifest row: its fingerprint says there is none"
     );
 }
@@ -385,10 +385,7 @@ async fn a_manifest_is_read_when_the_entry_has_one_or_its_body_changed() {
     let gw = gateway("guarded", "gw-jwt", Some("https://idp.example.com"));
     world.agentcore().put_gateway(gw.clone());
     let key = gateway_key("gw-jwt");
-    assert_eq!(
-        statuses(&done(world.reconcile(&key).await)),
-        [Status::Registered]
-    );
+    assert_eq!(statuses(&done(world.reconcile(&key).await)), [Status::Registered]);
     let arn = gw.arn.clone();
     assert!(world.state.manifest(&arn).await.expect("read").is_some());
     world.state.take_reads();
@@ -398,14 +395,12 @@ async fn a_manifest_is_read_when_the_entry_has_one_or_its_body_changed() {
         "an entry with a manifest compares it"
     );
     // Its inbound auth becomes IAM: the body changed, so the row is read, and deleted.
-    world
-        .agentcore()
-        .put_gateway(gateway("guarded", "gw-jwt", None));
+    world.agentcore().put_gateway(gateway("guarded", "gw-jwt", None));
     let rows = done(world.reconcile(&key).await);
     assert_eq!(statuses(&rows), [Status::Updated], "{rows:?}");
     assert!(world.state.take_reads().contains(&"manifest"));
     assert_eq!(world.state.manifest(&arn).await.expect("read"), None);
     world.state.take_reads();
     done(world.reconcile(&key).await);
-    assert_eq!(world.state.take_reads(), ["ptr"]);
+    assert_eq!(world.state.take_reads(), ["ptr", "res"]);
 }

@@ -436,8 +436,7 @@ async fn manifest_of<S: StateStore>(
         return Ok(manifests);
     };
     let settled_without = d.manifest.is_none()
-        && recorded
-            .is_some_and(|r| r.resource.arn == d.resource.arn && r.fingerprint == d.fingerprint);
+        && recorded.is_some_and(|r| r.resource.arn == d.resource.arn && r.fingerprint == d.fingerprint);
     if !settled_without && let Some(m) = state.manifest(&d.resource.arn).await? {
         manifests.insert(d.resource.arn.clone(), m);
     }

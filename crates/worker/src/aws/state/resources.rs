@@ -3,7 +3,7 @@
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, PutRequest, ReturnValue, ReturnValuesOnConditionCheckFailure, WriteRequest,
+    AttributeValue, PutRequest, ReturnValuesOnConditionCheckFailure, WriteRequest,
 };
 use registrar_core::desired::{Collection, Pointing};
 use registrar_core::identity::{ResourceKey, ResourceKind, ResourceRef};
@@ -118,10 +118,11 @@ impl ResourceStore for DynamoState {
                 row.insert("auth_scheme".into(), s(scheme));
             }
         }
-        // The key pointer carries a copy of the row: a reconcile finds the record in one read.
-        let mut pointer = row.clone();
-        pointer.insert("pk".into(), s(pointer_pk(res.kind, &res.region, &res.id)));
-        pointer.insert("sk".into(), s("ptr"));
+        let pointer = item([
+            ("pk", s(pointer_pk(res.kind, &res.region, &res.id))),
+            ("sk", s("ptr")),
+            ("arn", s(&res.arn)),
+        ]);
         let under_gateway = target_pointer_key(res)
             .map(|(pk, sk)| item([("pk", s(pk)), ("sk", s(sk)), ("arn", s(&res.arn))]));
         if self.fence.is_some() {
@@ -205,10 +206,6 @@ impl ResourceStore for DynamoState {
         else {
             return Ok(None);
         };
-        if ptr.contains_key("fingerprint") {
-            return Ok(recorded_from(&ptr));
-        }
-        // A pointer written before pointers carried the row: follow it.
         let arn = text(&ptr, "arn");
         Ok(self
             .get(resource_pk(&arn), "res")
@@ -318,42 +315,15 @@ impl ResourceStore for DynamoState {
     }
 
     async fn mark_enabled(&self, arn: &str) -> Result<(), PortError> {
-        let row = self.set_enabled(resource_pk(arn), "res", None).await?;
-        // The key pointer's copy of the row follows; a pointer that carries no copy, or that
-        // another resource took, is left alone.
-        let kind = ResourceKind::parse(&text(&row, "kind"));
-        if let Some(kind) = kind {
-            let pk = pointer_pk(kind, &text(&row, "region"), &text(&row, "id"));
-            self.set_enabled(pk, "ptr", Some(arn)).await?;
-        }
-        Ok(())
-    }
-}
-
-impl DynamoState {
-    /// Sets `enabled_set` on a live item (fenced under a lease) and returns the item as it is
-    /// now. With `copy_of`, the item is the key pointer's copy of that ARN's row, and a pointer
-    /// without one is no error (an empty item comes back).
-    async fn set_enabled(
-        &self,
-        pk: String,
-        sk: &str,
-        copy_of: Option<&str>,
-    ) -> Result<Item, PortError> {
-        let mut live = "attribute_exists(pk) AND attribute_not_exists(gone)".to_owned();
         let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
-            .key("pk", s(pk))
-            .key("sk", s(sk))
+            .key("pk", s(resource_pk(arn)))
+            .key("sk", s("res"))
             .expression_attribute_values(":t", AttributeValue::Bool(true))
-            .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        if let Some(arn) = copy_of {
-            live.push_str(" AND arn = :arn AND attribute_exists(fingerprint)");
-            update = update.expression_attribute_values(":arn", s(arn));
-        }
+        let live = "attribute_exists(pk) AND attribute_not_exists(gone)";
         update = match &self.fence {
             Some(lease) => update
                 .update_expression("SET enabled_set = :t, fence = :fence")
@@ -369,18 +339,12 @@ impl DynamoState {
                 .condition_expression(live),
         };
         match update.send().await {
-            Ok(out) => Ok(out.attributes().cloned().unwrap_or_default()),
+            Ok(_) => Ok(()),
             Err(e) => match e.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(c))
-                    if self.fence.is_some()
-                        && c.item().is_some_and(|i| {
-                            !is_gone(i) && copy_of.is_none_or(|arn| text(i, "arn") == arn)
-                        }) =>
+                    if self.fence.is_some() && c.item().is_some_and(|i| !is_gone(i)) =>
                 {
                     Err(self.overtaken("resource row", c.item()))
-                }
-                Some(UpdateItemError::ConditionalCheckFailedException(_)) if copy_of.is_some() => {
-                    Ok(Item::default())
                 }
                 _ => Err(from_sdk_error(PEER, "UpdateItem (enabled)", e)),
             },
