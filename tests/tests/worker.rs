@@ -679,7 +679,11 @@ async fn a_backlog_split_across_replicas_costs_one_reconcile_per_resource() -> a
     };
     // The first of them learns it with the call that would have taken the lease; the rest
     // from the mark that call left in this replica.
-    assert_eq!(value("registrar_keys_settled_at_lease_total"), 1, "{metrics}");
+    assert_eq!(
+        value("registrar_keys_settled_at_lease_total"),
+        1,
+        "{metrics}"
+    );
     assert_eq!(
         value("registrar_messages_total{ending=\"superseded\"}"),
         3,

@@ -250,7 +250,7 @@ pub trait LeaseStore: Send + Sync {
     /// version (it ran out and was taken, or was released): the work it protects must stop.
     fn renew_lease(&self, lease: &Lease) -> impl Future<Output = Result<bool, PortError>> + Send;
     /// Gives `lease` up if it is still this holder's at this version, recording its
-    /// [`Lease::settled_ms`] when it has one (a mark never goes back; holders that settle
+    /// [`Lease::settled_ms`] when it has one (in place of the mark there; holders that settle
     /// nothing leave it as it is).
     fn release_lease(&self, lease: &Lease) -> impl Future<Output = Result<(), PortError>> + Send;
     /// This store with its writes fenced by `lease`: a write fails (a transient `lease` error)

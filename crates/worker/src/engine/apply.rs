@@ -241,8 +241,8 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
             // Adopted, or our state was lost: the operator owns the enabled state.
             (None, None) => true,
         };
-        // The manifest row first: a record carrying this fingerprint tells later reconciles
-        // that the row matches this body (they skip reading it, see `engine::manifest_of`).
+        // The manifest row before the record: a record carrying this fingerprint then always
+        // means the row matches this body.
         match (&d.manifest, self.manifests.get(&d.resource.arn)) {
             (Some(want), have) if have != Some(want) => self.state.put_manifest(want).await?,
             (None, Some(_)) => self.state.delete_manifest(&d.resource.arn).await?,
@@ -383,8 +383,10 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
         let cleanup = async {
             self.state.release_path(&d.path, &d.resource.arn).await?;
             if matches!(d.reason, DeregisterReason::Gone) {
-                self.state.forget(&d.resource.arn).await?;
+                // The manifest row first: once the record is forgotten, a retry finds nothing
+                // to deregister and would leave the row behind.
                 self.state.delete_manifest(&d.resource.arn).await?;
+                self.state.forget(&d.resource.arn).await?;
             }
             Ok::<(), PortError>(())
         };

@@ -1,7 +1,7 @@
 //! Key reconciles on the in-memory ports. Deletions that cascade: a deleted gateway takes its
 //! target entries with it in its own reconcile, and a path claim left by a resource that is
-//! gone and never registered is released for the next resource that wants the path. And what a
-//! reconcile of an unchanged resource reads from the state.
+//! gone and never registered is released for the next resource that wants the path. And a manifest
+//! row that goes when its gateway's inbound auth no longer needs it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -365,42 +365,21 @@ async fn a_gone_holder_whose_entry_of_ours_is_still_there_keeps_its_claim() {
 }
 
 #[tokio::test]
-async fn an_unchanged_entry_without_a_manifest_is_reconciled_without_reading_one() {
-    let world = World::new();
-    world.registered_gateway("plain", "gw-plain", &[]).await;
-    world.state.take_reads();
-    let rows = done(world.reconcile(&gateway_key("gw-plain")).await);
-    assert_eq!(statuses(&rows), [Status::Unchanged], "{rows:?}");
-    assert_eq!(
-        world.state.take_reads(),
-        ["ptr", "res"],
-        "the record, and no manifest row: its fingerprint says there is none"
-    );
-}
-
-#[tokio::test]
-async fn a_manifest_is_read_when_the_entry_has_one_or_its_body_changed() {
+async fn a_gateway_whose_inbound_auth_becomes_iam_loses_its_manifest_row() {
     use registrar_core::ports::TokenStore;
     let world = World::new();
     let gw = gateway("guarded", "gw-jwt", Some("https://idp.example.com"));
     world.agentcore().put_gateway(gw.clone());
     let key = gateway_key("gw-jwt");
-    assert_eq!(statuses(&done(world.reconcile(&key).await)), [Status::Registered]);
-    let arn = gw.arn.clone();
-    assert!(world.state.manifest(&arn).await.expect("read").is_some());
-    world.state.take_reads();
-    done(world.reconcile(&key).await);
-    assert!(
-        world.state.take_reads().contains(&"manifest"),
-        "an entry with a manifest compares it"
+    assert_eq!(
+        statuses(&done(world.reconcile(&key).await)),
+        [Status::Registered]
     );
-    // Its inbound auth becomes IAM: the body changed, so the row is read, and deleted.
-    world.agentcore().put_gateway(gateway("guarded", "gw-jwt", None));
+    assert!(world.state.manifest(&gw.arn).await.expect("read").is_some());
+    world
+        .agentcore()
+        .put_gateway(gateway("guarded", "gw-jwt", None));
     let rows = done(world.reconcile(&key).await);
     assert_eq!(statuses(&rows), [Status::Updated], "{rows:?}");
-    assert!(world.state.take_reads().contains(&"manifest"));
-    assert_eq!(world.state.manifest(&arn).await.expect("read"), None);
-    world.state.take_reads();
-    done(world.reconcile(&key).await);
-    assert_eq!(world.state.take_reads(), ["ptr", "res"]);
+    assert_eq!(world.state.manifest(&gw.arn).await.expect("read"), None);
 }

@@ -211,7 +211,7 @@ async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
         Ok(obs) => obs,
         Err(settled) => return Ok(settled),
     };
-    let manifests = manifest_of(state, &obs, recorded.as_ref()).await?;
+    let manifests = manifest_of(state, &obs).await?;
     let recorded_rows: Vec<RecordedResource> = recorded.into_iter().chain(targets).collect();
     let current = entries_at(registry, &obs, &recorded_rows).await?;
     let ctx = PlanContext {
@@ -421,23 +421,16 @@ async fn entries_at<R: Registry>(
     Ok(current)
 }
 
-/// The manifest row that writing the key's entry compares with ([`Applier`]'s `after_write`).
-/// None is read for a resource that is gone (a deregistration deletes the row unread), nor for
-/// an entry without a manifest whose record carries its very fingerprint: the body names the
-/// IdP whenever there is a manifest, and that record was written only after the manifest row
-/// was brought in line with the same body, so there is no row.
+/// The manifest row that writing the key's entry compares with ([`Applier`]'s `after_write`);
+/// none is read for a resource that is gone (a deregistration deletes the row unread).
 async fn manifest_of<S: StateStore>(
     state: &S,
     obs: &Observation,
-    recorded: Option<&RecordedResource>,
 ) -> Result<BTreeMap<String, registrar_core::tokens::ManifestFields>, PortError> {
     let mut manifests = BTreeMap::new();
-    let Some(d) = obs.desired.first() else {
-        return Ok(manifests);
-    };
-    let settled_without = d.manifest.is_none()
-        && recorded.is_some_and(|r| r.resource.arn == d.resource.arn && r.fingerprint == d.fingerprint);
-    if !settled_without && let Some(m) = state.manifest(&d.resource.arn).await? {
+    if let Some(d) = obs.desired.first()
+        && let Some(m) = state.manifest(&d.resource.arn).await?
+    {
         manifests.insert(d.resource.arn.clone(), m);
     }
     Ok(manifests)
