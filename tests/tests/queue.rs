@@ -110,6 +110,14 @@ async fn a_delayed_copy_does_not_burn_the_receive_count_and_poison_goes_to_the_d
         .receive(1, Duration::from_secs(2), Duration::ZERO)
         .await?;
     let first = first.first().expect("received");
+    // SQS dates a first receive on its own clock (the worker bounds its clock's lead by it).
+    let (sent, handed_out) = (
+        first.sent_at_ms.expect("SentTimestamp"),
+        first
+            .first_received_at_ms
+            .expect("ApproximateFirstReceiveTimestamp"),
+    );
+    assert!(handed_out >= sent, "{sent} then {handed_out}");
     queue.set_visibility(first, Duration::ZERO).await?;
     let again = queue.receive(1, Duration::from_secs(2), long).await?;
     let again = again.first().expect("visible again at once");

@@ -52,6 +52,9 @@ pub struct Received {
     pub receive_count: u32,
     /// `SentTimestamp`, epoch milliseconds.
     pub sent_at_ms: Option<u64>,
+    /// `ApproximateFirstReceiveTimestamp` (SQS's clock when it first handed the message out),
+    /// epoch milliseconds.
+    pub first_received_at_ms: Option<u64>,
     /// String message attributes.
     pub attributes: HashMap<String, String>,
 }
@@ -116,6 +119,9 @@ impl Queue {
             .visibility_timeout(secs(visibility))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_system_attribute_names(
+                MessageSystemAttributeName::ApproximateFirstReceiveTimestamp,
+            )
             .message_attribute_names("All")
             .send()
             .await
@@ -138,6 +144,9 @@ impl Queue {
                         .and_then(|c| u32::try_from(c).ok())
                         .unwrap_or(1),
                     sent_at_ms: sys(MessageSystemAttributeName::SentTimestamp),
+                    first_received_at_ms: sys(
+                        MessageSystemAttributeName::ApproximateFirstReceiveTimestamp,
+                    ),
                     attributes: m
                         .message_attributes()
                         .map(|a| {

@@ -22,7 +22,7 @@ use tracing::Instrument;
 use crate::aws::fleet::Fleet;
 use crate::engine::ending::{Ending, EndingPolicy, Parsed, Waited, ending};
 use crate::engine::{KeyOutcome, ReconcileOptions, WriteLog, lease, reconcile};
-use crate::fresh::Freshness;
+use crate::fresh::{Ahead, Freshness};
 use crate::gate::KeyGate;
 
 /// Settings of the consumer.
@@ -132,6 +132,8 @@ pub struct Consumer<A, R, S> {
     pub owner: String,
     gate: KeyGate<Gated>,
     fresh: Freshness,
+    /// How far this clock may run ahead of SQS's (marks are dated on SQS's clock).
+    ahead: Ahead,
     leases: std::sync::Mutex<HashMap<String, Lease>>,
     /// Wall and monotonic time, and jitter.
     pub clock: Arc<dyn Clock>,
@@ -205,6 +207,7 @@ where
             owner: lease_owner(),
             gate: KeyGate::default(),
             fresh: Freshness::default(),
+            ahead: Ahead::default(),
             leases: std::sync::Mutex::default(),
             clock: Arc::new(crate::clock::SystemClock::new()),
         }
@@ -259,6 +262,11 @@ where
                     },
                 };
                 self.stats.received.fetch_add(1, Ordering::Relaxed);
+                if message.receive_count == 1
+                    && let Some(first) = message.first_received_at_ms
+                {
+                    self.ahead.sample(first, self.clock.now_ms());
+                }
                 let (me, release, done_tx) = (Arc::clone(&self), release.clone(), done_tx.clone());
                 tracker.spawn(async move {
                     me.stats.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -557,7 +565,8 @@ where
         suspects: &[registrar_core::plan::RecordedResource],
     ) -> KeyOutcome {
         let deadline = self.config.reconcile_deadline;
-        let started_ms = self.clock.now_ms();
+        // On SQS's clock, as the messages it is to cover are dated.
+        let started_ms = self.ahead.on_sqs_clock(self.clock.now_ms());
         let fenced = self.state.fenced(lease);
         let work = reconcile(
             &self.agentcore,

@@ -20,6 +20,32 @@ const KEEP_MS: u64 = 15 * 60 * 1_000;
 /// How often the marks are pruned.
 const PRUNE_EVERY_MS: u64 = 60 * 1_000;
 
+/// How far this host's clock may run ahead of SQS's, from the queue's own timestamps. A mark is
+/// compared with SQS's `SentTimestamp`, so a clock running ahead by more than [`MARGIN_MS`]
+/// would date a reconcile after messages it never saw, and cover them; every replica reads the
+/// marks. A message on its first receive gives a bound: the time here when it arrived less
+/// SQS's time when it handed it out is the clocks' difference plus the time in between, never
+/// less. Marks are dated on SQS's clock by taking the latest bound off a reconcile's start (the
+/// latest, not the smallest: a clock stepped forward makes earlier bounds too small).
+#[derive(Debug, Default)]
+pub struct Ahead {
+    bound_ms: AtomicU64,
+}
+
+impl Ahead {
+    /// A message SQS handed out on its first receive at `first_received_ms` (its clock)
+    /// arrived here at `now_ms`.
+    pub fn sample(&self, first_received_ms: u64, now_ms: u64) {
+        self.bound_ms
+            .store(now_ms.saturating_sub(first_received_ms), Ordering::Relaxed);
+    }
+
+    /// `started_ms` (this host's clock) on SQS's clock, as far as the bound tells: never later.
+    pub fn on_sqs_clock(&self, started_ms: u64) -> u64 {
+        started_ms.saturating_sub(self.bound_ms.load(Ordering::Relaxed))
+    }
+}
+
 /// When the last settled reconcile of each key started (epoch milliseconds).
 #[derive(Debug, Default)]
 pub struct Freshness {
@@ -110,5 +136,20 @@ mod tests {
         fresh.mark(&key("b"), later);
         assert!(!fresh.covers(&[key("a")], Some(0)), "pruned");
         assert!(fresh.covers(&[key("b")], Some(later - MARGIN_MS)));
+    }
+
+    #[test]
+    fn a_clock_running_ahead_of_sqs_dates_its_marks_back_by_the_latest_bound() {
+        let ahead = Ahead::default();
+        assert_eq!(ahead.on_sqs_clock(100_000), 100_000, "no bound yet");
+        // This clock runs 5 s ahead: a message arrives 5.05 s "after" SQS handed it out.
+        ahead.sample(1_000_000, 1_005_050);
+        assert_eq!(ahead.on_sqs_clock(1_010_000), 1_010_000 - 5_050);
+        // Stepped forward by another 10 s: the next message says so at once.
+        ahead.sample(1_001_000, 1_016_040);
+        assert_eq!(ahead.on_sqs_clock(1_020_000), 1_020_000 - 15_040);
+        // A clock behind SQS's: nothing is taken off.
+        ahead.sample(2_000_000, 1_999_000);
+        assert_eq!(ahead.on_sqs_clock(2_000_500), 2_000_500);
     }
 }
