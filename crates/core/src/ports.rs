@@ -121,6 +121,24 @@ pub trait ResourceStore: Send + Sync {
         &self,
         key: &ResourceKey,
     ) -> impl Future<Output = Result<Option<RecordedResource>, PortError>> + Send;
+    /// [`ResourceStore::lookup`], with the manifest row kept under the record's ARN (see
+    /// [`TokenStore::manifest`]; `None` without a record): one read of the record's items
+    /// where the store keeps them together.
+    fn lookup_with_manifest(
+        &self,
+        key: &ResourceKey,
+    ) -> impl Future<Output = Result<(Option<RecordedResource>, Option<ManifestFields>), PortError>> + Send
+    where
+        Self: TokenStore,
+    {
+        async move {
+            let Some(recorded) = self.lookup(key).await? else {
+                return Ok((None, None));
+            };
+            let manifest = self.manifest(&recorded.resource.arn).await?;
+            Ok((Some(recorded), manifest))
+        }
+    }
     /// The recorded targets of the gateway `gateway` names (a gateway key; found by its region
     /// and id, as key pointers find records, whatever its account). Read through pointers kept
     /// under the gateway's key: the cost grows with the gateway's targets, never with the table

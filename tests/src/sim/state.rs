@@ -180,6 +180,20 @@ impl ResourceStore for ModelState {
         Ok(found)
     }
 
+    async fn lookup_with_manifest(
+        &self,
+        key: &ResourceKey,
+    ) -> Result<(Option<RecordedResource>, Option<ManifestFields>), PortError> {
+        // As the adapter: the pointer, then one Query of the record's items.
+        self.request("GetItem", READ).await?;
+        let Some(found) = self.inner.lookup(key).await? else {
+            return Ok((None, None));
+        };
+        self.request("Query", READ).await?;
+        let manifest = self.inner.manifest(&found.resource.arn).await?;
+        Ok((Some(found), manifest))
+    }
+
     async fn targets_of(&self, gateway: &ResourceKey) -> Result<Vec<RecordedResource>, PortError> {
         self.request("Query", READ).await?;
         let found = self.inner.targets_of(gateway).await?;

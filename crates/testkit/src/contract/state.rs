@@ -205,6 +205,24 @@ pub async fn tokens<S: StateStore>(store: &S) {
         store.manifests().await.expect("manifests"),
         std::slice::from_ref(&m)
     );
+    // Read with the record its key finds, and only with one.
+    let rec = recorded(&d);
+    assert_eq!(
+        store
+            .lookup_with_manifest(&key_of(&rec))
+            .await
+            .expect("lookup"),
+        (None, None),
+        "no record, so nothing"
+    );
+    store.record(&rec).await.expect("record");
+    assert_eq!(
+        store
+            .lookup_with_manifest(&key_of(&rec))
+            .await
+            .expect("lookup"),
+        (Some(rec.clone()), Some(m.clone()))
+    );
 
     // Never refreshed: one claim wins until it runs out; a stale view never wins.
     let now = 1_000_000;
@@ -261,6 +279,14 @@ pub async fn tokens<S: StateStore>(store: &S) {
     assert_eq!(kept[0].token, Some(token(now + 70, now + 3000)), "kept");
     store.delete_manifest(&arn).await.expect("delete");
     assert_eq!(store.manifest(&arn).await.expect("manifest"), None);
+    assert_eq!(
+        store
+            .lookup_with_manifest(&key_of(&rec))
+            .await
+            .expect("lookup"),
+        (Some(rec.clone()), None),
+        "a deleted manifest row is no manifest"
+    );
     assert!(store.manifests().await.expect("manifests").is_empty());
     assert!(store.due_tokens(u64::MAX).await.expect("tokens").is_empty());
 }

@@ -197,9 +197,9 @@ async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
     }
     // Only accounts and regions this worker reads; anything else is refused (terminal).
     let ac = fleet.route(&key.account, &key.region).await?;
-    let recorded = match state.lookup(key).await? {
-        Some(r) => Some(r),
-        None => suspects.last().cloned(),
+    let (recorded, manifest) = match state.lookup_with_manifest(key).await? {
+        (Some(r), manifest) => (Some(r), Some(manifest)),
+        (None, _) => (suspects.last().cloned(), None),
     };
     let seen = observe(ac, key, opts).await?;
     let targets = if cascades(key, &seen, opts) {
@@ -211,7 +211,7 @@ async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
         Ok(obs) => obs,
         Err(settled) => return Ok(settled),
     };
-    let manifests = manifest_of(state, &obs).await?;
+    let manifests = manifest_of(state, &obs, recorded.as_ref(), manifest).await?;
     let recorded_rows: Vec<RecordedResource> = recorded.into_iter().chain(targets).collect();
     let current = entries_at(registry, &obs, &recorded_rows).await?;
     let ctx = PlanContext {
@@ -421,16 +421,25 @@ async fn entries_at<R: Registry>(
     Ok(current)
 }
 
-/// The manifest row that writing the key's entry compares with ([`Applier`]'s `after_write`);
-/// none is read for a resource that is gone (a deregistration deletes the row unread).
+/// The manifest row that writing the key's entry compares with ([`Applier`]'s `after_write`):
+/// the one read with the record when the entry's resource is the recorded one (`read_with`
+/// says what that read found), else read now; none for a resource that is gone (a
+/// deregistration deletes the row unread).
 async fn manifest_of<S: StateStore>(
     state: &S,
     obs: &Observation,
+    recorded: Option<&RecordedResource>,
+    read_with: Option<Option<registrar_core::tokens::ManifestFields>>,
 ) -> Result<BTreeMap<String, registrar_core::tokens::ManifestFields>, PortError> {
     let mut manifests = BTreeMap::new();
-    if let Some(d) = obs.desired.first()
-        && let Some(m) = state.manifest(&d.resource.arn).await?
-    {
+    let Some(d) = obs.desired.first() else {
+        return Ok(manifests);
+    };
+    let found = match read_with {
+        Some(found) if recorded.is_some_and(|r| r.resource.arn == d.resource.arn) => found,
+        _ => state.manifest(&d.resource.arn).await?,
+    };
+    if let Some(m) = found {
         manifests.insert(d.resource.arn.clone(), m);
     }
     Ok(manifests)

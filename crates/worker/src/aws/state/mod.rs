@@ -330,6 +330,30 @@ impl DynamoState {
         }
     }
 
+    /// Every item under `pk` (consistent): a resource's row, manifest row and token row.
+    async fn partition(&self, pk: String) -> Result<Vec<Item>, PortError> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(&pk))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| from_sdk_error(PEER, "Query (a resource's items)", e))?;
+            items.extend(out.items().iter().cloned());
+            match out.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(items),
+            }
+        }
+    }
+
     async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, PortError> {
         let out = self
             .client

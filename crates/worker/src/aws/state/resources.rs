@@ -9,10 +9,12 @@ use registrar_core::desired::{Collection, Pointing};
 use registrar_core::identity::{ResourceKey, ResourceKind, ResourceRef};
 use registrar_core::plan::RecordedResource;
 use registrar_core::ports::ResourceStore;
+use registrar_core::tokens::ManifestFields;
 use registrar_core::{ErrorClass, PortError};
 
 use futures::{StreamExt, TryStreamExt};
 
+use super::tokens::manifest_from;
 use super::{
     DynamoState, Item, PEER, Put, build_error, from_sdk_error, is_gone, item, made, resource_pk, s,
     text, tombstone,
@@ -212,6 +214,27 @@ impl ResourceStore for DynamoState {
             .await?
             .as_ref()
             .and_then(recorded_from))
+    }
+
+    /// The pointer, then one Query of the record's partition: its row, its manifest row and
+    /// its token row (a handful of items) in one call.
+    async fn lookup_with_manifest(
+        &self,
+        key: &ResourceKey,
+    ) -> Result<(Option<RecordedResource>, Option<ManifestFields>), PortError> {
+        let Some(ptr) = self
+            .get(pointer_pk(key.kind, &key.region, &key.id), "ptr")
+            .await?
+            .filter(|p| !is_gone(p))
+        else {
+            return Ok((None, None));
+        };
+        let items = self.partition(resource_pk(&text(&ptr, "arn"))).await?;
+        let of = |sk: &str| items.iter().find(|i| text(i, "sk") == sk && !is_gone(i));
+        let Some(recorded) = of("res").and_then(recorded_from) else {
+            return Ok((None, None));
+        };
+        Ok((Some(recorded), of("manifest").map(manifest_from)))
     }
 
     /// One Query of the gateway's key for the pointers its targets' records keep there (the

@@ -245,7 +245,7 @@ impl DynamoState {
     }
 }
 
-fn manifest_from(i: &Item) -> ManifestFields {
+pub(super) fn manifest_from(i: &Item) -> ManifestFields {
     ManifestFields {
         path: text(i, "path"),
         arn: text(i, "arn"),
