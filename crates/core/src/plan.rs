@@ -5,6 +5,7 @@
 //! its scope no longer shows its resource, or the resource moved to another path), and one
 //! resource per path (an older resource keeps a contested path; the other is a conflict).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
@@ -652,37 +653,52 @@ fn owned_identities(
     identity: Option<RegistryIdentity>,
 ) -> usize {
     let mut owned = owned_before(current, recorded, identity);
-    owned.extend(obs.desired.iter().map(|d| d.resource.arn.clone()));
+    owned.extend(
+        obs.desired
+            .iter()
+            .map(|d| Cow::Borrowed(d.resource.arn.as_str())),
+    );
     owned.len()
 }
 
-/// The resources we own before the run: recorded, or listed by an entry verified as ours.
-fn owned_before(
-    current: &[CurrentEntry],
-    recorded: &[RecordedResource],
+/// The resources we own before the run: recorded, or listed by an entry verified as ours. The
+/// ARNs are borrowed from the rows and entries wherever they hold them verbatim.
+fn owned_before<'a>(
+    current: &'a [CurrentEntry],
+    recorded: &'a [RecordedResource],
     identity: Option<RegistryIdentity>,
-) -> BTreeSet<String> {
-    let mut owned: BTreeSet<String> = recorded.iter().map(|r| r.resource.arn.clone()).collect();
-    // Only entries verified as ours: entries anyone could fake would otherwise dilute the guard.
-    let listed: Vec<ResourceRef> = current
+) -> BTreeSet<Cow<'a, str>> {
+    let mut owned: BTreeSet<Cow<'a, str>> = recorded
         .iter()
-        .filter_map(|e| match e.owner(false) {
-            Owner::Us(r)
-                if e.verify(
-                    &r.arn,
-                    &expected_pointing(None, &r.arn, recorded),
-                    identity,
-                    false,
-                )
-                .is_ok() =>
-            {
-                Some(r)
-            }
-            _ => None,
-        })
+        .map(|r| Cow::Borrowed(r.resource.arn.as_str()))
         .collect();
-    owned.extend(listed.into_iter().map(|r| r.arn));
+    // Only entries verified as ours: entries anyone could fake would otherwise dilute the guard.
+    owned.extend(current.iter().filter_map(|e| {
+        let arn = owner_arn(e, false)?;
+        e.verify(
+            &arn,
+            &expected_pointing(None, &arn, recorded),
+            identity,
+            false,
+        )
+        .is_ok()
+        .then_some(arn)
+    }));
     owned
+}
+
+/// The ARN of the resource `e` is ours (or, with `adopt_legacy`, the Python tool's) for;
+/// borrowed from its metadata when that holds it verbatim (gateways, unversioned runtimes), so
+/// indexes over a whole listing need not copy it.
+fn owner_arn(e: &CurrentEntry, adopt_legacy: bool) -> Option<Cow<'_, str>> {
+    let (Owner::Us(r) | Owner::Legacy(r)) = e.owner(adopt_legacy) else {
+        return None;
+    };
+    let verbatim = ["gateway_arn", "runtime_arn"]
+        .into_iter()
+        .filter_map(|key| e.metadata.get(key).and_then(Value::as_str))
+        .find(|arn| *arn == r.arn);
+    Some(verbatim.map_or(Cow::Owned(r.arn), Cow::Borrowed))
 }
 
 /// Applies policy and the deletion guard; returns the actions and the paths they free.

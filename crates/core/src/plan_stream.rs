@@ -2,11 +2,12 @@
 //! as soon as it is derived, so a rescan holds the entries of the reads in flight, not every
 //! entry of the fleet.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
     Action, CurrentEntry, Observation, PlanContext, RecordedResource, action_for_winner,
-    owned_before, plan_with,
+    owned_before, owner_arn, plan_with,
 };
 use crate::desired::{Collection, DesiredEntry};
 use crate::identity::ResourceKind;
@@ -25,6 +26,13 @@ pub type ListedKey = (ResourceKind, String, String, String);
 ///
 /// Its action is then the one [`super::plan`] would give it among all entries: no path
 /// contention, no deregistration that interacts with it, and the deletion guard counts it.
+///
+/// One exception, a rename race: a resource renamed after the listings and before its read
+/// wants a path the listings gave another resource. When that other resource's entry was
+/// planned on its own, it may already be applied, so it keeps the path whichever of the two is
+/// older (where [`super::plan`] would give the path to the older one): the renamed resource is a
+/// conflict ("path wanted by" the other), and its entry at its old path is neither deregistered
+/// nor moved this run; the next run, whose listing names it by its new name, plans it as usual.
 #[derive(Debug)]
 pub struct Streaming<'a> {
     current: &'a [CurrentEntry],
@@ -33,13 +41,34 @@ pub struct Streaming<'a> {
     holders_at: BTreeMap<&'a str, Vec<&'a CurrentEntry>>,
     /// Per path, what the listing and the state bind to it: collection and resource ARN (none
     /// for an entry not naming one of ours or the Python tool's).
-    bound_at: BTreeMap<&'a str, Vec<(Collection, Option<String>)>>,
+    bound_at: BTreeMap<&'a str, Vec<Binding<'a>>>,
     /// Per resource ARN, the collections and paths the listing and the state bind it to.
-    bound_of: BTreeMap<String, Vec<(Collection, &'a str)>>,
-    /// Per path the listings' names give, the one resource that wants it (none: several).
-    wanted: BTreeMap<String, Option<ListedKey>>,
-    owned_before: BTreeSet<String>,
+    bound_of: BTreeMap<Cow<'a, str>, Vec<(Collection, &'a str)>>,
+    /// Per path the listings' names give, who wants it.
+    wanted: BTreeMap<String, Wanter>,
+    owned_before: BTreeSet<Cow<'a, str>>,
     planned_apart: usize,
+}
+
+/// What a registry entry or a state row binds to its path: its collection and the ARN of the
+/// resource it names (borrowed where the entry or row holds it verbatim).
+type Binding<'a> = (Collection, Option<Cow<'a, str>>);
+
+/// Who wants a path the listings' names give.
+#[derive(Debug)]
+enum Wanter {
+    /// One listed resource, whose entry is not planned yet.
+    One(ListedKey),
+    /// More than one listed resource: their entries wait for the end.
+    Several,
+    /// The entry of the one listed resource, planned on its own: it keeps the path against any
+    /// entry derived later with that path (its resource renamed after the listing).
+    Streamed {
+        /// Its resource's ARN.
+        arn: String,
+        /// Its name, for the conflict a later contender is reported as.
+        name: String,
+    },
 }
 
 impl<'a> Streaming<'a> {
@@ -53,11 +82,11 @@ impl<'a> Streaming<'a> {
         ctx: PlanContext,
     ) -> Self {
         let mut holders_at: BTreeMap<&str, Vec<&CurrentEntry>> = BTreeMap::new();
-        let mut bound_at: BTreeMap<&str, Vec<(Collection, Option<String>)>> = BTreeMap::new();
-        let mut bound_of: BTreeMap<String, Vec<(Collection, &str)>> = BTreeMap::new();
+        let mut bound_at: BTreeMap<&str, Vec<Binding<'a>>> = BTreeMap::new();
+        let mut bound_of: BTreeMap<Cow<'a, str>, Vec<(Collection, &str)>> = BTreeMap::new();
         for e in current {
             holders_at.entry(e.path.as_str()).or_default().push(e);
-            let arn = e.owner(true).resource().map(|r| r.arn.clone());
+            let arn = owner_arn(e, true);
             if let Some(arn) = &arn {
                 bound_of
                     .entry(arn.clone())
@@ -70,21 +99,22 @@ impl<'a> Streaming<'a> {
                 .push((e.collection, arn));
         }
         for r in recorded {
+            let arn = r.resource.arn.as_str();
             bound_at
                 .entry(r.path.as_str())
                 .or_default()
-                .push((r.collection, Some(r.resource.arn.clone())));
+                .push((r.collection, Some(Cow::Borrowed(arn))));
             bound_of
-                .entry(r.resource.arn.clone())
+                .entry(Cow::Borrowed(arn))
                 .or_default()
                 .push((r.collection, r.path.as_str()));
         }
-        let mut by_path: BTreeMap<String, Option<ListedKey>> = BTreeMap::new();
+        let mut by_path: BTreeMap<String, Wanter> = BTreeMap::new();
         for (path, key) in wanted {
             by_path
                 .entry(path)
-                .and_modify(|one| *one = None)
-                .or_insert(Some(key));
+                .and_modify(|one| *one = Wanter::Several)
+                .or_insert(Wanter::One(key));
         }
         Self {
             current,
@@ -109,7 +139,7 @@ impl<'a> Streaming<'a> {
         let r = &d.resource;
         let sole = matches!(
             self.wanted.get(&d.path),
-            Some(Some((kind, account, region, id)))
+            Some(Wanter::One((kind, account, region, id)))
                 if *kind == r.kind && *account == r.account && *region == r.region && *id == r.id
         );
         let collection = d.collection();
@@ -118,7 +148,7 @@ impl<'a> Streaming<'a> {
                 .iter()
                 .all(|(c, arn)| *c == collection && arn.as_deref() == Some(r.arn.as_str()))
         });
-        let it_is_here = self.bound_of.get(&r.arn).is_none_or(|bound| {
+        let it_is_here = self.bound_of.get(r.arn.as_str()).is_none_or(|bound| {
             bound
                 .iter()
                 .all(|(c, path)| *c == collection && *path == d.path)
@@ -126,8 +156,14 @@ impl<'a> Streaming<'a> {
         if !(sole && path_is_its && it_is_here) {
             return Err(d);
         }
-        if !self.owned_before.contains(&r.arn) {
+        if !self.owned_before.contains(r.arn.as_str()) {
             self.planned_apart += 1;
+        }
+        if let Some(wanter) = self.wanted.get_mut(&d.path) {
+            *wanter = Wanter::Streamed {
+                arn: r.arn.clone(),
+                name: d.name.clone(),
+            };
         }
         let holders = self
             .holders_at
@@ -138,14 +174,46 @@ impl<'a> Streaming<'a> {
 
     /// Plans the rest: `obs` holds the entries [`Streaming::plan_alone`] gave back, and every
     /// resource the run saw present (those planned on their own included) and every scope it
-    /// covered.
-    pub fn finish(self, obs: Observation) -> Vec<Action> {
-        plan_with(
+    /// covered. An entry given back at the path of one planned on its own is a conflict (see
+    /// the rename race above); the others are planned as [`super::plan`] plans them.
+    pub fn finish(mut self, mut obs: Observation) -> Vec<Action> {
+        let wanted = &self.wanted;
+        let mut lost: Vec<Action> = Vec::new();
+        for d in obs
+            .desired
+            .extract_if(.., |d| streamed_at(wanted, d).is_some())
+        {
+            // Still present, and no longer among what the run wants: its entry where it was is
+            // neither gone nor moved. The guard counts it as wanted, as plan() counts every
+            // entry it makes a conflict.
+            if !self.owned_before.contains(d.resource.arn.as_str()) {
+                self.planned_apart += 1;
+            }
+            if let Some((arn, name)) = streamed_at(wanted, &d) {
+                let holder = format!("path wanted by {arn} ({name})");
+                lost.push(Action::Conflict { desired: d, holder });
+            }
+        }
+        let mut actions = plan_with(
             obs,
             self.current,
             self.recorded,
             self.ctx,
             self.planned_apart,
-        )
+        );
+        actions.append(&mut lost);
+        actions
+    }
+}
+
+/// The resource whose entry was planned on its own at `d`'s path, when it is not `d`'s: its ARN
+/// and name.
+fn streamed_at<'w>(
+    wanted: &'w BTreeMap<String, Wanter>,
+    d: &DesiredEntry,
+) -> Option<(&'w str, &'w str)> {
+    match wanted.get(&d.path)? {
+        Wanter::Streamed { arn, name } if *arn != d.resource.arn => Some((arn, name)),
+        _ => None,
     }
 }

@@ -14,9 +14,13 @@ const ACCT: &str = "111122223333";
 const REGION: &str = "us-east-1";
 
 fn gw(name: &str, id: &str, created: &str) -> DesiredEntry {
+    gw_in(ACCT, name, id, created)
+}
+
+fn gw_in(account: &str, name: &str, id: &str, created: &str) -> DesiredEntry {
     let snap = GatewaySnapshot {
         id: id.into(),
-        arn: format!("arn:aws:bedrock-agentcore:{REGION}:{ACCT}:gateway/{id}"),
+        arn: format!("arn:aws:bedrock-agentcore:{REGION}:{account}:gateway/{id}"),
         name: name.into(),
         description: None,
         lifecycle: Lifecycle::Ready,
@@ -32,9 +36,19 @@ fn gw(name: &str, id: &str, created: &str) -> DesiredEntry {
 }
 
 fn rt(name: &str, id: &str, protocol: ServerProtocol, created: &str) -> DesiredEntry {
+    rt_in(ACCT, name, id, protocol, created)
+}
+
+fn rt_in(
+    account: &str,
+    name: &str,
+    id: &str,
+    protocol: ServerProtocol,
+    created: &str,
+) -> DesiredEntry {
     let snap = RuntimeSnapshot {
         id: id.into(),
-        arn: format!("arn:aws:bedrock-agentcore:{REGION}:{ACCT}:runtime/{id}"),
+        arn: format!("arn:aws:bedrock-agentcore:{REGION}:{account}:runtime/{id}"),
         name: name.into(),
         description: None,
         lifecycle: Lifecycle::Ready,
@@ -703,76 +717,5 @@ fn a_row_recorded_before_pointing_was_kept_is_verified_by_identity_alone() {
     assert!(!actions.iter().any(Action::writes), "{actions:?}");
 }
 
-/// Plans `w` as a rescan streams it: each entry on its own when it can be, the rest at the end.
-fn plan_streamed(w: &World, recorded: &[RecordedResource]) -> (Vec<Action>, usize) {
-    let wanted = w.desired.iter().map(|d| {
-        let r = &d.resource;
-        (
-            crate::desired::listed_path(&d.name, &r.id, r.kind),
-            (r.kind, r.account.clone(), r.region.clone(), r.id.clone()),
-        )
-    });
-    let mut planner = Streaming::new(&w.current, recorded, wanted, ctx(w));
-    let mut obs = observe(Vec::new());
-    obs.present = w.desired.iter().map(|d| d.resource.arn.clone()).collect();
-    let mut actions = Vec::new();
-    let mut alone = 0;
-    for d in w.desired.iter().cloned() {
-        match planner.plan_alone(d) {
-            Ok(a) => {
-                alone += 1;
-                actions.push(a);
-            }
-            Err(d) => obs.desired.push(d),
-        }
-    }
-    actions.extend(planner.finish(obs));
-    (actions, alone)
-}
-
-fn sorted(actions: &[Action]) -> Vec<String> {
-    let mut out: Vec<String> = actions.iter().map(|a| format!("{a:?}")).collect();
-    out.sort();
-    out
-}
-
-#[test]
-fn a_fleet_of_new_resources_is_planned_entry_by_entry() {
-    let w = World {
-        desired: vec![
-            gw("alpha", "g1", "2026-01"),
-            gw("beta", "g2", "2026-01"),
-            rt("gamma", "r1-0123456789", ServerProtocol::A2a, "2026-01"),
-        ],
-        current: Vec::new(),
-        adopt: false,
-        policy: Policy::Sync,
-        force: false,
-    };
-    let (actions, alone) = plan_streamed(&w, &[]);
-    assert_eq!(alone, 3, "nothing else of the run bears on them");
-    assert_eq!(
-        sorted(&actions),
-        sorted(&plan(observe(w.desired.clone()), &[], &[], ctx(&w)))
-    );
-}
-
-proptest! {
-    #[test]
-    fn planning_as_the_scan_streams_gives_the_plan_of_the_whole_observation(
-        w in world(),
-        record in prop::collection::vec(any::<bool>(), 6),
-    ) {
-        // Some resources recorded as written (their entry maybe listed, maybe hidden).
-        let recorded: Vec<RecordedResource> = w
-            .desired
-            .iter()
-            .zip(&record)
-            .filter(|(_, r)| **r)
-            .map(|(d, _)| recorded_as_written(d))
-            .collect();
-        let batch = plan(observe(w.desired.clone()), &w.current, &recorded, ctx(&w));
-        let (streamed, _) = plan_streamed(&w, &recorded);
-        prop_assert_eq!(sorted(&streamed), sorted(&batch));
-    }
-}
+#[path = "plan_stream_tests.rs"]
+mod stream;

@@ -28,7 +28,8 @@ pub struct Applier<'a, A, R, S> {
     pub state: &'a S,
     pub ctx: PlanContext,
     pub enable: EnablePolicy,
-    pub recorded: BTreeMap<String, RecordedResource>,
+    /// The state's rows, by resource ARN (borrowed: a rescan holds one copy of the fleet's).
+    pub recorded: BTreeMap<&'a str, &'a RecordedResource>,
     pub manifests: BTreeMap<String, ManifestFields>,
     /// Where the entries it creates or overwrites are noted, before each such write.
     pub written: &'a super::WriteLog,
@@ -159,8 +160,8 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
         };
         let recorded: Vec<RecordedResource> = self
             .recorded
-            .get(&d.resource.arn)
-            .cloned()
+            .get(d.resource.arn.as_str())
+            .map(|r| (*r).clone())
             .into_iter()
             .collect();
         let action = plan(obs, std::slice::from_ref(&found), &recorded, self.ctx)
@@ -224,7 +225,7 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
         enabled: bool,
         decided: Option<bool>,
     ) -> Result<(), PortError> {
-        let previous = self.recorded.get(&d.resource.arn);
+        let previous = self.recorded.get(d.resource.arn.as_str()).copied();
         let enabled_set = match (decided, previous) {
             (Some(settled), _) => settled,
             (None, Some(p)) if p.enabled_set => true,
@@ -354,7 +355,7 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
         }
         let expected: Vec<Pointing> = self
             .recorded
-            .get(&d.resource.arn)
+            .get(d.resource.arn.as_str())
             .and_then(|r| r.pointing.clone())
             .into_iter()
             .collect();

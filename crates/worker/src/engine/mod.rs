@@ -239,8 +239,8 @@ async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
         enable: opts.enable,
         manifests,
         recorded: recorded_rows
-            .into_iter()
-            .map(|r| (r.resource.arn.clone(), r))
+            .iter()
+            .map(|r| (r.resource.arn.as_str(), r))
             .collect(),
         written,
     };

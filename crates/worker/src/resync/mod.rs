@@ -74,7 +74,7 @@ pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
         enable: opts.enable,
         recorded: recorded
             .iter()
-            .map(|r| (r.resource.arn.clone(), r.clone()))
+            .map(|r| (r.resource.arn.as_str(), r))
             .collect(),
         manifests,
         written: &crate::engine::WriteLog::discarding(),
