@@ -262,16 +262,13 @@ where
                     },
                 };
                 self.stats.received.fetch_add(1, Ordering::Relaxed);
-                if message.receive_count == 1
-                    && let Some(first) = message.first_received_at_ms
-                {
-                    self.ahead.sample(first, self.clock.now_ms());
+                if let Some(handed_out) = message.first_received_at_ms.or(message.sent_at_ms) {
+                    self.ahead.sample(handed_out, self.clock.now_ms());
                 }
                 let (me, release, done_tx) = (Arc::clone(&self), release.clone(), done_tx.clone());
                 tracker.spawn(async move {
-                    me.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+                    let _counted = InFlight::enter(&me.stats.in_flight);
                     me.handle(message, &release, &done_tx).await;
-                    me.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
                     drop(permit);
                 });
             }
@@ -365,6 +362,9 @@ where
         let span = tracing::info_span!("message", message_id = %message.message_id, receive_count = message.receive_count,
             event_id = meta.event_id.as_deref().unwrap_or(""), event_name = %meta.event_name);
         let heartbeat = CancellationToken::new();
+        // Stopped however this ends, a panic included: a heartbeat left running would keep the
+        // message hidden for the life of the process.
+        let _stop_heartbeat = heartbeat.clone().drop_guard();
         let beat = {
             let (queue, message, token, every) = (
                 self.queue.clone(),
@@ -565,7 +565,7 @@ where
         suspects: &[registrar_core::plan::RecordedResource],
     ) -> KeyOutcome {
         let deadline = self.config.reconcile_deadline;
-        // On SQS's clock, as the messages it is to cover are dated.
+        // On SQS's clock, as the messages it is to cover are dated (none: nothing is marked).
         let started_ms = self.ahead.on_sqs_clock(self.clock.now_ms());
         let fenced = self.state.fenced(lease);
         let work = reconcile(
@@ -594,7 +594,9 @@ where
             )),
             Err(lost) => KeyOutcome::Failed(lost),
         };
-        if matches!(outcome, KeyOutcome::Done(_)) {
+        if matches!(outcome, KeyOutcome::Done(_))
+            && let Some(started_ms) = started_ms
+        {
             self.fresh.mark(key, started_ms);
             // For every replica: recorded on the lease when it is released.
             lease.settle(started_ms);
@@ -672,6 +674,23 @@ where
             // Nothing is lost: the message reappears after its visibility timeout.
             tracing::warn!(error = %e, "Ending the message failed; it will be received again.");
         }
+    }
+}
+
+/// One message in flight, counted until it is dropped (a panic included: rescans yield to
+/// event work while the count is above zero).
+struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a AtomicU64) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -23,26 +23,66 @@ const PRUNE_EVERY_MS: u64 = 60 * 1_000;
 /// How far this host's clock may run ahead of SQS's, from the queue's own timestamps. A mark is
 /// compared with SQS's `SentTimestamp`, so a clock running ahead by more than [`MARGIN_MS`]
 /// would date a reconcile after messages it never saw, and cover them; every replica reads the
-/// marks. A message on its first receive gives a bound: the time here when it arrived less
-/// SQS's time when it handed it out is the clocks' difference plus the time in between, never
-/// less. Marks are dated on SQS's clock by taking the latest bound off a reconcile's start (the
-/// latest, not the smallest: a clock stepped forward makes earlier bounds too small).
+/// marks. Each message received gives a bound: the time here when it arrived less SQS's time
+/// when it first handed it out (or sent it) is the clocks' difference plus the time in
+/// between, never less. Marks are dated on SQS's clock by taking the smallest bound of the last
+/// few seconds off a reconcile's start (only recent ones: a clock stepped forward makes older
+/// bounds too small); with no recent bound, nothing is dated and nothing marked.
 #[derive(Debug, Default)]
 pub struct Ahead {
-    bound_ms: AtomicU64,
+    window: Mutex<AheadWindow>,
 }
 
+#[derive(Debug, Default)]
+struct AheadWindow {
+    started_ms: u64,
+    current: Option<u64>,
+    previous: Option<u64>,
+}
+
+/// How long a window of bounds lasts; a bound is used for one to two windows.
+const AHEAD_WINDOW_MS: u64 = 10_000;
+
 impl Ahead {
-    /// A message SQS handed out on its first receive at `first_received_ms` (its clock)
-    /// arrived here at `now_ms`.
-    pub fn sample(&self, first_received_ms: u64, now_ms: u64) {
-        self.bound_ms
-            .store(now_ms.saturating_sub(first_received_ms), Ordering::Relaxed);
+    /// A message SQS handed out (first, or sent) at `handed_out_ms` on its clock arrived here
+    /// at `now_ms`.
+    pub fn sample(&self, handed_out_ms: u64, now_ms: u64) {
+        let bound = now_ms.saturating_sub(handed_out_ms);
+        let mut w = self.lock();
+        w.roll(now_ms);
+        w.current = Some(w.current.map_or(bound, |b| b.min(bound)));
     }
 
-    /// `started_ms` (this host's clock) on SQS's clock, as far as the bound tells: never later.
-    pub fn on_sqs_clock(&self, started_ms: u64) -> u64 {
-        started_ms.saturating_sub(self.bound_ms.load(Ordering::Relaxed))
+    /// `now_ms` (this host's clock) on SQS's clock, never later; `None` without a recent bound.
+    pub fn on_sqs_clock(&self, now_ms: u64) -> Option<u64> {
+        let mut w = self.lock();
+        w.roll(now_ms);
+        let bound = match (w.current, w.previous) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }?;
+        Some(now_ms.saturating_sub(bound))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, AheadWindow> {
+        self.window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl AheadWindow {
+    fn roll(&mut self, now_ms: u64) {
+        let age = now_ms.saturating_sub(self.started_ms);
+        if age >= AHEAD_WINDOW_MS {
+            self.previous = if age < 2 * AHEAD_WINDOW_MS {
+                self.current
+            } else {
+                None
+            };
+            self.current = None;
+            self.started_ms = now_ms;
+        }
     }
 }
 
@@ -139,17 +179,28 @@ mod tests {
     }
 
     #[test]
-    fn a_clock_running_ahead_of_sqs_dates_its_marks_back_by_the_latest_bound() {
+    fn a_clock_running_ahead_of_sqs_dates_its_marks_back_by_the_smallest_recent_bound() {
         let ahead = Ahead::default();
-        assert_eq!(ahead.on_sqs_clock(100_000), 100_000, "no bound yet");
-        // This clock runs 5 s ahead: a message arrives 5.05 s "after" SQS handed it out.
-        ahead.sample(1_000_000, 1_005_050);
-        assert_eq!(ahead.on_sqs_clock(1_010_000), 1_010_000 - 5_050);
-        // Stepped forward by another 10 s: the next message says so at once.
-        ahead.sample(1_001_000, 1_016_040);
-        assert_eq!(ahead.on_sqs_clock(1_020_000), 1_020_000 - 15_040);
+        assert_eq!(
+            ahead.on_sqs_clock(100_000),
+            None,
+            "no bound yet: nothing is dated"
+        );
+        // This clock runs 5 s ahead: messages arrive 5.2 s and 5.05 s "after" SQS handed them
+        // out; one sent long ago bounds nothing new.
+        ahead.sample(1_000_000, 1_005_200);
+        ahead.sample(1_001_000, 1_006_050);
+        ahead.sample(900_000, 1_006_100);
+        assert_eq!(ahead.on_sqs_clock(1_008_000), Some(1_008_000 - 5_050));
+        // Stepped forward by another 10 s: once the old bounds age out, the new ones count.
+        let later = 1_006_050 + 2 * AHEAD_WINDOW_MS;
+        ahead.sample(later - 15_040, later);
+        assert_eq!(ahead.on_sqs_clock(later), Some(later - 15_040));
+        // No bound for two windows: nothing is dated.
+        assert_eq!(ahead.on_sqs_clock(later + 2 * AHEAD_WINDOW_MS), None);
         // A clock behind SQS's: nothing is taken off.
-        ahead.sample(2_000_000, 1_999_000);
-        assert_eq!(ahead.on_sqs_clock(2_000_500), 2_000_500);
+        let behind = Ahead::default();
+        behind.sample(2_000_000, 1_999_000);
+        assert_eq!(behind.on_sqs_clock(2_000_500), Some(2_000_500));
     }
 }

@@ -315,9 +315,10 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
                 return Ok(false);
             }
         }
-        self.state.release_path(&d.path, &holder).await?;
-        // What else was kept for it at this path goes too: its record would make a later Delete
-        // event of it plan the removal of the new entry, and its manifest row be refused hourly.
+        // What else was kept for it at this path goes first: its record would make a later
+        // Delete event of it plan the removal of the new entry, and its manifest row be refused
+        // hourly. The claim goes last, so that a failure part-way leaves a retry something to
+        // find: the claim still held, the record still there.
         let key = registrar_core::identity::ResourceKey {
             kind: resource.kind,
             account: resource.account.clone(),
@@ -329,9 +330,10 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
             && record.resource.arn == holder
             && record.path == d.path
         {
-            self.state.forget(&holder).await?;
             self.state.delete_manifest(&holder).await?;
+            self.state.forget(&holder).await?;
         }
+        self.state.release_path(&d.path, &holder).await?;
         tracing::info!(path = %d.path, holder = %holder, "Released the path claim of a resource that is gone and has no entry of ours.");
         Ok(true)
     }
@@ -381,14 +383,16 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
             Ok(None) => {}
             Err(e) => return fail(outcome, &e),
         }
+        // The manifest row, then the record, then the claim: once the record is forgotten a
+        // retry finds nothing to deregister, and would leave the row behind; a claim left by a
+        // failure after that is released when another resource wants the path (its holder is
+        // gone, with no entry of ours).
         let cleanup = async {
-            self.state.release_path(&d.path, &d.resource.arn).await?;
             if matches!(d.reason, DeregisterReason::Gone) {
-                // The manifest row first: once the record is forgotten, a retry finds nothing
-                // to deregister and would leave the row behind.
                 self.state.delete_manifest(&d.resource.arn).await?;
                 self.state.forget(&d.resource.arn).await?;
             }
+            self.state.release_path(&d.path, &d.resource.arn).await?;
             Ok::<(), PortError>(())
         };
         match cleanup.await {

@@ -98,7 +98,11 @@ pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
     // Entries are planned, and applied, as the scan derives them whenever nothing else of the
     // run bears on them; the rest wait for the whole observation. A rescan holds the entries
     // in flight and those that wait, not every entry of the fleet.
-    let (tx, mut rx) = tokio::sync::mpsc::channel(conc);
+    // Room for every scope's reads in flight (each read reserves its entry's room before it
+    // starts) and for the applier's: reads run at their own pace, as many as a whole scan
+    // would run, and the entries held stay bounded by that.
+    let room = conc + opts.scan.concurrency.max(1) * listings.len().max(1);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(room);
     let scanning = async {
         let tx = tx;
         read_fleet(
