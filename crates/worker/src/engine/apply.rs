@@ -35,6 +35,19 @@ pub struct Applier<'a, A, R, S> {
     pub written: &'a super::WriteLog,
 }
 
+/// The event key that finds `resource`'s record.
+fn key_of(
+    resource: &registrar_core::identity::ResourceRef,
+) -> registrar_core::identity::ResourceKey {
+    registrar_core::identity::ResourceKey {
+        kind: resource.kind,
+        account: resource.account.clone(),
+        region: resource.region.clone(),
+        id: resource.id.clone(),
+        gateway_id: resource.gateway_id.clone(),
+    }
+}
+
 fn fail(outcome: Outcome, e: &PortError) -> Outcome {
     outcome.failed(e)
 }
@@ -238,7 +251,14 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
                     .await?;
                 true
             }
-            (None, Some(_)) => false,
+            // Owed still, as far as the snapshot says. The token loop may have enabled it since
+            // (a rescan's snapshot can be minutes old): never write false over its true, or its
+            // next refresh would enable again what an operator disabled meanwhile.
+            (None, Some(_)) => self
+                .state
+                .lookup(&key_of(&d.resource))
+                .await?
+                .is_some_and(|r| r.resource.arn == d.resource.arn && r.enabled_set),
             // Adopted, or our state was lost: the operator owns the enabled state.
             (None, None) => true,
         };
@@ -319,14 +339,7 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
         // Delete event of it plan the removal of the new entry, and its manifest row be refused
         // hourly. The claim goes last, so that a failure part-way leaves a retry something to
         // find: the claim still held, the record still there.
-        let key = registrar_core::identity::ResourceKey {
-            kind: resource.kind,
-            account: resource.account.clone(),
-            region: resource.region.clone(),
-            id: resource.id.clone(),
-            gateway_id: resource.gateway_id.clone(),
-        };
-        if let Some(record) = self.state.lookup(&key).await?
+        if let Some(record) = self.state.lookup(&key_of(&resource)).await?
             && record.resource.arn == holder
             && record.path == d.path
         {
@@ -522,6 +535,44 @@ mod tests {
             registered_by: Some("mallory".into()),
             mcp_endpoint: None,
         }
+    }
+
+    #[tokio::test]
+    async fn an_update_from_a_stale_snapshot_never_takes_back_an_enable_the_token_loop_made() {
+        let w = world();
+        let jwt = |description: &str| {
+            let mut gw = gateway("secured", "gw-secured", Some("https://idp.example.com"));
+            gw.description = Some(description.into());
+            gateway_entry(&gw, DeriveOptions::default()).expect("registrable")
+        };
+        let d = jwt("first");
+        let o = w
+            .applier(EnablePolicy::Authenticated)
+            .apply(Action::Register(d.clone()))
+            .await;
+        assert_eq!(o.status, Status::Registered, "{o:?}");
+        // A rescan's snapshot: the enable still owed (a CUSTOM_JWT entry waits for its token).
+        let stale = w.recorded(&d.resource.arn).await.expect("recorded");
+        assert!(!stale.enabled_set);
+        // Meanwhile the token loop delivers the first token and enables the entry.
+        w.state.mark_enabled(&d.resource.arn).await.expect("mark");
+        let current = w
+            .registry
+            .get(Collection::Server, &d.path)
+            .await
+            .expect("registry")
+            .expect("entry");
+        let mut applier = w.applier(EnablePolicy::Authenticated);
+        applier.recorded = BTreeMap::from([(stale.resource.arn.as_str(), &stale)]);
+        let o = applier
+            .apply(Action::Update {
+                desired: jwt("second"),
+                current,
+            })
+            .await;
+        assert_eq!(o.status, Status::Updated, "{o:?}");
+        let row = w.recorded(&d.resource.arn).await.expect("recorded");
+        assert!(row.enabled_set, "the token loop's enable stays recorded");
     }
 
     #[tokio::test]
