@@ -346,6 +346,14 @@ async fn announce_update(path: &EventPath, id: &str) -> anyhow::Result<()> {
     .await
 }
 
+/// A counter's value in Prometheus text (0 when absent).
+fn metric(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
 async fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
     let r = reqwest::get(url).await?;
     Ok((r.status().as_u16(), r.text().await?))
@@ -671,21 +679,15 @@ async fn a_backlog_split_across_replicas_costs_one_reconcile_per_resource() -> a
         env.worker_logs()
     );
     let (_, metrics) = http_get(&format!("http://{listen_b}/metrics")).await?;
-    let value = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
     // The first of them learns it with the call that would have taken the lease; the rest
     // from the mark that call left in this replica.
     assert_eq!(
-        value("registrar_keys_settled_at_lease_total"),
+        metric(&metrics, "registrar_keys_settled_at_lease_total"),
         1,
         "{metrics}"
     );
     assert_eq!(
-        value("registrar_messages_total{ending=\"superseded\"}"),
+        metric(&metrics, "registrar_messages_total{ending=\"superseded\"}"),
         3,
         "{metrics}"
     );
@@ -747,20 +749,14 @@ async fn a_dense_backlog_costs_one_reconcile_per_resource_in_one_worker() -> any
     // The messages that waited for a running reconcile were served by its end, not by a
     // follow-up reconcile: one AgentCore read per gateway for all ten events.
     assert_eq!(reads, 2, "{metrics}\n{}", env.worker_logs());
-    let value = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
     assert_eq!(
-        value("registrar_reconciles_total{result=\"done\"}"),
+        metric(&metrics, "registrar_reconciles_total{result=\"done\"}"),
         2,
         "{metrics}"
     );
     assert_eq!(
-        value("registrar_keys_covered_by_running_total")
-            + value("registrar_messages_total{ending=\"superseded\"}"),
+        metric(&metrics, "registrar_keys_covered_by_running_total")
+            + metric(&metrics, "registrar_messages_total{ending=\"superseded\"}"),
         8,
         "{metrics}"
     );

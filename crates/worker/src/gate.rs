@@ -248,122 +248,74 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::from_secs(1));
     }
 
-    /// A run's settled mark, as the consumer's freshness marks keep it: when the run began.
-    #[derive(Default)]
-    struct Mark(std::sync::Mutex<u64>);
-
-    impl Mark {
-        fn covers(&self, queued: Option<u64>) -> Option<usize> {
-            let mark = *self
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            queued.filter(|q| mark >= q + 2).map(|_| 0)
-        }
+    /// Requests for one key, the i-th arriving i ms in, its message queued at `queued[i]` (ms).
+    /// Run n (from 1) takes 100 ms, then settles the mark `settles(n)` (as the consumer's
+    /// freshness marks keep when a settled run began), or nothing. A request is covered by a
+    /// mark at least 2 ms after it was queued. Returns what served each request (a run's number,
+    /// or 0: covered) and how many runs there were; the gate is left empty.
+    async fn requests(queued: &[u64], settles: fn(usize) -> Option<u64>) -> (Vec<usize>, usize) {
+        let gate = Arc::new(KeyGate::<usize>::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let mark = Arc::new(std::sync::Mutex::new(0u64));
+        let tasks: Vec<_> = queued
+            .iter()
+            .enumerate()
+            .map(|(i, &queued)| {
+                let (gate, runs, mark) = (gate.clone(), runs.clone(), mark.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(i as u64)).await;
+                    let marked = || {
+                        *mark
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    };
+                    let covered = |q: Option<u64>| q.filter(|q| marked() >= q + 2).map(|_| 0);
+                    gate.run(&key("a"), Some(queued), covered, |_| async {
+                        let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        if let Some(m) = settles(n) {
+                            *mark
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner) = m;
+                        }
+                        n
+                    })
+                    .await
+                })
+            })
+            .collect();
+        let served = futures::future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap_or(usize::MAX))
+            .collect();
+        assert_eq!(gate.running(), 0);
+        (served, runs.load(Ordering::SeqCst))
     }
 
     #[tokio::test(start_paused = true)]
     async fn requests_the_running_run_covers_are_served_by_it_and_only_the_rest_follow_up() {
-        let gate = Arc::new(KeyGate::<usize>::default());
-        let runs = Arc::new(AtomicUsize::new(0));
-        let mark = Arc::new(Mark::default());
-        // Run 1 begins at 100 (its mark); requests queued at 0..=98 are covered by it, one
+        // Run 1 began at 100 (its mark); requests queued at 0..=98 are covered by it, one
         // queued at 99 (inside the margin) and one queued after it began are not.
-        let mut tasks = Vec::new();
-        for (i, queued) in [(0u64, 100u64), (1, 0), (2, 50), (3, 98), (4, 99), (5, 150)] {
-            let (gate, runs, mark) = (gate.clone(), runs.clone(), mark.clone());
-            tasks.push(tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(i)).await;
-                let covered = |q| mark.covers(q);
-                gate.run(&key("a"), Some(queued), covered, |_| async {
-                    let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
-                    *mark
-                        .0
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = 100 * n as u64;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    n
-                })
-                .await
-            }));
-        }
-        let results: Vec<usize> = futures::future::join_all(tasks)
-            .await
-            .into_iter()
-            .map(|r| r.unwrap_or(usize::MAX))
-            .collect();
-        assert_eq!(
-            runs.load(Ordering::SeqCst),
-            2,
-            "the run, then one follow-up"
-        );
-        // 0: the runner; 1-3 covered by its run (result 0); 4 and 5 served by the follow-up.
-        assert_eq!(results, vec![1, 0, 0, 0, 2, 2]);
-        assert_eq!(gate.running(), 0);
+        let (served, runs) = requests(&[100, 0, 50, 98, 99, 150], |n| Some(100 * n as u64)).await;
+        assert_eq!(runs, 2, "the run, then one follow-up");
+        // 0: the runner; 1-3 covered by its run; 4 and 5 served by the follow-up.
+        assert_eq!(served, vec![1, 0, 0, 0, 2, 2]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_backlog_the_first_run_covers_costs_that_run_alone() {
-        let gate = Arc::new(KeyGate::<usize>::default());
-        let runs = Arc::new(AtomicUsize::new(0));
-        let mark = Arc::new(Mark::default());
-        let mut tasks = Vec::new();
-        for i in 0..10u64 {
-            let (gate, runs, mark) = (gate.clone(), runs.clone(), mark.clone());
-            tasks.push(tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(i)).await;
-                let covered = |q| mark.covers(q);
-                gate.run(&key("a"), Some(i), covered, |_| async {
-                    let n = runs.fetch_add(1, Ordering::SeqCst);
-                    *mark
-                        .0
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = 1_000;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    n
-                })
-                .await
-            }));
-        }
-        for t in tasks {
-            assert_eq!(t.await.unwrap_or(usize::MAX), 0);
-        }
-        assert_eq!(runs.load(Ordering::SeqCst), 1);
-        assert_eq!(gate.running(), 0);
+        let queued: Vec<u64> = (0..10).collect();
+        let (served, runs) = requests(&queued, |_| Some(1_000)).await;
+        assert_eq!(runs, 1);
+        assert_eq!(served, [1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_run_that_settles_nothing_leaves_its_waiters_one_follow_up() {
-        let gate = Arc::new(KeyGate::<usize>::default());
-        let runs = Arc::new(AtomicUsize::new(0));
-        let mark = Arc::new(Mark::default());
-        let mut tasks = Vec::new();
-        for i in 0..4u64 {
-            let (gate, runs, mark) = (gate.clone(), runs.clone(), mark.clone());
-            tasks.push(tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(i)).await;
-                let covered = |q| mark.covers(q);
-                // A failed run marks nothing; the follow-up does.
-                gate.run(&key("a"), Some(i), covered, |_| async {
-                    let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    if n > 1 {
-                        *mark
-                            .0
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner) = 1_000;
-                    }
-                    n
-                })
-                .await
-            }));
-        }
-        let results: Vec<usize> = futures::future::join_all(tasks)
-            .await
-            .into_iter()
-            .map(|r| r.unwrap_or(usize::MAX))
-            .collect();
-        assert_eq!(results, vec![1, 2, 2, 2]);
-        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        // A failed run marks nothing; the follow-up does.
+        let (served, runs) = requests(&[0, 1, 2, 3], |n| (n > 1).then_some(1_000)).await;
+        assert_eq!(served, vec![1, 2, 2, 2]);
+        assert_eq!(runs, 2);
     }
 }

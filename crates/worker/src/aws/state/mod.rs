@@ -42,6 +42,7 @@ use registrar_core::ports::{Clock, Lease};
 use registrar_core::{ErrorClass, PortError};
 
 use super::from_sdk_error;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 
 mod leases;
 mod resources;
@@ -330,22 +331,21 @@ impl DynamoState {
         }
     }
 
-    /// Every item under `pk` (consistent): a resource's row, manifest row and token row.
-    async fn partition(&self, pk: String) -> Result<Vec<Item>, PortError> {
+    /// Every item a Query finds, page after page; `shape` gives it what is its own (index, key
+    /// condition, values, consistency).
+    async fn query_all(
+        &self,
+        what: &str,
+        shape: impl Fn(QueryFluentBuilder) -> QueryFluentBuilder,
+    ) -> Result<Vec<Item>, PortError> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(&pk))
-                .consistent_read(true)
+            let out = shape(self.client.query().table_name(&self.table))
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| from_sdk_error(PEER, "Query (a resource's items)", e))?;
+                .map_err(|e| from_sdk_error(PEER, what, e))?;
             items.extend(out.items().iter().cloned());
             match out.last_evaluated_key() {
                 Some(k) if !k.is_empty() => start = Some(k.clone()),

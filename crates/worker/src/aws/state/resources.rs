@@ -229,7 +229,14 @@ impl ResourceStore for DynamoState {
         else {
             return Ok((None, None));
         };
-        let items = self.partition(resource_pk(&text(&ptr, "arn"))).await?;
+        let pk = resource_pk(&text(&ptr, "arn"));
+        let items = self
+            .query_all("Query (a resource's items)", |q| {
+                q.key_condition_expression("pk = :pk")
+                    .expression_attribute_values(":pk", s(&pk))
+                    .consistent_read(true)
+            })
+            .await?;
         let of = |sk: &str| items.iter().find(|i| text(i, "sk") == sk && !is_gone(i));
         let Some(recorded) = of("res").and_then(recorded_from) else {
             return Ok((None, None));
@@ -243,33 +250,19 @@ impl ResourceStore for DynamoState {
     /// has run.
     async fn targets_of(&self, gateway: &ResourceKey) -> Result<Vec<RecordedResource>, PortError> {
         let pk = pointer_pk(ResourceKind::Gateway, &gateway.region, &gateway.id);
-        let mut arns = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :targets)")
-                .expression_attribute_values(":pk", s(&pk))
-                .expression_attribute_values(":targets", s(TARGET_POINTER_PREFIX))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| from_sdk_error(PEER, "Query (a gateway's targets)", e))?;
-            arns.extend(
-                out.items()
-                    .iter()
-                    .filter(|i| !is_gone(i))
-                    .map(|i| text(i, "arn"))
-                    .filter(|a| !a.is_empty()),
-            );
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
+        let arns: Vec<String> = self
+            .query_all("Query (a gateway's targets)", |q| {
+                q.key_condition_expression("pk = :pk AND begins_with(sk, :targets)")
+                    .expression_attribute_values(":pk", s(&pk))
+                    .expression_attribute_values(":targets", s(TARGET_POINTER_PREFIX))
+                    .consistent_read(true)
+            })
+            .await?
+            .iter()
+            .filter(|i| !is_gone(i))
+            .map(|i| text(i, "arn"))
+            .filter(|a| !a.is_empty())
+            .collect();
         let rows: Vec<Option<Item>> = futures::stream::iter(arns)
             .map(|arn| self.get(resource_pk(&arn), "res"))
             .buffered(8)

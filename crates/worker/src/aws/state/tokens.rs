@@ -69,34 +69,26 @@ impl DynamoState {
         &self,
         until: u64,
     ) -> Result<Vec<(String, Option<TokenState>, u64)>, PortError> {
-        let mut found = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(DUE_INDEX)
-                .key_condition_expression("#shard = :shard AND #due <= :until")
-                .expression_attribute_names("#shard", DUE_SHARD_ATTR)
-                .expression_attribute_names("#due", DUE_AT_ATTR)
-                .expression_attribute_values(":shard", s(DUE_SHARD))
-                .expression_attribute_values(":until", AttributeValue::N(until.to_string()))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| from_sdk_error(PEER, "Query (tokens due)", e))?;
-            for i in out.items() {
+        let until = AttributeValue::N(until.to_string());
+        let items = self
+            .query_all("Query (tokens due)", |q| {
+                q.index_name(DUE_INDEX)
+                    .key_condition_expression("#shard = :shard AND #due <= :until")
+                    .expression_attribute_names("#shard", DUE_SHARD_ATTR)
+                    .expression_attribute_names("#due", DUE_AT_ATTR)
+                    .expression_attribute_values(":shard", s(DUE_SHARD))
+                    .expression_attribute_values(":until", until.clone())
+            })
+            .await?;
+        Ok(items
+            .iter()
+            .map(|i| {
                 let arn = Some(text(i, "arn"))
                     .filter(|a| !a.is_empty())
                     .unwrap_or_else(|| text(i, "pk").trim_start_matches("res#").to_owned());
-                found.push((arn, token_from(i), number(i, DUE_AT_ATTR).unwrap_or(0)));
-            }
-            match out.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => return Ok(found),
-            }
-        }
+                (arn, token_from(i), number(i, DUE_AT_ATTR).unwrap_or(0))
+            })
+            .collect())
     }
 
     /// The items at `keys` (pk, sk), read by key in batches, consistently; missing ones are
