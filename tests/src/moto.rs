@@ -42,10 +42,22 @@ pub struct Moto {
 impl Moto {
     /// Starts moto and waits until it answers (about a second).
     pub async fn start() -> anyhow::Result<Self> {
-        let bin = moto_binary();
+        Self::start_from(moto_binary(), &[]).await
+    }
+
+    /// Starts moto through `tests/moto/linear_sqs.py`, which makes two of moto's SQS hot spots
+    /// cheap without changing its answers (the file says which and why). For benchmarks whose
+    /// backlog would otherwise be paced by moto's queue bookkeeping; tests use [`Moto::start`].
+    pub async fn start_linear_sqs() -> anyhow::Result<Self> {
+        let python = moto_binary().with_file_name("python");
+        let launcher = workspace_root().join("tests/moto/linear_sqs.py");
+        Self::start_from(python, &[launcher.into_os_string()]).await
+    }
+
+    async fn start_from(bin: PathBuf, launcher: &[std::ffi::OsString]) -> anyhow::Result<Self> {
         if !bin.exists() {
             bail!(
-                "moto_server not found at {}: run `scripts/peers.sh install` (or set REGISTRAR_MOTO_SERVER)",
+                "{} not found: run `scripts/peers.sh install` (or set REGISTRAR_MOTO_SERVER)",
                 bin.display()
             );
         }
@@ -55,6 +67,7 @@ impl Moto {
             let log = std::env::temp_dir().join(format!("registrar-moto-{port}.log"));
             let log_file = std::fs::File::create(&log)?;
             let child = Command::new(&bin)
+                .args(launcher)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdout(Stdio::null())
                 .stderr(Stdio::from(log_file))

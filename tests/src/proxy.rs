@@ -30,6 +30,8 @@ pub struct Recorded {
     pub at: Instant,
     /// The answer's body, when [`Proxy::record_answers`] asked for it (and it has come).
     pub answer: Option<Bytes>,
+    /// When that answer came back from upstream (a long poll's arrival says little).
+    pub answered_at: Option<Instant>,
 }
 
 /// What the proxy does to the requests it forwards.
@@ -291,6 +293,7 @@ async fn forward(State(shared): State<Shared>, request: Request) -> Response {
                 service: service.clone(),
                 at: Instant::now(),
                 answer: None,
+                answered_at: None,
             });
         }
         let hold = c
@@ -350,6 +353,7 @@ async fn forward(State(shared): State<Shared>, request: Request) -> Response {
                 && let Some(r) = c.recorded.get_mut(at)
             {
                 r.answer = Some(bytes.clone());
+                r.answered_at = Some(Instant::now());
             }
             drop(c);
             Response::from_parts(parts, Body::from(bytes))

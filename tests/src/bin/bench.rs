@@ -50,6 +50,14 @@ struct Args {
     /// Queue the whole burst before any worker starts (a backlog), instead of while they run.
     #[arg(long)]
     burst_backlog: bool,
+    /// Serve the burst's queue from moto with its SQS bookkeeping made linear
+    /// (`tests/moto/linear_sqs.py`: the same answers; a queue of thousands no longer paces the
+    /// workers at moto's O(N) per message).
+    #[arg(long)]
+    burst_linear_sqs: bool,
+    /// Messages each burst worker processes at once (its --concurrency).
+    #[arg(long, default_value_t = 32)]
+    burst_concurrency: usize,
     /// Owned resources of the memory benchmark.
     #[arg(long, default_value_t = 10_000)]
     memory_resources: usize,
@@ -387,6 +395,37 @@ fn gateway_event(event_name: &str, gateway_id: &str, n: usize) -> String {
     .to_string()
 }
 
+/// For each of the gateways `ids`, when a ReceiveMessage answer first handed a worker one of its
+/// events.
+fn first_received(calls: &[Recorded], ids: &[String]) -> Vec<Option<Instant>> {
+    let index: std::collections::HashMap<&str, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    let mut first: Vec<Option<Instant>> = vec![None; ids.len()];
+    for c in calls {
+        let (Some(answer), Some(at)) = (&c.answer, c.answered_at) else {
+            continue;
+        };
+        let Ok(answer) = serde_json::from_slice::<serde_json::Value>(answer) else {
+            continue;
+        };
+        let bodies = answer["Messages"].as_array().into_iter().flatten();
+        for body in bodies.filter_map(|m| m["Body"].as_str()) {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(body) else {
+                continue;
+            };
+            let id = event["detail"]["requestParameters"]["gatewayIdentifier"].as_str();
+            if let Some(&i) = id.and_then(|id| index.get(id)) {
+                let seen = first[i].get_or_insert(at);
+                *seen = (*seen).min(at);
+            }
+        }
+    }
+    first
+}
+
 /// Whether a request body names `name` as a whole word (the form encodes the path's slash).
 fn mentions(body: &[u8], name: &str) -> bool {
     let text = String::from_utf8_lossy(body);
@@ -420,7 +459,11 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
     // The queue lives in a moto of its own: one moto process serves one request at a time
     // behind a global dispatch lock, and the burst's SQS traffic would queue there behind the
     // worker's AgentCore and DynamoDB calls (in AWS they are different services).
-    let sqs_moto = Moto::start().await?;
+    let sqs_moto = if args.burst_linear_sqs {
+        Moto::start_linear_sqs().await?
+    } else {
+        Moto::start().await?
+    };
     let path = EventPath::create(&sqs_moto.sdk_config().await, "burst", 5, 30).await?;
     let registry = Proxy::start(&env.standin.url()).await?;
     registry.record();
@@ -428,6 +471,8 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
     aws.record();
     let sqs = Proxy::start(&sqs_moto.url()).await?;
     sqs.record();
+    // Its ReceiveMessage answers say when each resource's first message reached a worker.
+    sqs.record_answers();
     // The burst: every resource's create first, then updates round-robin, 10 per SendMessageBatch.
     let bodies: Vec<(usize, String)> = (0..args.burst_events)
         .map(|k| {
@@ -445,6 +490,7 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
             &env,
             &path,
             args.burst_workers.max(1),
+            args.burst_concurrency,
             [&registry, &aws, &sqs],
         )
     };
@@ -547,8 +593,10 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
     };
     let calls = registry.take_recorded();
     let mut by_operation: BTreeMap<String, usize> = BTreeMap::new();
+    let sqs_calls = sqs.take_recorded();
+    let first_received = first_received(&sqs_calls, &ids);
     // The bench sends the burst straight to moto; only the worker goes through `sqs`.
-    for c in &[aws.take_recorded(), sqs.take_recorded()].concat() {
+    for c in &[aws.take_recorded(), sqs_calls].concat() {
         *by_operation.entry(operation_of(c)).or_default() += 1;
     }
     let aws_calls: usize = by_operation.values().sum();
@@ -562,32 +610,63 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
         .iter()
         .filter(|c| c.uri.ends_with("/register"))
         .count();
-    let mut latencies: Vec<Duration> = (0..n)
+    // Per resource: first sent, first handed to a worker, registration arriving at the registry.
+    let timelines: Vec<(Instant, Instant, Instant)> = (0..n)
         .filter_map(|i| {
             let name = format!("burst-{i:05}");
             let registered = calls.iter().find(|c| {
                 c.method == "POST" && c.uri.ends_with("/register") && mentions(&c.body, &name)
             })?;
-            Some(registered.at.duration_since(first_sent[i]?))
+            Some((first_sent[i]?, first_received[i]?, registered.at))
         })
         .collect();
-    latencies.sort();
+    ensure!(
+        timelines.len() == n,
+        "{} of {n} resources have no send, receive and registration on record",
+        n - timelines.len()
+    );
+    let spread = |span: fn(&(Instant, Instant, Instant)) -> Duration| {
+        let mut d: Vec<Duration> = timelines.iter().map(span).collect();
+        d.sort();
+        (secs(percentile(&d, 0.5)), secs(percentile(&d, 0.99)))
+    };
+    let end_to_end = spread(|(sent, _, registered)| registered.duration_since(*sent));
+    let queue_wait = spread(|(sent, received, _)| received.saturating_duration_since(*sent));
+    let own = spread(|(_, received, registered)| registered.saturating_duration_since(*received));
     writeln!(
         out,
-        "### Burst: {} events for {n} resources through SQS ({} worker(s), loopback)\n\n\
-         | sent in | drained in | registry writes | registrations | writes per resource | settled reconciles per resource | AgentCore reads per resource | event-to-registered p50 | p99 | own processing p50 | p99 | worker CPU per event | dead-lettered |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n\
-         | {} | {} | {} | {registrations} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {:.2} ms | {} |\n",
+        "### Burst: {} events for {n} resources through SQS ({} worker(s) of concurrency {}, {}, {}, loopback)\n\n\
+         | sent in | drained in | registry writes | registrations | writes per resource | settled reconciles per resource | AgentCore reads per resource | event-to-registered p50 | p99 | queue wait p50 | p99 | own processing p50 | p99 | reconcile p50 | p99 | worker CPU per event | dead-lettered |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n\
+         | {} | {} | {} | {registrations} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} ms | {} |\n\n\
+         Per resource: queue wait runs from its first event sent to the first of its messages \
+         handed to a worker (a ReceiveMessage answer); own processing from there to its \
+         registration reaching the registry. Reconcile: the workers' histogram, a bound.\n",
         args.burst_events,
         args.burst_workers.max(1),
+        args.burst_concurrency,
+        if args.burst_backlog {
+            "queued before the workers start"
+        } else {
+            "sent while they run"
+        },
+        if args.burst_linear_sqs {
+            "moto's SQS with linear bookkeeping"
+        } else {
+            "moto's SQS as is"
+        },
         secs(sent),
         secs(drain),
         writes.len(),
         writes.len() as f64 / n as f64,
         reconciles / n as f64,
         agentcore_reads as f64 / n as f64,
-        secs(percentile(&latencies, 0.5)),
-        secs(percentile(&latencies, 0.99)),
+        end_to_end.0,
+        end_to_end.1,
+        queue_wait.0,
+        queue_wait.1,
+        own.0,
+        own.1,
         within(0.5),
         within(0.99),
         cpu * 1000.0 / args.burst_events as f64,
@@ -638,17 +717,19 @@ async fn spawn_burst_workers(
     env: &TestEnv,
     path: &EventPath,
     count: usize,
+    concurrency: usize,
     [registry, aws, sqs]: [&Proxy; 3],
 ) -> anyhow::Result<BurstWorkers> {
     let mut children = Vec::new();
     let mut listens = Vec::new();
+    let concurrency = concurrency.to_string();
     for _ in 0..count {
         let listen = format!("127.0.0.1:{}", registrar_tests::moto::free_port()?);
         children.push(env.spawn_worker_with_env(
             path,
             &[
                 "--concurrency",
-                "32",
+                &concurrency,
                 "--wait-base",
                 "1",
                 "--listen",
