@@ -85,6 +85,20 @@ pub struct ConsumerStats {
     pub duration_count: AtomicU64,
 }
 
+/// The most messages one ReceiveMessage returns (the SQS limit).
+const MAX_BATCH: usize = 10;
+
+/// How long a finished message waits for others to share its DeleteMessageBatch. A message
+/// deleted late is only hidden a little longer; one lost to a crash meanwhile is processed
+/// again, which is harmless.
+const DELETE_LINGER: Duration = Duration::from_millis(200);
+
+/// Free permits a worker waits for before it receives again: half a batch (of what it may hold
+/// at once, at most [`MAX_BATCH`]), at least one.
+fn refill_size(concurrency: usize) -> usize {
+    concurrency.clamp(1, MAX_BATCH).div_ceil(2)
+}
+
 /// Upper bounds (seconds) of the reconcile duration histogram.
 pub const DURATION_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -222,7 +236,9 @@ where
     /// Receives and processes until `shutdown` fires; then stops receiving, lets in-flight
     /// messages finish within the grace period, and releases the rest (visibility 0).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let concurrency = self.config.concurrency.max(1);
+        let permits = Arc::new(Semaphore::new(concurrency));
+        let refill = refill_size(concurrency);
         let tracker = TaskTracker::new();
         let release = CancellationToken::new();
         let (done_tx, done_rx) = mpsc::channel::<Received>(256);
@@ -232,11 +248,14 @@ where
             self.stats
                 .last_tick_ms
                 .store(self.clock.now_ms(), Ordering::Relaxed);
-            let first = tokio::select! {
+            // A busy worker tops up a batch at a time, not one message per freed permit: fewer
+            // receives, and the messages it cannot start yet wait in SQS, where another replica
+            // can take them, rather than here.
+            let mut room = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                p = Arc::clone(&permits).acquire_many_owned(refill as u32) => match p { Ok(p) => p, Err(_) => break },
             };
-            let want = 1 + permits.available_permits().min(9);
+            let want = refill + permits.available_permits().min(MAX_BATCH - refill);
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 r = self.queue.receive(want as i32, self.config.receive_wait, self.config.visibility) => r,
@@ -245,16 +264,15 @@ where
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(error = %e, class = %e.class, "Receive failed; retrying shortly.");
-                    drop(first);
+                    drop(room);
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     }
                 }
             };
-            let mut first = Some(first);
             for message in batch {
-                let permit = match first.take() {
+                let permit = match room.split(1) {
                     Some(p) => p,
                     None => match Arc::clone(&permits).acquire_owned().await {
                         Ok(p) => p,
@@ -292,7 +310,7 @@ where
     async fn delete_batches(self: Arc<Self>, mut rx: mpsc::Receiver<Received>) {
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
-            let linger = tokio::time::sleep(Duration::from_millis(20));
+            let linger = tokio::time::sleep(DELETE_LINGER);
             tokio::pin!(linger);
             while batch.len() < 10 {
                 tokio::select! {
@@ -723,6 +741,12 @@ fn event_time_ms(iso: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busy_worker_receives_half_a_batch_at_least() {
+        let sizes: Vec<usize> = [1, 2, 3, 4, 10, 16, 32].map(refill_size).to_vec();
+        assert_eq!(sizes, [1, 1, 2, 2, 5, 5, 5]);
+    }
 
     #[test]
     fn the_receive_loop_is_alive_until_it_stalls_past_the_limit() {
