@@ -24,6 +24,20 @@ pub fn moto_binary() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join(".venv-moto/bin/moto_server"))
 }
 
+/// The Python that runs `moto_server`: the interpreter its shebang names.
+fn moto_python() -> anyhow::Result<PathBuf> {
+    let bin = moto_binary();
+    let script = std::fs::read_to_string(&bin)
+        .with_context(|| format!("reading {}: run `scripts/peers.sh install`", bin.display()))?;
+    script
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("#!"))
+        .and_then(|l| l.split_whitespace().next())
+        .map(PathBuf::from)
+        .with_context(|| format!("{} names no interpreter on its first line", bin.display()))
+}
+
 /// A free TCP port on 127.0.0.1 (bound, read, released).
 pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -45,13 +59,12 @@ impl Moto {
         Self::start_from(moto_binary(), &[]).await
     }
 
-    /// Starts moto through `tests/moto/linear_sqs.py`, which makes two of moto's SQS hot spots
-    /// cheap without changing its answers (the file says which and why). For benchmarks whose
+    /// Starts moto through `tests/moto/patched_sqs.py`, which makes two of moto's SQS hot spots
+    /// cheap (the file says which, why, and what it leaves as it was). For benchmarks whose
     /// backlog would otherwise be paced by moto's queue bookkeeping; tests use [`Moto::start`].
-    pub async fn start_linear_sqs() -> anyhow::Result<Self> {
-        let python = moto_binary().with_file_name("python");
-        let launcher = workspace_root().join("tests/moto/linear_sqs.py");
-        Self::start_from(python, &[launcher.into_os_string()]).await
+    pub async fn start_patched_sqs() -> anyhow::Result<Self> {
+        let launcher = workspace_root().join("tests/moto/patched_sqs.py");
+        Self::start_from(moto_python()?, &[launcher.into_os_string()]).await
     }
 
     async fn start_from(bin: PathBuf, launcher: &[std::ffi::OsString]) -> anyhow::Result<Self> {

@@ -763,62 +763,6 @@ async fn a_dense_backlog_costs_one_reconcile_per_resource_in_one_worker() -> any
     Ok(())
 }
 
-#[tokio::test]
-async fn a_busy_worker_receives_in_batches_not_one_message_per_finished_one() -> anyhow::Result<()>
-{
-    let env = TestEnv::start().await?;
-    let path = EventPath::create(&env.config, "refill", 5, 10).await?;
-    let gateways = 16;
-    for i in 0..gateways {
-        let id =
-            create_gateway(&env.agentcore, &format!("refill-{i:02}"), GatewayAuth::Iam).await?;
-        announce_update(&path, &id).await?;
-    }
-    let aws = registrar_tests::proxy::Proxy::start(&env.moto.url()).await?;
-    aws.record();
-    let _worker = env.spawn_worker_with_env(
-        &path,
-        &["--concurrency", "4"],
-        &[("AWS_ENDPOINT_URL", &aws.url())],
-    )?;
-    assert!(
-        path.drained(Duration::from_secs(30)).await?,
-        "{}",
-        env.worker_logs()
-    );
-    let asked: Vec<u64> = aws
-        .take_recorded()
-        .iter()
-        .filter(|c| {
-            c.service == "sqs"
-                && c.headers
-                    .get("x-amz-target")
-                    .is_some_and(|t| t == "AmazonSQS.ReceiveMessage")
-        })
-        .map(|c| {
-            serde_json::from_slice::<serde_json::Value>(&c.body).ok()?["MaxNumberOfMessages"]
-                .as_u64()
-        })
-        .collect::<Option<_>>()
-        .unwrap_or_default();
-    // Four at once: it waits for two to finish before it asks SQS again, and asks for two or
-    // more (one receive per finished message before).
-    assert!(!asked.is_empty(), "no ReceiveMessage recorded");
-    assert!(
-        asked.iter().all(|n| (2..=4).contains(n)),
-        "asked for {asked:?}"
-    );
-    assert!(
-        (1..=gateways as usize).all(|i| env
-            .standin
-            .server(&format!("/refill-{:02}", i - 1))
-            .is_some()),
-        "{}",
-        env.worker_logs()
-    );
-    Ok(())
-}
-
 /// By message id, the highest receive count at which the worker's reconcile failed (its log's
 /// "retrying later" lines).
 fn failed_receives(logs: &str) -> std::collections::BTreeMap<String, u64> {

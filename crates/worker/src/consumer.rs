@@ -85,18 +85,11 @@ pub struct ConsumerStats {
     pub duration_count: AtomicU64,
 }
 
-/// The most messages one ReceiveMessage returns (the SQS limit).
-const MAX_BATCH: usize = 10;
-
-/// How long a finished message waits for others to share its DeleteMessageBatch. A message
-/// deleted late is only hidden a little longer; one lost to a crash meanwhile is processed
-/// again, which is harmless.
-const DELETE_LINGER: Duration = Duration::from_millis(200);
-
-/// Free permits a worker waits for before it receives again: half a batch (of what it may hold
-/// at once, at most [`MAX_BATCH`]), at least one.
-fn refill_size(concurrency: usize) -> usize {
-    concurrency.clamp(1, MAX_BATCH).div_ceil(2)
+/// How long a finished message waits for others to share its DeleteMessageBatch: 200 ms, or a
+/// tenth of the visibility timeout when that is shorter, so that it is deleted well before it
+/// reappears. One lost to a crash meanwhile is processed again, which is harmless.
+fn delete_linger(visibility: Duration) -> Duration {
+    Duration::from_millis(200).min(visibility / 10)
 }
 
 /// Upper bounds (seconds) of the reconcile duration histogram.
@@ -236,9 +229,7 @@ where
     /// Receives and processes until `shutdown` fires; then stops receiving, lets in-flight
     /// messages finish within the grace period, and releases the rest (visibility 0).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let concurrency = self.config.concurrency.max(1);
-        let permits = Arc::new(Semaphore::new(concurrency));
-        let refill = refill_size(concurrency);
+        let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let tracker = TaskTracker::new();
         let release = CancellationToken::new();
         let (done_tx, done_rx) = mpsc::channel::<Received>(256);
@@ -248,14 +239,11 @@ where
             self.stats
                 .last_tick_ms
                 .store(self.clock.now_ms(), Ordering::Relaxed);
-            // A busy worker tops up a batch at a time, not one message per freed permit: fewer
-            // receives, and the messages it cannot start yet wait in SQS, where another replica
-            // can take them, rather than here.
-            let mut room = tokio::select! {
+            let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                p = Arc::clone(&permits).acquire_many_owned(refill as u32) => match p { Ok(p) => p, Err(_) => break },
+                p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             };
-            let want = refill + permits.available_permits().min(MAX_BATCH - refill);
+            let want = 1 + permits.available_permits().min(9);
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 r = self.queue.receive(want as i32, self.config.receive_wait, self.config.visibility) => r,
@@ -264,15 +252,16 @@ where
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(error = %e, class = %e.class, "Receive failed; retrying shortly.");
-                    drop(room);
+                    drop(first);
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     }
                 }
             };
+            let mut first = Some(first);
             for message in batch {
-                let permit = match room.split(1) {
+                let permit = match first.take() {
                     Some(p) => p,
                     None => match Arc::clone(&permits).acquire_owned().await {
                         Ok(p) => p,
@@ -310,7 +299,7 @@ where
     async fn delete_batches(self: Arc<Self>, mut rx: mpsc::Receiver<Received>) {
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
-            let linger = tokio::time::sleep(DELETE_LINGER);
+            let linger = tokio::time::sleep(delete_linger(self.config.visibility));
             tokio::pin!(linger);
             while batch.len() < 10 {
                 tokio::select! {
@@ -743,9 +732,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_busy_worker_receives_half_a_batch_at_least() {
-        let sizes: Vec<usize> = [1, 2, 3, 4, 10, 16, 32].map(refill_size).to_vec();
-        assert_eq!(sizes, [1, 1, 2, 2, 5, 5, 5]);
+    fn finished_messages_wait_for_company_well_within_their_visibility() {
+        let linger = |s: u64| delete_linger(Duration::from_secs(s));
+        assert_eq!(linger(60), Duration::from_millis(200));
+        assert_eq!(linger(2), Duration::from_millis(200));
+        assert_eq!(linger(1), Duration::from_millis(100));
     }
 
     #[test]

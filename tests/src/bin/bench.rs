@@ -50,11 +50,11 @@ struct Args {
     /// Queue the whole burst before any worker starts (a backlog), instead of while they run.
     #[arg(long)]
     burst_backlog: bool,
-    /// Serve the burst's queue from moto with its SQS bookkeeping made linear
-    /// (`tests/moto/linear_sqs.py`: the same answers; a queue of thousands no longer paces the
-    /// workers at moto's O(N) per message).
+    /// Serve the burst's queue from moto with two SQS hot spots patched
+    /// (`tests/moto/patched_sqs.py`: the same answers at a far smaller cost per message, so a
+    /// queue of thousands no longer paces the workers).
     #[arg(long)]
-    burst_linear_sqs: bool,
+    burst_patched_sqs: bool,
     /// Messages each burst worker processes at once (its --concurrency).
     #[arg(long, default_value_t = 32)]
     burst_concurrency: usize,
@@ -416,7 +416,11 @@ fn first_received(calls: &[Recorded], ids: &[String]) -> Vec<Option<Instant>> {
             let Ok(event) = serde_json::from_str::<serde_json::Value>(body) else {
                 continue;
             };
-            let id = event["detail"]["requestParameters"]["gatewayIdentifier"].as_str();
+            // An update names the gateway in its request, a create only in its response.
+            let detail = &event["detail"];
+            let id = detail["requestParameters"]["gatewayIdentifier"]
+                .as_str()
+                .or_else(|| detail["responseElements"]["gatewayId"].as_str());
             if let Some(&i) = id.and_then(|id| index.get(id)) {
                 let seen = first[i].get_or_insert(at);
                 *seen = (*seen).min(at);
@@ -424,6 +428,51 @@ fn first_received(calls: &[Recorded], ids: &[String]) -> Vec<Option<Instant>> {
         }
     }
     first
+}
+
+/// Per resource, how long within its window its AWS calls (those naming its gateway id or its
+/// name, and answered) were outstanding: the union of their spans, clipped to the window.
+fn outstanding_on_aws(
+    calls: &[Recorded],
+    names: &std::collections::HashMap<String, usize>,
+    windows: &[(Instant, Instant)],
+) -> Vec<Duration> {
+    let mut spans: Vec<Vec<(Instant, Instant)>> = vec![Vec::new(); windows.len()];
+    for c in calls {
+        let Some(answered) = c.answered_at else {
+            continue;
+        };
+        let text = format!("{} {}", c.uri, String::from_utf8_lossy(&c.body));
+        let mut named: Vec<usize> = text
+            .split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '-'))
+            .filter_map(|token| names.get(token).copied())
+            .collect();
+        named.sort_unstable();
+        named.dedup();
+        for i in named {
+            let (from, to) = windows[i];
+            let (start, end) = (c.at.max(from), answered.min(to));
+            if start < end {
+                spans[i].push((start, end));
+            }
+        }
+    }
+    spans
+        .into_iter()
+        .map(|mut s| {
+            s.sort();
+            let mut total = Duration::ZERO;
+            let mut reach: Option<Instant> = None;
+            for (start, end) in s {
+                let start = reach.map_or(start, |r| start.max(r));
+                if end > start {
+                    total += end - start;
+                }
+                reach = Some(reach.map_or(end, |r| r.max(end)));
+            }
+            total
+        })
+        .collect()
 }
 
 /// Whether a request body names `name` as a whole word (the form encodes the path's slash).
@@ -459,8 +508,8 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
     // The queue lives in a moto of its own: one moto process serves one request at a time
     // behind a global dispatch lock, and the burst's SQS traffic would queue there behind the
     // worker's AgentCore and DynamoDB calls (in AWS they are different services).
-    let sqs_moto = if args.burst_linear_sqs {
-        Moto::start_linear_sqs().await?
+    let sqs_moto = if args.burst_patched_sqs {
+        Moto::start_patched_sqs().await?
     } else {
         Moto::start().await?
     };
@@ -469,6 +518,8 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
     registry.record();
     let aws = Proxy::start(&env.moto.url()).await?;
     aws.record();
+    // Their answer times say how long a registration waited on AgentCore and DynamoDB.
+    aws.record_answers();
     let sqs = Proxy::start(&sqs_moto.url()).await?;
     sqs.record();
     // Its ReceiveMessage answers say when each resource's first message reached a worker.
@@ -595,8 +646,21 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
     let mut by_operation: BTreeMap<String, usize> = BTreeMap::new();
     let sqs_calls = sqs.take_recorded();
     let first_received = first_received(&sqs_calls, &ids);
+    // The emulator's part of a message's way to a worker: moto answering a receive that had
+    // messages to hand out.
+    let mut receive_service: Vec<Duration> = sqs_calls
+        .iter()
+        .filter(|c| {
+            c.answer
+                .as_deref()
+                .is_some_and(|a| a.windows(11).any(|w| w == b"\"Messages\":"))
+        })
+        .filter_map(|c| Some(c.answered_at?.saturating_duration_since(c.at)))
+        .collect();
+    receive_service.sort();
+    let aws_recorded = aws.take_recorded();
     // The bench sends the burst straight to moto; only the worker goes through `sqs`.
-    for c in &[aws.take_recorded(), sqs_calls].concat() {
+    for c in aws_recorded.iter().chain(&sqs_calls) {
         *by_operation.entry(operation_of(c)).or_default() += 1;
     }
     let aws_calls: usize = by_operation.values().sum();
@@ -625,6 +689,12 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
         "{} of {n} resources have no send, receive and registration on record",
         n - timelines.len()
     );
+    ensure!(
+        timelines
+            .iter()
+            .all(|(sent, received, registered)| sent <= received && received <= registered),
+        "a resource was registered before any of its events reached a worker"
+    );
     let spread = |span: fn(&(Instant, Instant, Instant)) -> Duration| {
         let mut d: Vec<Duration> = timelines.iter().map(span).collect();
         d.sort();
@@ -633,15 +703,36 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
     let end_to_end = spread(|(sent, _, registered)| registered.duration_since(*sent));
     let queue_wait = spread(|(sent, received, _)| received.saturating_duration_since(*sent));
     let own = spread(|(_, received, registered)| registered.saturating_duration_since(*received));
+    let names: std::collections::HashMap<String, usize> = ids
+        .iter()
+        .enumerate()
+        .flat_map(|(i, id)| [(id.clone(), i), (format!("burst-{i:05}"), i)])
+        .collect();
+    let windows: Vec<(Instant, Instant)> = timelines.iter().map(|(_, r, g)| (*r, *g)).collect();
+    let on_aws = outstanding_on_aws(&aws_recorded, &names, &windows);
+    let own_split = |part: &dyn Fn(usize) -> Duration| {
+        let mut d: Vec<Duration> = (0..windows.len()).map(part).collect();
+        d.sort();
+        format!(
+            "p50 {} / p99 {}",
+            secs(percentile(&d, 0.5)),
+            secs(percentile(&d, 0.99))
+        )
+    };
+    let waiting_on_aws = own_split(&|i| on_aws[i]);
+    let in_the_worker = own_split(&|i| {
+        (windows[i].1.saturating_duration_since(windows[i].0)).saturating_sub(on_aws[i])
+    });
     writeln!(
         out,
         "### Burst: {} events for {n} resources through SQS ({} worker(s) of concurrency {}, {}, {}, loopback)\n\n\
-         | sent in | drained in | registry writes | registrations | writes per resource | settled reconciles per resource | AgentCore reads per resource | event-to-registered p50 | p99 | queue wait p50 | p99 | own processing p50 | p99 | reconcile p50 | p99 | worker CPU per event | dead-lettered |\n\
+         | sent in | drained in | registry writes | registrations | writes per resource | settled reconciles per resource | AgentCore reads per resource | event-to-registered p50 | p99 | until handed to a worker p50 | p99 | own processing p50 | p99 | reconcile p50 | p99 | worker CPU per event | dead-lettered |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n\
          | {} | {} | {} | {registrations} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} ms | {} |\n\n\
-         Per resource: queue wait runs from its first event sent to the first of its messages \
-         handed to a worker (a ReceiveMessage answer); own processing from there to its \
-         registration reaching the registry. Reconcile: the workers' histogram, a bound.\n",
+         Per resource: from its first event sent to the first of its messages handed to a \
+         worker (a ReceiveMessage answer; in a backlog this includes the sending, the pause \
+         before the workers start and its place in the line), and own processing from there to \
+         its registration reaching the registry. Reconcile: the workers' histogram, a bound.\n",
         args.burst_events,
         args.burst_workers.max(1),
         args.burst_concurrency,
@@ -650,8 +741,8 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
         } else {
             "sent while they run"
         },
-        if args.burst_linear_sqs {
-            "moto's SQS with linear bookkeeping"
+        if args.burst_patched_sqs {
+            "moto's SQS patched (tests/moto/patched_sqs.py)"
         } else {
             "moto's SQS as is"
         },
@@ -671,6 +762,15 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
         within(0.99),
         cpu * 1000.0 / args.burst_events as f64,
         path.dlq_total().await?
+    )?;
+    writeln!(
+        out,
+        "Own processing, split: waiting on AgentCore and DynamoDB (calls naming the resource, \
+         outstanding) {waiting_on_aws}; the rest, in the worker between those calls, \
+         {in_the_worker}. moto's SQS answering a ReceiveMessage that handed out messages: \
+         p50 {} / p99 {}.\n",
+        secs(percentile(&receive_service, 0.5)),
+        secs(percentile(&receive_service, 0.99)),
     )?;
     writeln!(
         out,
