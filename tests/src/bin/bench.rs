@@ -124,7 +124,7 @@ struct Peers<'a> {
     /// moto for AgentCore and STS.
     aws: &'a Proxy,
     /// A second moto for DynamoDB: AWS serves its services independently, while one moto
-    /// process serves one request at a time behind a global dispatch lock.
+    /// process serves about one request at a time (its threads share one interpreter).
     dynamodb: &'a Proxy,
     registry: &'a Proxy,
 }
@@ -505,8 +505,8 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
         .buffered(16)
         .try_collect()
         .await?;
-    // The queue lives in a moto of its own: one moto process serves one request at a time
-    // behind a global dispatch lock, and the burst's SQS traffic would queue there behind the
+    // The queue lives in a moto of its own: one moto process serves about one request at a time
+    // (its threads share one interpreter), and the burst's SQS traffic would queue there behind the
     // worker's AgentCore and DynamoDB calls (in AWS they are different services).
     let sqs_moto = if args.burst_patched_sqs {
         Moto::start_patched_sqs().await?
@@ -714,9 +714,9 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
         let mut d: Vec<Duration> = (0..windows.len()).map(part).collect();
         d.sort();
         format!(
-            "p50 {} / p99 {}",
-            secs(percentile(&d, 0.5)),
-            secs(percentile(&d, 0.99))
+            "p50 {} ms / p99 {} ms",
+            percentile(&d, 0.5).as_millis(),
+            percentile(&d, 0.99).as_millis()
         )
     };
     let waiting_on_aws = own_split(&|i| on_aws[i]);
@@ -768,9 +768,9 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
         "Own processing, split: waiting on AgentCore and DynamoDB (calls naming the resource, \
          outstanding) {waiting_on_aws}; the rest, in the worker between those calls, \
          {in_the_worker}. moto's SQS answering a ReceiveMessage that handed out messages: \
-         p50 {} / p99 {}.\n",
-        secs(percentile(&receive_service, 0.5)),
-        secs(percentile(&receive_service, 0.99)),
+         p50 {} ms / p99 {} ms.\n",
+        percentile(&receive_service, 0.5).as_millis(),
+        percentile(&receive_service, 0.99).as_millis(),
     )?;
     writeln!(
         out,
