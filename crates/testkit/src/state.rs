@@ -101,6 +101,19 @@ impl MemoryState {
         self.tables.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// A resource's row and its key pointer, under the caller's lock.
+    fn write_record(&self, t: &mut Tables, r: &RecordedResource) -> Result<(), PortError> {
+        let key = pointer_key(&ResourceKey {
+            kind: r.resource.kind,
+            account: r.resource.account.clone(),
+            region: r.resource.region.clone(),
+            id: r.resource.id.clone(),
+            gateway_id: r.resource.gateway_id.clone(),
+        });
+        self.put("resource row", &mut t.resources, &r.resource.arn, r.clone())?;
+        self.put("key pointer", &mut t.pointers, &key, r.resource.arn.clone())
+    }
+
     /// Refuses a fenced write over an item written under a newer lease.
     fn admit(&self, what: &str, written_under: Option<u64>) -> Result<(), PortError> {
         match (&self.fence, written_under) {
@@ -168,17 +181,21 @@ impl ResourceStore for MemoryState {
     }
 
     async fn record(&self, r: &RecordedResource) -> Result<(), PortError> {
+        self.write_record(&mut self.tables(), r)
+    }
+
+    async fn record_keeping_enable(&self, r: &RecordedResource) -> Result<bool, PortError> {
+        // Read and written under one lock, as the adapter's conditional write.
         let mut t = self.tables();
-        let key = pointer_key(&ResourceKey {
-            kind: r.resource.kind,
-            account: r.resource.account.clone(),
-            region: r.resource.region.clone(),
-            id: r.resource.id.clone(),
-            gateway_id: r.resource.gateway_id.clone(),
-        });
-        let t = &mut *t;
-        self.put("resource row", &mut t.resources, &r.resource.arn, r.clone())?;
-        self.put("key pointer", &mut t.pointers, &key, r.resource.arn.clone())
+        let done = t
+            .resources
+            .get(&r.resource.arn)
+            .and_then(|row| row.value.as_ref())
+            .is_some_and(|stored| stored.enabled_set);
+        let mut row = r.clone();
+        row.enabled_set |= done;
+        self.write_record(&mut t, &row)?;
+        Ok(row.enabled_set)
     }
 
     async fn forget(&self, arn: &str) -> Result<(), PortError> {

@@ -166,6 +166,12 @@ impl ResourceStore for ModelState {
         self.inner.record(r).await
     }
 
+    async fn record_keeping_enable(&self, r: &RecordedResource) -> Result<bool, PortError> {
+        // As the adapter: the row, conditional, then the pointer.
+        self.requests("PutItem", 2, WRITE).await?;
+        self.inner.record_keeping_enable(r).await
+    }
+
     async fn forget(&self, arn: &str) -> Result<(), PortError> {
         self.requests("DeleteItem", 2, WRITE).await?;
         self.inner.forget(arn).await

@@ -6,6 +6,7 @@ use std::time::Duration;
 use registrar_core::ErrorClass;
 use registrar_core::desired::{DeriveOptions, gateway_entry};
 use registrar_core::identity::ResourceKey;
+use registrar_core::plan::RecordedResource;
 use registrar_core::ports::{Acquired, StateStore};
 
 use crate::fixtures::{gateway, recorded, server_entry, target_server_entry, token};
@@ -52,6 +53,51 @@ pub async fn resources<S: StateStore>(store: &S) {
         .expect("lookup")
         .expect("row");
     assert!(marked.enabled_set, "marked enabled");
+    // A write from a snapshot that still owed the enable keeps the `true` written since, and
+    // writes the rest; `record` (a decision just made) may still write false over it.
+    let stale = RecordedResource {
+        fingerprint: "changed again".into(),
+        ..changed.clone()
+    };
+    assert!(
+        store
+            .record_keeping_enable(&stale)
+            .await
+            .expect("record keeping the enable"),
+        "the enable is kept"
+    );
+    assert_eq!(
+        store.lookup(&key_of(&a)).await.expect("lookup"),
+        Some(RecordedResource {
+            enabled_set: true,
+            ..stale.clone()
+        })
+    );
+    store.record(&stale).await.expect("record");
+    assert!(
+        !store
+            .lookup(&key_of(&a))
+            .await
+            .expect("lookup")
+            .expect("row")
+            .enabled_set,
+        "record writes what it is given"
+    );
+    let owed = RecordedResource {
+        fingerprint: "owed".into(),
+        ..stale.clone()
+    };
+    assert!(
+        !store
+            .record_keeping_enable(&owed)
+            .await
+            .expect("record keeping the enable"),
+        "nothing enabled it since: still owed"
+    );
+    assert_eq!(
+        store.lookup(&key_of(&a)).await.expect("lookup"),
+        Some(owed.clone())
+    );
     let all = store.resources().await.expect("resources");
     assert_eq!(all.len(), 2, "{all:?}");
     store.forget(&a.resource.arn).await.expect("forget");
@@ -515,6 +561,14 @@ pub async fn leases<S: StateStore, F: AsyncFn(Duration)>(store: &S, ttl: Duratio
     );
     lease_lost(stale.hold().await, "hold");
     lease_lost(stale.record(&row).await, "record");
+    let owed = RecordedResource {
+        enabled_set: false,
+        ..row.clone()
+    };
+    lease_lost(
+        stale.record_keeping_enable(&owed).await,
+        "record keeping the enable",
+    );
     lease_lost(stale.claim_path(&d.path, &arn).await, "claim");
     lease_lost(stale.put_manifest(&m).await, "manifest");
     assert!(stale.mark_enabled(&arn).await.is_err(), "no row to mark");

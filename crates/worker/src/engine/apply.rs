@@ -239,6 +239,9 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
         decided: Option<bool>,
     ) -> Result<(), PortError> {
         let previous = self.recorded.get(d.resource.arn.as_str()).copied();
+        // Owed still, as far as the snapshot says: the token loop may have enabled the entry
+        // since (a rescan's snapshot can be minutes old), so the write keeps a `true` it finds.
+        let mut carried_owed = false;
         let enabled_set = match (decided, previous) {
             (Some(settled), _) => settled,
             (None, Some(p)) if p.enabled_set => true,
@@ -251,14 +254,10 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
                     .await?;
                 true
             }
-            // Owed still, as far as the snapshot says. The token loop may have enabled it since
-            // (a rescan's snapshot can be minutes old): never write false over its true, or its
-            // next refresh would enable again what an operator disabled meanwhile.
-            (None, Some(_)) => self
-                .state
-                .lookup(&key_of(&d.resource))
-                .await?
-                .is_some_and(|r| r.resource.arn == d.resource.arn && r.enabled_set),
+            (None, Some(_)) => {
+                carried_owed = true;
+                false
+            }
             // Adopted, or our state was lost: the operator owns the enabled state.
             (None, None) => true,
         };
@@ -270,7 +269,14 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
             _ => {}
         }
         let row = RecordedResource::written(d, enabled_set);
-        if previous != Some(&row) {
+        if previous == Some(&row) {
+            return Ok(());
+        }
+        if carried_owed {
+            // Never false over the token loop's true, decided in the write itself: its next
+            // refresh would enable again what an operator disabled meanwhile (invariant 6).
+            self.state.record_keeping_enable(&row).await?;
+        } else {
             self.state.record(&row).await?;
         }
         Ok(())

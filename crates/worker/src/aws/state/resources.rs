@@ -83,6 +83,44 @@ pub(super) fn recorded_from(item: &Item) -> Option<RecordedResource> {
     })
 }
 
+/// A resource's row, its key pointer and, for a target, its pointer under its gateway.
+fn record_items(r: &RecordedResource) -> (Item, Item, Option<Item>) {
+    let res = &r.resource;
+    let mut row = item([
+        ("pk", s(resource_pk(&res.arn))),
+        ("sk", s("res")),
+        ("kind", s(res.kind.as_str())),
+        ("arn", s(&res.arn)),
+        ("account", s(&res.account)),
+        ("region", s(&res.region)),
+        ("id", s(&res.id)),
+        ("collection", s(r.collection.as_str())),
+        ("path", s(&r.path)),
+        ("fingerprint", s(&r.fingerprint)),
+        ("aws_updated_at", s(&r.aws_updated_at)),
+        ("enabled_set", AttributeValue::Bool(r.enabled_set)),
+        ("name", s(&r.name)),
+        ("auth_label", s(&r.auth_label)),
+    ]);
+    if let Some(g) = &res.gateway_id {
+        row.insert("gateway_id".into(), s(g));
+    }
+    if let Some(p) = &r.pointing {
+        row.insert("url".into(), s(&p.url));
+        if let Some(scheme) = &p.auth_scheme {
+            row.insert("auth_scheme".into(), s(scheme));
+        }
+    }
+    let pointer = item([
+        ("pk", s(pointer_pk(res.kind, &res.region, &res.id))),
+        ("sk", s("ptr")),
+        ("arn", s(&res.arn)),
+    ]);
+    let under_gateway = target_pointer_key(res)
+        .map(|(pk, sk)| item([("pk", s(pk)), ("sk", s(sk)), ("arn", s(&res.arn))]));
+    (row, pointer, under_gateway)
+}
+
 impl ResourceStore for DynamoState {
     async fn resources(&self) -> Result<Vec<RecordedResource>, PortError> {
         Ok(self
@@ -94,39 +132,7 @@ impl ResourceStore for DynamoState {
     }
 
     async fn record(&self, r: &RecordedResource) -> Result<(), PortError> {
-        let res = &r.resource;
-        let mut row = item([
-            ("pk", s(resource_pk(&res.arn))),
-            ("sk", s("res")),
-            ("kind", s(res.kind.as_str())),
-            ("arn", s(&res.arn)),
-            ("account", s(&res.account)),
-            ("region", s(&res.region)),
-            ("id", s(&res.id)),
-            ("collection", s(r.collection.as_str())),
-            ("path", s(&r.path)),
-            ("fingerprint", s(&r.fingerprint)),
-            ("aws_updated_at", s(&r.aws_updated_at)),
-            ("enabled_set", AttributeValue::Bool(r.enabled_set)),
-            ("name", s(&r.name)),
-            ("auth_label", s(&r.auth_label)),
-        ]);
-        if let Some(g) = &res.gateway_id {
-            row.insert("gateway_id".into(), s(g));
-        }
-        if let Some(p) = &r.pointing {
-            row.insert("url".into(), s(&p.url));
-            if let Some(scheme) = &p.auth_scheme {
-                row.insert("auth_scheme".into(), s(scheme));
-            }
-        }
-        let pointer = item([
-            ("pk", s(pointer_pk(res.kind, &res.region, &res.id))),
-            ("sk", s("ptr")),
-            ("arn", s(&res.arn)),
-        ]);
-        let under_gateway = target_pointer_key(res)
-            .map(|(pk, sk)| item([("pk", s(pk)), ("sk", s(sk)), ("arn", s(&res.arn))]));
+        let (row, pointer, under_gateway) = record_items(r);
         if self.fence.is_some() {
             // A batch cannot carry conditions: under a lease, conditional puts one by one.
             self.put_fenced("resource row", row).await?;
@@ -180,6 +186,43 @@ impl ResourceStore for DynamoState {
                 pending.len()
             ),
         ))
+    }
+
+    async fn record_keeping_enable(&self, r: &RecordedResource) -> Result<bool, PortError> {
+        if r.enabled_set {
+            self.record(r).await?;
+            return Ok(true);
+        }
+        let (row, pointer, under_gateway) = record_items(r);
+        let owed = "attribute_not_exists(enabled_set) OR enabled_set = :owed";
+        match self
+            .put(
+                "resource row",
+                row,
+                Some(owed),
+                &[(":owed", AttributeValue::Bool(false))],
+            )
+            .await?
+        {
+            Put::Done => {}
+            Put::Refused(Some(old))
+                if old.get("enabled_set") == Some(&AttributeValue::Bool(true)) =>
+            {
+                // Enabled since the caller's snapshot (the token loop): keep it.
+                let kept = RecordedResource {
+                    enabled_set: true,
+                    ..r.clone()
+                };
+                self.record(&kept).await?;
+                return Ok(true);
+            }
+            Put::Refused(old) => return Err(self.overtaken("resource row", old.as_ref())),
+        }
+        self.put_fenced("key pointer", pointer).await?;
+        if let Some(p) = under_gateway {
+            self.put_fenced("target pointer", p).await?;
+        }
+        Ok(false)
     }
 
     async fn forget(&self, arn: &str) -> Result<(), PortError> {
