@@ -114,12 +114,13 @@ pub trait ResourceStore: Send + Sync {
         &self,
         resource: &RecordedResource,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
-    /// Records `resource` as [`ResourceStore::record`] does, with one exception, decided in the
-    /// same write: when `resource` says its entry's enable is still owed (`enabled_set` false)
-    /// and the stored row of the same ARN says it was done, the stored `true` is kept (the token
-    /// loop enabled the entry after the caller read its snapshot; writing `false` would have its
-    /// next refresh enable again what an operator may have disabled since, invariant 6). Returns
-    /// the `enabled_set` written.
+    /// Records `resource` as [`ResourceStore::record`] does, with one exception, decided by a
+    /// write conditional on the stored row: when `resource` says its entry's enable is still
+    /// owed (`enabled_set` false) and the stored row of the same ARN says it was done, the
+    /// stored `true` is kept (the token loop enabled the entry after the caller read its
+    /// snapshot; writing `false` would have its next refresh enable again what an operator may
+    /// have disabled since, invariant 6). Returns the `enabled_set` written. Only this
+    /// direction: a stale `true` written over a fresh `false` is not prevented here.
     fn record_keeping_enable(
         &self,
         resource: &RecordedResource,

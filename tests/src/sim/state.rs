@@ -167,8 +167,14 @@ impl ResourceStore for ModelState {
     }
 
     async fn record_keeping_enable(&self, r: &RecordedResource) -> Result<bool, PortError> {
-        // As the adapter: the row, conditional, then the pointer.
-        self.requests("PutItem", 2, WRITE).await?;
+        // As the adapter: the row, conditional, then the pointer (and a target's second one);
+        // a kept enable's second write is not counted.
+        let puts = if r.resource.gateway_id.is_some() {
+            3
+        } else {
+            2
+        };
+        self.requests("PutItem", puts, WRITE).await?;
         self.inner.record_keeping_enable(r).await
     }
 

@@ -605,6 +605,23 @@ pub async fn leases<S: StateStore, F: AsyncFn(Duration)>(store: &S, ttl: Duratio
     next.put_manifest(&m).await.expect("manifest");
     next.mark_enabled(&arn).await.expect("mark");
     assert_eq!(store.lookup(&key).await.expect("lookup"), Some(row.clone()));
+    // Under the fence too, a write that owed the enable keeps the stored one; an older
+    // holder's is refused, whatever the row says.
+    let owed_again = RecordedResource {
+        enabled_set: false,
+        ..row.clone()
+    };
+    assert!(
+        next.record_keeping_enable(&owed_again)
+            .await
+            .expect("fenced, keeping the enable"),
+        "kept under the fence"
+    );
+    assert_eq!(store.lookup(&key).await.expect("lookup"), Some(row.clone()));
+    lease_lost(
+        stale.record_keeping_enable(&owed_again).await,
+        "an older holder's write over a row enabled since",
+    );
     assert_eq!(
         store.manifest(&arn).await.expect("manifest"),
         Some(m.clone())

@@ -273,8 +273,9 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
             return Ok(());
         }
         if carried_owed {
-            // Never false over the token loop's true, decided in the write itself: its next
-            // refresh would enable again what an operator disabled meanwhile (invariant 6).
+            // Never false over the token loop's true, by a write conditional on the stored row:
+            // its next refresh would enable again what an operator disabled meanwhile
+            // (invariant 6).
             self.state.record_keeping_enable(&row).await?;
         } else {
             self.state.record(&row).await?;

@@ -215,6 +215,14 @@ impl DynamoState {
         }
     }
 
+    /// Whether `old` was written under a newer lease than this store's fence.
+    fn written_under_newer_lease(&self, old: &Item) -> bool {
+        self.fence
+            .as_ref()
+            .zip(number(old, "fence"))
+            .is_some_and(|(lease, theirs)| theirs > lease.version)
+    }
+
     /// The error of a fenced write refused because `old` was written under a newer lease.
     fn overtaken(&self, what: &str, old: Option<&Item>) -> PortError {
         let theirs = old

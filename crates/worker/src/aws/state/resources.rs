@@ -206,9 +206,12 @@ impl ResourceStore for DynamoState {
         {
             Put::Done => {}
             Put::Refused(Some(old))
-                if old.get("enabled_set") == Some(&AttributeValue::Bool(true)) =>
+                if old.get("enabled_set") == Some(&AttributeValue::Bool(true))
+                    && !self.written_under_newer_lease(&old) =>
             {
-                // Enabled since the caller's snapshot (the token loop): keep it.
+                // Enabled since the caller's snapshot (the token loop): keep it. A second
+                // write, fenced as the first: a fresh registration's `false` landing between
+                // the two would be written over (a window left open; see the issue note).
                 let kept = RecordedResource {
                     enabled_set: true,
                     ..r.clone()
