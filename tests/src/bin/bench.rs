@@ -720,7 +720,7 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
         )
     };
     let waiting_on_aws = own_split(&|i| on_aws[i]);
-    let in_the_worker = own_split(&|i| {
+    let the_rest = own_split(&|i| {
         (windows[i].1.saturating_duration_since(windows[i].0)).saturating_sub(on_aws[i])
     });
     writeln!(
@@ -766,8 +766,8 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
     writeln!(
         out,
         "Own processing, split: waiting on AgentCore and DynamoDB (calls naming the resource, \
-         outstanding) {waiting_on_aws}; the rest, in the worker between those calls, \
-         {in_the_worker}. moto's SQS answering a ReceiveMessage that handed out messages: \
+         outstanding) {waiting_on_aws}; the rest (the worker's work, and waits without such a \
+         call: lease backoff, retries, STS, scheduling) {the_rest}. moto's SQS answering a ReceiveMessage that handed out messages: \
          p50 {} ms / p99 {} ms.\n",
         percentile(&receive_service, 0.5).as_millis(),
         percentile(&receive_service, 0.99).as_millis(),
