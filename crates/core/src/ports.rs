@@ -114,16 +114,17 @@ pub trait ResourceStore: Send + Sync {
         &self,
         resource: &RecordedResource,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
-    /// Records `resource` as [`ResourceStore::record`] does, with one exception, decided by a
-    /// write conditional on the stored row: when `resource` says its entry's enable is still
-    /// owed (`enabled_set` false) and the stored row of the same ARN says it was done, the
-    /// stored `true` is kept (the token loop enabled the entry after the caller read its
-    /// snapshot; writing `false` would have its next refresh enable again what an operator may
-    /// have disabled since, invariant 6). Returns the `enabled_set` written. Only this
-    /// direction: a stale `true` written over a fresh `false` is not prevented here.
-    fn record_keeping_enable(
+    /// Records `resource` as [`ResourceStore::record`] does, unless its row changed since the
+    /// caller's snapshot saw it with `seen` as its `enabled_set` (`None`: no row). Then the
+    /// stored `enabled_set` is written with the rest of `resource`: it is the newer fact (the
+    /// token loop enabled the entry since, or a reconcile registered it again and owes its
+    /// enable), where the snapshot's value would either have the next refresh enable again what
+    /// an operator disabled, or lose an enable still owed (invariant 6). Each write is
+    /// conditional on the row as last read. Returns the `enabled_set` written.
+    fn record_since(
         &self,
         resource: &RecordedResource,
+        seen: Option<bool>,
     ) -> impl Future<Output = Result<bool, PortError>> + Send;
     /// Forgets a resource: its record and its key pointer.
     fn forget(&self, arn: &str) -> impl Future<Output = Result<(), PortError>> + Send;

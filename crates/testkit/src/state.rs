@@ -184,16 +184,22 @@ impl ResourceStore for MemoryState {
         self.write_record(&mut self.tables(), r)
     }
 
-    async fn record_keeping_enable(&self, r: &RecordedResource) -> Result<bool, PortError> {
+    async fn record_since(
+        &self,
+        r: &RecordedResource,
+        seen: Option<bool>,
+    ) -> Result<bool, PortError> {
         // Read and written under one lock, as the adapter's conditional write.
         let mut t = self.tables();
-        let done = t
+        let stored = t
             .resources
             .get(&r.resource.arn)
             .and_then(|row| row.value.as_ref())
-            .is_some_and(|stored| stored.enabled_set);
+            .map(|stored| stored.enabled_set);
         let mut row = r.clone();
-        row.enabled_set |= done;
+        if stored != seen {
+            row.enabled_set = stored.unwrap_or(r.enabled_set);
+        }
         self.write_record(&mut t, &row)?;
         Ok(row.enabled_set)
     }

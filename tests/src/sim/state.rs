@@ -166,16 +166,20 @@ impl ResourceStore for ModelState {
         self.inner.record(r).await
     }
 
-    async fn record_keeping_enable(&self, r: &RecordedResource) -> Result<bool, PortError> {
+    async fn record_since(
+        &self,
+        r: &RecordedResource,
+        seen: Option<bool>,
+    ) -> Result<bool, PortError> {
         // As the adapter: the row, conditional, then the pointer (and a target's second one);
-        // a kept enable's second write is not counted.
+        // a row changed since the snapshot costs one more put, not counted.
         let puts = if r.resource.gateway_id.is_some() {
             3
         } else {
             2
         };
         self.requests("PutItem", puts, WRITE).await?;
-        self.inner.record_keeping_enable(r).await
+        self.inner.record_since(r, seen).await
     }
 
     async fn forget(&self, arn: &str) -> Result<(), PortError> {

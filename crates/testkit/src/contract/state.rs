@@ -53,18 +53,27 @@ pub async fn resources<S: StateStore>(store: &S) {
         .expect("lookup")
         .expect("row");
     assert!(marked.enabled_set, "marked enabled");
-    // A write from a snapshot that still owed the enable keeps the `true` written since, and
-    // writes the rest; `record` (a decision just made) may still write false over it.
+    // A write from a snapshot gives way to a row changed since: the stored `enabled_set` is
+    // written with the rest. `record` (a decision just made) writes what it is given.
+    let enabled_set_of = async |r: &RecordedResource| {
+        store
+            .lookup(&key_of(r))
+            .await
+            .expect("lookup")
+            .expect("row")
+            .enabled_set
+    };
     let stale = RecordedResource {
         fingerprint: "changed again".into(),
         ..changed.clone()
     };
+    // Seen owing the enable; enabled since (the mark above): kept.
     assert!(
         store
-            .record_keeping_enable(&stale)
+            .record_since(&stale, Some(false))
             .await
-            .expect("record keeping the enable"),
-        "the enable is kept"
+            .expect("record since"),
+        "the enable made since is kept"
     );
     assert_eq!(
         store.lookup(&key_of(&a)).await.expect("lookup"),
@@ -74,30 +83,47 @@ pub async fn resources<S: StateStore>(store: &S) {
         })
     );
     store.record(&stale).await.expect("record");
-    assert!(
-        !store
-            .lookup(&key_of(&a))
-            .await
-            .expect("lookup")
-            .expect("row")
-            .enabled_set,
-        "record writes what it is given"
-    );
+    assert!(!enabled_set_of(&a).await, "record writes what it is given");
+    // Seen as stored: written as given, either way.
     let owed = RecordedResource {
         fingerprint: "owed".into(),
         ..stale.clone()
     };
     assert!(
         !store
-            .record_keeping_enable(&owed)
+            .record_since(&owed, Some(false))
             .await
-            .expect("record keeping the enable"),
-        "nothing enabled it since: still owed"
+            .expect("record since"),
+        "nothing changed since: as given"
     );
     assert_eq!(
         store.lookup(&key_of(&a)).await.expect("lookup"),
         Some(owed.clone())
     );
+    // Seen enabled, or seen with no row at all; owed again since (a registration anew):
+    // the owed enable is not lost.
+    let done = RecordedResource {
+        enabled_set: true,
+        ..owed.clone()
+    };
+    for seen in [Some(true), None] {
+        assert!(
+            !store.record_since(&done, seen).await.expect("record since"),
+            "seen {seen:?}: the enable owed since is kept owed"
+        );
+        assert!(!enabled_set_of(&a).await, "seen {seen:?}");
+    }
+    // No row, and none seen: written as given.
+    let c = recorded(&server_entry("gamma", "gw-gamma"));
+    assert!(
+        store.record_since(&c, None).await.expect("record since") == c.enabled_set,
+        "a new row as given"
+    );
+    assert_eq!(
+        store.lookup(&key_of(&c)).await.expect("lookup"),
+        Some(c.clone())
+    );
+    store.forget(&c.resource.arn).await.expect("forget");
     let all = store.resources().await.expect("resources");
     assert_eq!(all.len(), 2, "{all:?}");
     store.forget(&a.resource.arn).await.expect("forget");
@@ -565,10 +591,7 @@ pub async fn leases<S: StateStore, F: AsyncFn(Duration)>(store: &S, ttl: Duratio
         enabled_set: false,
         ..row.clone()
     };
-    lease_lost(
-        stale.record_keeping_enable(&owed).await,
-        "record keeping the enable",
-    );
+    lease_lost(stale.record_since(&owed, Some(false)).await, "record since");
     lease_lost(stale.claim_path(&d.path, &arn).await, "claim");
     lease_lost(stale.put_manifest(&m).await, "manifest");
     assert!(stale.mark_enabled(&arn).await.is_err(), "no row to mark");
@@ -612,14 +635,14 @@ pub async fn leases<S: StateStore, F: AsyncFn(Duration)>(store: &S, ttl: Duratio
         ..row.clone()
     };
     assert!(
-        next.record_keeping_enable(&owed_again)
+        next.record_since(&owed_again, Some(false))
             .await
-            .expect("fenced, keeping the enable"),
+            .expect("fenced, since a snapshot"),
         "kept under the fence"
     );
     assert_eq!(store.lookup(&key).await.expect("lookup"), Some(row.clone()));
     lease_lost(
-        stale.record_keeping_enable(&owed_again).await,
+        stale.record_since(&owed_again, Some(false)).await,
         "an older holder's write over a row enabled since",
     );
     assert_eq!(

@@ -239,27 +239,25 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
         decided: Option<bool>,
     ) -> Result<(), PortError> {
         let previous = self.recorded.get(d.resource.arn.as_str()).copied();
-        // Owed still, as far as the snapshot says: the token loop may have enabled the entry
-        // since (a rescan's snapshot can be minutes old), so the write keeps a `true` it finds.
-        let mut carried_owed = false;
-        let enabled_set = match (decided, previous) {
-            (Some(settled), _) => settled,
-            (None, Some(p)) if p.enabled_set => true,
-            (None, Some(_)) if enabled => true,
+        // `made_now`: an enable this run just made (or a registration that owes none). Every
+        // other value comes from the snapshot, which can be minutes old (a rescan's), and gives
+        // way to a row changed since: the token loop enabled the entry, or a reconcile
+        // registered it again and owes its enable.
+        let (enabled_set, made_now) = match (decided, previous) {
+            (Some(settled), _) => (settled, settled),
+            (None, Some(p)) if p.enabled_set => (true, false),
+            (None, Some(_)) if enabled => (true, false),
             (None, Some(_)) if self.enable.at_registration(d.inbound_auth) => {
                 // The enable after our registration failed earlier: owed once, done now.
                 self.state.hold().await?;
                 self.registry
                     .set_enabled(d.collection(), &d.path, true)
                     .await?;
-                true
+                (true, true)
             }
-            (None, Some(_)) => {
-                carried_owed = true;
-                false
-            }
+            (None, Some(_)) => (false, false),
             // Adopted, or our state was lost: the operator owns the enabled state.
-            (None, None) => true,
+            (None, None) => (true, false),
         };
         // The manifest row before the record: a record carrying this fingerprint then always
         // means the row matches this body.
@@ -272,13 +270,13 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
         if previous == Some(&row) {
             return Ok(());
         }
-        if carried_owed {
-            // Never false over the token loop's true, by a write conditional on the stored row:
-            // its next refresh would enable again what an operator disabled meanwhile
-            // (invariant 6).
-            self.state.record_keeping_enable(&row).await?;
-        } else {
+        if made_now {
             self.state.record(&row).await?;
+        } else {
+            // Conditional on the stored row being as the snapshot saw it (invariant 6).
+            self.state
+                .record_since(&row, previous.map(|p| p.enabled_set))
+                .await?;
         }
         Ok(())
     }
@@ -580,6 +578,50 @@ mod tests {
         assert_eq!(o.status, Status::Updated, "{o:?}");
         let row = w.recorded(&d.resource.arn).await.expect("recorded");
         assert!(row.enabled_set, "the token loop's enable stays recorded");
+    }
+
+    #[tokio::test]
+    async fn an_update_from_a_stale_snapshot_never_loses_an_enable_owed_since() {
+        let w = world();
+        let jwt = |description: &str| {
+            let mut gw = gateway("secured", "gw-secured", Some("https://idp.example.com"));
+            gw.description = Some(description.into());
+            gateway_entry(&gw, DeriveOptions::default()).expect("registrable")
+        };
+        let d = jwt("first");
+        let o = w
+            .applier(EnablePolicy::Authenticated)
+            .apply(Action::Register(d.clone()))
+            .await;
+        assert_eq!(o.status, Status::Registered, "{o:?}");
+        w.state.mark_enabled(&d.resource.arn).await.expect("mark");
+        // A rescan's snapshot: enabled.
+        let stale = w.recorded(&d.resource.arn).await.expect("recorded");
+        assert!(stale.enabled_set);
+        // Meanwhile a reconcile registers the entry anew (an operator removed it): its enable
+        // is owed again.
+        let anew = RecordedResource {
+            enabled_set: false,
+            ..stale.clone()
+        };
+        w.state.record(&anew).await.expect("record");
+        let current = w
+            .registry
+            .get(Collection::Server, &d.path)
+            .await
+            .expect("registry")
+            .expect("entry");
+        let mut applier = w.applier(EnablePolicy::Authenticated);
+        applier.recorded = BTreeMap::from([(stale.resource.arn.as_str(), &stale)]);
+        let o = applier
+            .apply(Action::Update {
+                desired: jwt("second"),
+                current,
+            })
+            .await;
+        assert_eq!(o.status, Status::Updated, "{o:?}");
+        let row = w.recorded(&d.resource.arn).await.expect("recorded");
+        assert!(!row.enabled_set, "the enable owed since stays owed");
     }
 
     #[tokio::test]

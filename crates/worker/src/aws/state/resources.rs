@@ -188,44 +188,72 @@ impl ResourceStore for DynamoState {
         ))
     }
 
-    async fn record_keeping_enable(&self, r: &RecordedResource) -> Result<bool, PortError> {
-        if r.enabled_set {
-            self.record(r).await?;
-            return Ok(true);
-        }
-        let (row, pointer, under_gateway) = record_items(r);
-        let owed = "attribute_not_exists(enabled_set) OR enabled_set = :owed";
-        match self
-            .put(
-                "resource row",
-                row,
-                Some(owed),
-                &[(":owed", AttributeValue::Bool(false))],
-            )
-            .await?
-        {
-            Put::Done => {}
-            Put::Refused(Some(old))
-                if old.get("enabled_set") == Some(&AttributeValue::Bool(true))
-                    && !self.written_under_newer_lease(&old) =>
+    async fn record_since(
+        &self,
+        r: &RecordedResource,
+        seen: Option<bool>,
+    ) -> Result<bool, PortError> {
+        let (mut row, pointer, under_gateway) = record_items(r);
+        let (mut seen, mut enabled_set) = (seen, r.enabled_set);
+        // A few rounds: each refusal reads the row as it is now, and the next write is
+        // conditional on that, so no write lands on a row it has not seen.
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            row.insert("enabled_set".into(), AttributeValue::Bool(enabled_set));
+            let condition = match seen {
+                None => "attribute_not_exists(pk) OR gone = :t",
+                Some(true) => {
+                    "attribute_exists(pk) AND attribute_not_exists(gone) AND enabled_set = :t"
+                }
+                Some(false) => {
+                    "attribute_exists(pk) AND attribute_not_exists(gone) AND (attribute_not_exists(enabled_set) OR enabled_set = :f)"
+                }
+            };
+            let values = [
+                (":t", AttributeValue::Bool(true)),
+                (":f", AttributeValue::Bool(false)),
+            ];
+            let used: Vec<(&str, AttributeValue)> = values
+                .into_iter()
+                .filter(|(name, _)| condition.contains(name))
+                .collect();
+            match self
+                .put("resource row", row.clone(), Some(condition), &used)
+                .await?
             {
-                // Enabled since the caller's snapshot (the token loop): keep it. A second
-                // write, fenced as the first: a fresh registration's `false` landing between
-                // the two would be written over (a window left open; see the issue note).
-                let kept = RecordedResource {
-                    enabled_set: true,
-                    ..r.clone()
-                };
-                self.record(&kept).await?;
-                return Ok(true);
+                Put::Done => break,
+                Put::Refused(old)
+                    if old
+                        .as_ref()
+                        .is_some_and(|o| self.written_under_newer_lease(o)) =>
+                {
+                    return Err(self.overtaken("resource row", old.as_ref()));
+                }
+                Put::Refused(_) if rounds == 3 => {
+                    return Err(PortError::new(
+                        PEER,
+                        format!("resource row {}", r.resource.arn),
+                        ErrorClass::Transient,
+                        "the row kept changing under three conditional writes",
+                    ));
+                }
+                Put::Refused(old) => {
+                    // Changed since the snapshot: what is stored now is the newer fact.
+                    let stored = old.filter(|o| !is_gone(o)).map(|o| {
+                        o.get("enabled_set")
+                            .is_some_and(|v| v.as_bool().ok() == Some(&true))
+                    });
+                    enabled_set = stored.unwrap_or(r.enabled_set);
+                    seen = stored;
+                }
             }
-            Put::Refused(old) => return Err(self.overtaken("resource row", old.as_ref())),
         }
         self.put_fenced("key pointer", pointer).await?;
         if let Some(p) = under_gateway {
             self.put_fenced("target pointer", p).await?;
         }
-        Ok(false)
+        Ok(enabled_set)
     }
 
     async fn forget(&self, arn: &str) -> Result<(), PortError> {
