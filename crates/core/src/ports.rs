@@ -119,8 +119,9 @@ pub trait ResourceStore: Send + Sync {
     /// stored `enabled_set` is written with the rest of `resource`: it is the newer fact (the
     /// token loop enabled the entry since, or a reconcile registered it again and owes its
     /// enable), where the snapshot's value would either have the next refresh enable again what
-    /// an operator disabled, or lose an enable still owed (invariant 6). Each write is
-    /// conditional on the row as last read. Returns the `enabled_set` written.
+    /// an operator disabled, or lose an enable still owed (invariant 6). A row seen but
+    /// forgotten since (deregistered) is not written back. Each write is conditional on the row
+    /// as last read. Returns the `enabled_set` written (or that would have been).
     fn record_since(
         &self,
         resource: &RecordedResource,

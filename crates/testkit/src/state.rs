@@ -196,9 +196,17 @@ impl ResourceStore for MemoryState {
             .get(&r.resource.arn)
             .and_then(|row| row.value.as_ref())
             .map(|stored| stored.enabled_set);
+        // A row (or tombstone) written under a newer lease refuses this writer first.
+        self.admit(
+            "resource row",
+            t.resources.get(&r.resource.arn).and_then(|row| row.fence),
+        )?;
         let mut row = r.clone();
-        if stored != seen {
-            row.enabled_set = stored.unwrap_or(r.enabled_set);
+        match (seen, stored) {
+            // Forgotten since (deregistered): not brought back.
+            (Some(_), None) => return Ok(r.enabled_set),
+            (_, Some(now)) if Some(now) != seen => row.enabled_set = now,
+            _ => {}
         }
         self.write_record(&mut t, &row)?;
         Ok(row.enabled_set)

@@ -128,6 +128,12 @@ pub async fn resources<S: StateStore>(store: &S) {
     assert_eq!(all.len(), 2, "{all:?}");
     store.forget(&a.resource.arn).await.expect("forget");
     assert_eq!(store.lookup(&key_of(&a)).await.expect("lookup"), None);
+    // Seen, then forgotten (deregistered): a write from the snapshot does not bring it back.
+    store
+        .record_since(&a, Some(true))
+        .await
+        .expect("record since");
+    assert_eq!(store.lookup(&key_of(&a)).await.expect("lookup"), None);
     assert!(
         store.mark_enabled(&a.resource.arn).await.is_err(),
         "no row to mark"
@@ -622,7 +628,20 @@ pub async fn leases<S: StateStore, F: AsyncFn(Duration)>(store: &S, ttl: Duratio
             .all(|x| x.arn != arn)
     );
 
-    // The next holder, and an unfenced writer (a rescan), write over them as usual.
+    // A write that saw the row does not bring it back; one that saw none lands on the
+    // tombstone. The next holder, and an unfenced writer (a rescan), write over them as usual.
+    store
+        .record_since(&row, Some(row.enabled_set))
+        .await
+        .expect("record since");
+    assert_eq!(store.lookup(&key).await.expect("lookup"), None);
+    assert_eq!(
+        next.record_since(&row, None)
+            .await
+            .expect("over a tombstone"),
+        row.enabled_set
+    );
+    assert_eq!(store.lookup(&key).await.expect("lookup"), Some(row.clone()));
     assert_eq!(next.claim_path(&d.path, &arn).await.expect("claim"), None);
     next.record(&row).await.expect("record");
     next.put_manifest(&m).await.expect("manifest");

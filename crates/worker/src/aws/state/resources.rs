@@ -210,16 +210,13 @@ impl ResourceStore for DynamoState {
                     "attribute_exists(pk) AND attribute_not_exists(gone) AND (attribute_not_exists(enabled_set) OR enabled_set = :f)"
                 }
             };
-            let values = [
-                (":t", AttributeValue::Bool(true)),
-                (":f", AttributeValue::Bool(false)),
-            ];
-            let used: Vec<(&str, AttributeValue)> = values
-                .into_iter()
-                .filter(|(name, _)| condition.contains(name))
-                .collect();
+            // Only the values the condition names: DynamoDB refuses unused ones.
+            let value = match seen {
+                None | Some(true) => (":t", AttributeValue::Bool(true)),
+                Some(false) => (":f", AttributeValue::Bool(false)),
+            };
             match self
-                .put("resource row", row.clone(), Some(condition), &used)
+                .put("resource row", row.clone(), Some(condition), &[value])
                 .await?
             {
                 Put::Done => break,
@@ -240,12 +237,15 @@ impl ResourceStore for DynamoState {
                 }
                 Put::Refused(old) => {
                     // Changed since the snapshot: what is stored now is the newer fact.
-                    let stored = old.filter(|o| !is_gone(o)).map(|o| {
+                    let Some(stored) = old.filter(|o| !is_gone(o)).map(|o| {
                         o.get("enabled_set")
                             .is_some_and(|v| v.as_bool().ok() == Some(&true))
-                    });
-                    enabled_set = stored.unwrap_or(r.enabled_set);
-                    seen = stored;
+                    }) else {
+                        // Forgotten since (deregistered): not brought back.
+                        return Ok(enabled_set);
+                    };
+                    enabled_set = stored;
+                    seen = Some(stored);
                 }
             }
         }
