@@ -55,6 +55,10 @@ struct Args {
     /// queue of thousands no longer paces the workers).
     #[arg(long)]
     burst_patched_sqs: bool,
+    /// Give DynamoDB a moto of its own in the burst, as the resync benchmark does (AWS serves
+    /// its services independently); by default it shares AgentCore's.
+    #[arg(long)]
+    burst_dynamodb_apart: bool,
     /// Messages each burst worker processes at once (its --concurrency).
     #[arg(long, default_value_t = 32)]
     burst_concurrency: usize,
@@ -520,6 +524,24 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
     aws.record();
     // Their answer times say how long a registration waited on AgentCore and DynamoDB.
     aws.record_answers();
+    // DynamoDB apart: the same table in a moto of its own, behind its own proxy.
+    let ddb_moto = if args.burst_dynamodb_apart {
+        let moto = Moto::start().await?;
+        DynamoState::new(&moto.sdk_config().await, &env.table)
+            .ensure_table()
+            .await?;
+        Some(moto)
+    } else {
+        None
+    };
+    let dynamodb = match &ddb_moto {
+        Some(moto) => Some(Proxy::start(&moto.url()).await?),
+        None => None,
+    };
+    if let Some(proxy) = &dynamodb {
+        proxy.record();
+        proxy.record_answers();
+    }
     let sqs = Proxy::start(&sqs_moto.url()).await?;
     sqs.record();
     // Its ReceiveMessage answers say when each resource's first message reached a worker.
@@ -543,6 +565,7 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
             args.burst_workers.max(1),
             args.burst_concurrency,
             [&registry, &aws, &sqs],
+            dynamodb.as_ref(),
         )
     };
     let early = if args.burst_backlog {
@@ -658,7 +681,10 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
         .filter_map(|c| Some(c.answered_at?.saturating_duration_since(c.at)))
         .collect();
     receive_service.sort();
-    let aws_recorded = aws.take_recorded();
+    let mut aws_recorded = aws.take_recorded();
+    if let Some(proxy) = &dynamodb {
+        aws_recorded.extend(proxy.take_recorded());
+    }
     // The bench sends the burst straight to moto; only the worker goes through `sqs`.
     for c in aws_recorded.iter().chain(&sqs_calls) {
         *by_operation.entry(operation_of(c)).or_default() += 1;
@@ -741,10 +767,11 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
         } else {
             "sent while they run"
         },
-        if args.burst_patched_sqs {
-            "moto's SQS patched (tests/moto/patched_sqs.py)"
-        } else {
-            "moto's SQS as is"
+        match (args.burst_patched_sqs, args.burst_dynamodb_apart) {
+            (true, true) => "moto's SQS patched (tests/moto/patched_sqs.py), DynamoDB apart",
+            (true, false) => "moto's SQS patched (tests/moto/patched_sqs.py)",
+            (false, true) => "moto's SQS as is, DynamoDB apart",
+            (false, false) => "moto's SQS as is",
         },
         secs(sent),
         secs(drain),
@@ -819,6 +846,7 @@ async fn spawn_burst_workers(
     count: usize,
     concurrency: usize,
     [registry, aws, sqs]: [&Proxy; 3],
+    dynamodb: Option<&Proxy>,
 ) -> anyhow::Result<BurstWorkers> {
     let mut children = Vec::new();
     let mut listens = Vec::new();
@@ -839,6 +867,10 @@ async fn spawn_burst_workers(
                 ("REGISTRY_URL", &registry.url()),
                 ("AWS_ENDPOINT_URL", &aws.url()),
                 ("AWS_ENDPOINT_URL_SQS", &sqs.url()),
+                (
+                    "AWS_ENDPOINT_URL_DYNAMODB",
+                    &dynamodb.map_or_else(|| aws.url(), Proxy::url),
+                ),
             ],
         )?);
         listens.push(listen);
