@@ -175,6 +175,12 @@ pub trait ResourceStore: Send + Sync {
     ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Notes that the entry's enabled state has now been set (invariant 6: once).
     fn mark_enabled(&self, arn: &str) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Takes the one enable an entry is owed: marks it done if the live row still owes it.
+    /// `true`: this caller, and no other, makes the enable now. `false`: it was made already
+    /// (by another writer, since the caller's snapshot), or the row is gone.
+    fn claim_enable(&self, arn: &str) -> impl Future<Output = Result<bool, PortError>> + Send;
+    /// Gives back a claimed enable that could not be made: the live row owes it again.
+    fn owe_enable_again(&self, arn: &str) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
 /// Manifest rows of CUSTOM_JWT resources and the state of their egress tokens.

@@ -296,6 +296,34 @@ impl ResourceStore for MemoryState {
         }
         Ok(())
     }
+
+    async fn claim_enable(&self, arn: &str) -> Result<bool, PortError> {
+        self.flip_enabled(arn, true)
+    }
+
+    async fn owe_enable_again(&self, arn: &str) -> Result<(), PortError> {
+        self.flip_enabled(arn, false).map(|_| ())
+    }
+}
+
+impl MemoryState {
+    /// As the adapter: the live row's `enabled_set` to `to` where it is not so already.
+    fn flip_enabled(&self, arn: &str, to: bool) -> Result<bool, PortError> {
+        let mut t = self.tables();
+        let fence = self.fence.as_ref().map(|l| l.version);
+        let Some(row) = t.resources.get_mut(arn) else {
+            return Ok(false);
+        };
+        self.admit("resource row", row.fence)?;
+        let Some(r) = row.value.as_mut().filter(|r| r.enabled_set != to) else {
+            return Ok(false);
+        };
+        r.enabled_set = to;
+        if fence.is_some() {
+            row.fence = fence;
+        }
+        Ok(true)
+    }
 }
 
 impl TokenStore for MemoryState {

@@ -231,6 +231,16 @@ impl ResourceStore for ModelState {
         self.request("UpdateItem", WRITE).await?;
         self.inner.mark_enabled(arn).await
     }
+
+    async fn claim_enable(&self, arn: &str) -> Result<bool, PortError> {
+        self.request("UpdateItem", WRITE).await?;
+        self.inner.claim_enable(arn).await
+    }
+
+    async fn owe_enable_again(&self, arn: &str) -> Result<(), PortError> {
+        self.request("UpdateItem", WRITE).await?;
+        self.inner.owe_enable_again(arn).await
+    }
 }
 
 impl TokenStore for ModelState {

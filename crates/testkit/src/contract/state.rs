@@ -128,6 +128,44 @@ pub async fn resources<S: StateStore>(store: &S) {
     assert_eq!(all.len(), 2, "{all:?}");
     store.forget(&a.resource.arn).await.expect("forget");
     assert_eq!(store.lookup(&key_of(&a)).await.expect("lookup"), None);
+    // The one enable owed: claimed by one caller only, given back when it could not be made.
+    let owing = RecordedResource {
+        enabled_set: false,
+        ..b.clone()
+    };
+    store.record(&owing).await.expect("record");
+    let arn_b = &b.resource.arn;
+    assert!(store.claim_enable(arn_b).await.expect("claim"), "claimed");
+    assert!(
+        !store.claim_enable(arn_b).await.expect("claim"),
+        "made already"
+    );
+    assert!(
+        store
+            .lookup(&key_of(&b))
+            .await
+            .expect("lookup")
+            .expect("row")
+            .enabled_set
+    );
+    store.owe_enable_again(arn_b).await.expect("owe again");
+    assert!(
+        !store
+            .lookup(&key_of(&b))
+            .await
+            .expect("lookup")
+            .expect("row")
+            .enabled_set
+    );
+    assert!(
+        store.claim_enable(arn_b).await.expect("claim"),
+        "owed again"
+    );
+    store.record(&b).await.expect("record");
+    assert!(
+        !store.claim_enable(&a.resource.arn).await.expect("claim"),
+        "no row: nothing to claim"
+    );
     // Seen, then forgotten (deregistered): a write from the snapshot does not bring it back.
     store
         .record_since(&a, Some(true))
@@ -601,6 +639,7 @@ pub async fn leases<S: StateStore, F: AsyncFn(Duration)>(store: &S, ttl: Duratio
     lease_lost(stale.claim_path(&d.path, &arn).await, "claim");
     lease_lost(stale.put_manifest(&m).await, "manifest");
     assert!(stale.mark_enabled(&arn).await.is_err(), "no row to mark");
+    lease_lost(stale.claim_enable(&arn).await, "claim the enable");
     store.release_lease(&a).await.expect("release");
     assert!(
         store.renew_lease(&b).await.expect("renew"),

@@ -248,12 +248,24 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
             (None, Some(p)) if p.enabled_set => (true, false),
             (None, Some(_)) if enabled => (true, false),
             (None, Some(_)) if self.enable.at_registration(d.inbound_auth) => {
-                // The enable after our registration failed earlier: owed once, done now.
+                // The enable after our registration failed earlier: owed once, done now, by
+                // whoever claims it. Another writer may have made it since the snapshot (an
+                // operator may have disabled the entry since): then it is not made again.
                 self.state.hold().await?;
-                self.registry
+                if !self.state.claim_enable(&d.resource.arn).await? {
+                    (true, false)
+                } else if let Err(e) = self
+                    .registry
                     .set_enabled(d.collection(), &d.path, true)
-                    .await?;
-                (true, true)
+                    .await
+                {
+                    if let Err(again) = self.state.owe_enable_again(&d.resource.arn).await {
+                        tracing::warn!(arn = %d.resource.arn, error = %again, "The enable failed and could not be recorded as still owed; it will not be retried.");
+                    }
+                    return Err(e);
+                } else {
+                    (true, true)
+                }
             }
             (None, Some(_)) => (false, false),
             // Adopted, or our state was lost: the operator owns the enabled state.
@@ -622,6 +634,57 @@ mod tests {
         assert_eq!(o.status, Status::Updated, "{o:?}");
         let row = w.recorded(&d.resource.arn).await.expect("recorded");
         assert!(!row.enabled_set, "the enable owed since stays owed");
+    }
+
+    #[tokio::test]
+    async fn a_stale_snapshot_never_makes_an_enable_made_since_again() {
+        let w = world();
+        let iam = |description: &str| {
+            let mut gw = gateway("open", "gw-open", None);
+            gw.description = Some(description.into());
+            gateway_entry(&gw, DeriveOptions::default()).expect("registrable")
+        };
+        let d = iam("first");
+        let o = w
+            .applier(EnablePolicy::Authenticated)
+            .apply(Action::Register(d.clone()))
+            .await;
+        assert_eq!(o.status, Status::Registered, "{o:?}");
+        let done = w.recorded(&d.resource.arn).await.expect("recorded");
+        assert!(done.enabled_set, "enabled at registration");
+        // A rescan's snapshot from before the enable was made: still owed.
+        let stale = RecordedResource {
+            enabled_set: false,
+            ..done.clone()
+        };
+        // Since then an operator disabled the entry.
+        w.registry
+            .set_enabled(Collection::Server, &d.path, false)
+            .await
+            .expect("disable");
+        let current = w
+            .registry
+            .get(Collection::Server, &d.path)
+            .await
+            .expect("registry")
+            .expect("entry");
+        w.registry.clear_calls();
+        let mut applier = w.applier(EnablePolicy::Authenticated);
+        applier.recorded = BTreeMap::from([(stale.resource.arn.as_str(), &stale)]);
+        let o = applier
+            .apply(Action::Update {
+                desired: iam("second"),
+                current,
+            })
+            .await;
+        assert_eq!(o.status, Status::Updated, "{o:?}");
+        assert_eq!(
+            w.registry.calls().get("toggle"),
+            None,
+            "the operator's disable stands"
+        );
+        let row = w.recorded(&d.resource.arn).await.expect("recorded");
+        assert!(row.enabled_set, "the enable stays made");
     }
 
     #[tokio::test]

@@ -440,6 +440,63 @@ impl ResourceStore for DynamoState {
             },
         }
     }
+
+    async fn claim_enable(&self, arn: &str) -> Result<bool, PortError> {
+        self.flip_enabled(arn, true).await
+    }
+
+    async fn owe_enable_again(&self, arn: &str) -> Result<(), PortError> {
+        self.flip_enabled(arn, false).await.map(|_| ())
+    }
+}
+
+impl DynamoState {
+    /// Sets the live row's `enabled_set` to `to` where it is not `to` already (absent counts
+    /// as false): whether this call changed it.
+    async fn flip_enabled(&self, arn: &str, to: bool) -> Result<bool, PortError> {
+        let from = if to {
+            "(attribute_not_exists(enabled_set) OR enabled_set = :from)"
+        } else {
+            "enabled_set = :from"
+        };
+        let live = format!("attribute_exists(pk) AND attribute_not_exists(gone) AND {from}");
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(resource_pk(arn)))
+            .key("sk", s("res"))
+            .expression_attribute_values(":to", AttributeValue::Bool(to))
+            .expression_attribute_values(":from", AttributeValue::Bool(!to))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        update = match &self.fence {
+            Some(lease) => update
+                .update_expression("SET enabled_set = :to, fence = :fence")
+                .condition_expression(format!(
+                    "{live} AND (attribute_not_exists(fence) OR fence <= :fence)"
+                ))
+                .expression_attribute_values(
+                    ":fence",
+                    AttributeValue::N(lease.version.to_string()),
+                ),
+            None => update
+                .update_expression("SET enabled_set = :to")
+                .condition_expression(live),
+        };
+        match update.send().await {
+            Ok(_) => Ok(true),
+            Err(e) => match e.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(c))
+                    if c.item().is_some_and(|i| self.written_under_newer_lease(i)) =>
+                {
+                    Err(self.overtaken("resource row", c.item()))
+                }
+                // Already so, or gone.
+                Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(false),
+                _ => Err(from_sdk_error(PEER, "UpdateItem (enabled)", e)),
+            },
+        }
+    }
 }
 
 impl DynamoState {
