@@ -517,6 +517,21 @@ mod tests {
             }
         }
 
+        /// Applies `desired` as an update of the entry now registered, from a snapshot in
+        /// which its record was `stale` (a rescan's, minutes old).
+        async fn update_from(&self, stale: &RecordedResource, desired: DesiredEntry) {
+            let current = self
+                .registry
+                .get(Collection::Server, &desired.path)
+                .await
+                .expect("registry")
+                .expect("entry");
+            let mut applier = self.applier(EnablePolicy::Authenticated);
+            applier.recorded = BTreeMap::from([(stale.resource.arn.as_str(), stale)]);
+            let o = applier.apply(Action::Update { desired, current }).await;
+            assert_eq!(o.status, Status::Updated, "{o:?}");
+        }
+
         async fn recorded(&self, arn: &str) -> Option<RecordedResource> {
             let rows = self.state.resources().await.expect("state");
             rows.into_iter().find(|r| r.resource.arn == arn)
@@ -573,21 +588,7 @@ mod tests {
         assert!(!stale.enabled_set);
         // Meanwhile the token loop delivers the first token and enables the entry.
         w.state.mark_enabled(&d.resource.arn).await.expect("mark");
-        let current = w
-            .registry
-            .get(Collection::Server, &d.path)
-            .await
-            .expect("registry")
-            .expect("entry");
-        let mut applier = w.applier(EnablePolicy::Authenticated);
-        applier.recorded = BTreeMap::from([(stale.resource.arn.as_str(), &stale)]);
-        let o = applier
-            .apply(Action::Update {
-                desired: jwt("second"),
-                current,
-            })
-            .await;
-        assert_eq!(o.status, Status::Updated, "{o:?}");
+        w.update_from(&stale, jwt("second")).await;
         let row = w.recorded(&d.resource.arn).await.expect("recorded");
         assert!(row.enabled_set, "the token loop's enable stays recorded");
     }
@@ -617,21 +618,7 @@ mod tests {
             ..stale.clone()
         };
         w.state.record(&anew).await.expect("record");
-        let current = w
-            .registry
-            .get(Collection::Server, &d.path)
-            .await
-            .expect("registry")
-            .expect("entry");
-        let mut applier = w.applier(EnablePolicy::Authenticated);
-        applier.recorded = BTreeMap::from([(stale.resource.arn.as_str(), &stale)]);
-        let o = applier
-            .apply(Action::Update {
-                desired: jwt("second"),
-                current,
-            })
-            .await;
-        assert_eq!(o.status, Status::Updated, "{o:?}");
+        w.update_from(&stale, jwt("second")).await;
         let row = w.recorded(&d.resource.arn).await.expect("recorded");
         assert!(!row.enabled_set, "the enable owed since stays owed");
     }
@@ -662,22 +649,8 @@ mod tests {
             .set_enabled(Collection::Server, &d.path, false)
             .await
             .expect("disable");
-        let current = w
-            .registry
-            .get(Collection::Server, &d.path)
-            .await
-            .expect("registry")
-            .expect("entry");
         w.registry.clear_calls();
-        let mut applier = w.applier(EnablePolicy::Authenticated);
-        applier.recorded = BTreeMap::from([(stale.resource.arn.as_str(), &stale)]);
-        let o = applier
-            .apply(Action::Update {
-                desired: iam("second"),
-                current,
-            })
-            .await;
-        assert_eq!(o.status, Status::Updated, "{o:?}");
+        w.update_from(&stale, iam("second")).await;
         assert_eq!(
             w.registry.calls().get("toggle"),
             None,

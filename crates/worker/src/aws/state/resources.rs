@@ -405,61 +405,37 @@ impl ResourceStore for DynamoState {
     }
 
     async fn mark_enabled(&self, arn: &str) -> Result<(), PortError> {
-        let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(resource_pk(arn)))
-            .key("sk", s("res"))
-            .expression_attribute_values(":t", AttributeValue::Bool(true))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        let live = "attribute_exists(pk) AND attribute_not_exists(gone)";
-        update = match &self.fence {
-            Some(lease) => update
-                .update_expression("SET enabled_set = :t, fence = :fence")
-                .condition_expression(format!(
-                    "{live} AND (attribute_not_exists(fence) OR fence <= :fence)"
-                ))
-                .expression_attribute_values(
-                    ":fence",
-                    AttributeValue::N(lease.version.to_string()),
-                ),
-            None => update
-                .update_expression("SET enabled_set = :t")
-                .condition_expression(live),
-        };
-        match update.send().await {
-            Ok(_) => Ok(()),
-            Err(e) => match e.as_service_error() {
-                Some(UpdateItemError::ConditionalCheckFailedException(c))
-                    if self.fence.is_some() && c.item().is_some_and(|i| !is_gone(i)) =>
-                {
-                    Err(self.overtaken("resource row", c.item()))
-                }
-                _ => Err(from_sdk_error(PEER, "UpdateItem (enabled)", e)),
-            },
+        if self.set_enabled_flag(arn, true, false).await? {
+            return Ok(());
         }
+        Err(PortError::new(
+            PEER,
+            format!("resource row {arn}"),
+            ErrorClass::Transient,
+            "no live row to mark enabled",
+        ))
     }
 
     async fn claim_enable(&self, arn: &str) -> Result<bool, PortError> {
-        self.flip_enabled(arn, true).await
+        self.set_enabled_flag(arn, true, true).await
     }
 
     async fn owe_enable_again(&self, arn: &str) -> Result<(), PortError> {
-        self.flip_enabled(arn, false).await.map(|_| ())
+        self.set_enabled_flag(arn, false, true).await.map(|_| ())
     }
 }
 
 impl DynamoState {
-    /// Sets the live row's `enabled_set` to `to` where it is not `to` already (absent counts
-    /// as false): whether this call changed it.
-    async fn flip_enabled(&self, arn: &str, to: bool) -> Result<bool, PortError> {
-        let from = if to {
-            "(attribute_not_exists(enabled_set) OR enabled_set = :from)"
-        } else {
-            "enabled_set = :from"
-        };
-        let live = format!("attribute_exists(pk) AND attribute_not_exists(gone) AND {from}");
+    /// Sets the live row's `enabled_set` to `to` (with `only_if_changed`, only where it is not
+    /// `to` already; absent counts as false): whether it was written. A row written under a
+    /// newer lease is a lost lease; a missing or gone row (or one already so) is `false`.
+    async fn set_enabled_flag(
+        &self,
+        arn: &str,
+        to: bool,
+        only_if_changed: bool,
+    ) -> Result<bool, PortError> {
+        let mut live = "attribute_exists(pk) AND attribute_not_exists(gone)".to_owned();
         let mut update = self
             .client
             .update_item()
@@ -467,8 +443,15 @@ impl DynamoState {
             .key("pk", s(resource_pk(arn)))
             .key("sk", s("res"))
             .expression_attribute_values(":to", AttributeValue::Bool(to))
-            .expression_attribute_values(":from", AttributeValue::Bool(!to))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if only_if_changed {
+            live.push_str(if to {
+                " AND (attribute_not_exists(enabled_set) OR enabled_set = :from)"
+            } else {
+                " AND enabled_set = :from"
+            });
+            update = update.expression_attribute_values(":from", AttributeValue::Bool(!to));
+        }
         update = match &self.fence {
             Some(lease) => update
                 .update_expression("SET enabled_set = :to, fence = :fence")
@@ -491,7 +474,7 @@ impl DynamoState {
                 {
                     Err(self.overtaken("resource row", c.item()))
                 }
-                // Already so, or gone.
+                // Gone, or already so.
                 Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(false),
                 _ => Err(from_sdk_error(PEER, "UpdateItem (enabled)", e)),
             },
