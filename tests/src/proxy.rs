@@ -414,6 +414,25 @@ pub async fn send(
     Ok(response)
 }
 
+/// How many messages each recorded ReceiveMessage answer handed out ([`Proxy::record_answers`]),
+/// in order, leaving out the empty ones (a long poll that found nothing).
+pub fn messages_per_receive(calls: &[Recorded]) -> Vec<usize> {
+    calls
+        .iter()
+        .filter(|c| {
+            c.service == "sqs"
+                && c.headers
+                    .get("x-amz-target")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|t| t.ends_with(".ReceiveMessage"))
+        })
+        .filter_map(|c| c.answer.as_ref())
+        .filter_map(|a| serde_json::from_slice::<serde_json::Value>(a).ok())
+        .map(|a| a["Messages"].as_array().map_or(0, Vec::len))
+        .filter(|n| *n > 0)
+        .collect()
+}
+
 /// The kinds (`sk`) of the DynamoDB items the recorded calls read, from their answers
 /// ([`Proxy::record_answers`]): each item a Query, GetItem or BatchGetItem returned, and `scan`
 /// for every Scan.

@@ -633,6 +633,48 @@ async fn a_backlog_of_repeated_events_costs_one_reconcile_per_resource() -> anyh
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_of_duplicates_drains_in_batches_at_concurrency_one() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let path = EventPath::create(&env.config, "duplicates", 5, 10).await?;
+    let id = create_gateway(&env.agentcore, "repeated", GatewayAuth::Iam).await?;
+    for _ in 0..20 {
+        announce_update(&path, &id).await?;
+    }
+    // Past the margin, so the first reconcile starts well after every event was queued.
+    tokio::time::sleep(Duration::from_millis(
+        registrar_worker::fresh::MARGIN_MS + 500,
+    ))
+    .await;
+    let aws = registrar_tests::proxy::Proxy::start(&env.moto.url()).await?;
+    aws.record();
+    aws.record_answers();
+    let listen = format!("127.0.0.1:{}", registrar_tests::moto::free_port()?);
+    let _worker = env.spawn_worker_with_env(
+        &path,
+        &["--concurrency", "1", "--listen", &listen],
+        &[("AWS_ENDPOINT_URL", &aws.url())],
+    )?;
+    assert!(
+        path.drained(Duration::from_secs(20)).await?,
+        "{}",
+        env.worker_logs()
+    );
+    let (_, metrics) = http_get(&format!("http://{listen}/metrics")).await?;
+    assert_eq!(
+        metric(&metrics, "registrar_messages_total{ending=\"superseded\"}"),
+        19,
+        "{metrics}"
+    );
+    // One slot: the first receive takes one message, whose reconcile covers the rest; each
+    // receive after asks for one more than the last handed out, as none of those needed a slot
+    // (1, 1, 2, 3, 4, 5, then the last 4), where one per slot would take twenty receives.
+    let sizes = registrar_tests::proxy::messages_per_receive(&aws.take_recorded());
+    assert_eq!(sizes.iter().sum::<usize>(), 20, "{sizes:?}");
+    assert_eq!(sizes, [1, 1, 2, 3, 4, 5, 4], "{}", env.worker_logs());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_backlog_split_across_replicas_costs_one_reconcile_per_resource() -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
     // Two queues fed by the same bus: every event reaches both, as a backlog reaches the

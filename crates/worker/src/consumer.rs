@@ -92,6 +92,21 @@ fn delete_linger(visibility: Duration) -> Duration {
     Duration::from_millis(200).min(visibility / 10)
 }
 
+/// How many messages one receive asks for: one per free slot, and as many more as the last
+/// batch held messages that ended at once without a slot (events a settled reconcile already
+/// covers, or ignored ones). A backlog of such duplicates then drains ten to a receive even at
+/// concurrency 1, where one per slot would cost a receive per message; a message that needs
+/// work waits behind at most that many others of its batch. Between 1 and 10 (SQS's limit).
+fn receive_size(free_slots: usize, concluded_last: usize) -> i32 {
+    (free_slots + concluded_last).clamp(1, 10) as i32
+}
+
+/// What a received message needs (see [`Consumer::triage`]).
+enum Triage {
+    Concluded(Received),
+    Work(Received, Verdict),
+}
+
 /// Upper bounds (seconds) of the reconcile duration histogram.
 pub const DURATION_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -235,6 +250,8 @@ where
         let (done_tx, done_rx) = mpsc::channel::<Received>(256);
         let deleter = tokio::spawn(Arc::clone(&self).delete_batches(done_rx));
 
+        // Messages of the last batch concluded at once, without a slot (see [`receive_size`]).
+        let mut concluded_last = 0;
         while !shutdown.is_cancelled() {
             self.stats
                 .last_tick_ms
@@ -243,10 +260,10 @@ where
                 _ = shutdown.cancelled() => break,
                 p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             };
-            let want = 1 + permits.available_permits().min(9);
+            let want = receive_size(1 + permits.available_permits(), concluded_last);
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                r = self.queue.receive(want as i32, self.config.receive_wait, self.config.visibility) => r,
+                r = self.queue.receive(want, self.config.receive_wait, self.config.visibility) => r,
             };
             let batch = match batch {
                 Ok(b) => b,
@@ -259,8 +276,24 @@ where
                     }
                 }
             };
-            let mut first = Some(first);
+            // Those that need no work end first, so none of them waits behind one that does.
+            let mut work = Vec::with_capacity(batch.len());
+            concluded_last = 0;
             for message in batch {
+                self.stats.received.fetch_add(1, Ordering::Relaxed);
+                if let Some(handed_out) = message.first_received_at_ms.or(message.sent_at_ms) {
+                    self.ahead.sample(handed_out, self.clock.now_ms());
+                }
+                match self.triage(message) {
+                    Triage::Concluded(message) => {
+                        concluded_last += 1;
+                        let _ = done_tx.send(message).await;
+                    }
+                    Triage::Work(message, verdict) => work.push((message, verdict)),
+                }
+            }
+            let mut first = Some(first);
+            for (message, verdict) in work {
                 let permit = match first.take() {
                     Some(p) => p,
                     None => match Arc::clone(&permits).acquire_owned().await {
@@ -268,14 +301,10 @@ where
                         Err(_) => break,
                     },
                 };
-                self.stats.received.fetch_add(1, Ordering::Relaxed);
-                if let Some(handed_out) = message.first_received_at_ms.or(message.sent_at_ms) {
-                    self.ahead.sample(handed_out, self.clock.now_ms());
-                }
                 let (me, release, done_tx) = (Arc::clone(&self), release.clone(), done_tx.clone());
                 tracker.spawn(async move {
                     let _counted = InFlight::enter(&me.stats.in_flight);
-                    me.handle(message, &release, &done_tx).await;
+                    me.handle(message, verdict, &release, &done_tx).await;
                     drop(permit);
                 });
             }
@@ -325,13 +354,32 @@ where
         }
     }
 
+    /// What a received message needs: nothing more than its delete (an ignored event, or one
+    /// a settled reconcile of this worker's already covers), or work under a slot.
+    fn triage(&self, message: Received) -> Triage {
+        let verdict = parse(&message.body, self.config.parse);
+        match &verdict {
+            Verdict::Ignore { reason, meta } => {
+                tracing::info!(message_id = %message.message_id, event_name = %meta.event_name, reason, "Event ignored.");
+                self.stats.ignored.fetch_add(1, Ordering::Relaxed);
+                Triage::Concluded(message)
+            }
+            Verdict::Reconcile { keys, meta } if self.superseded(keys, &message) => {
+                tracing::debug!(message_id = %message.message_id, event_name = %meta.event_name, "Already reconciled since this event was queued; deleting it.");
+                self.stats.superseded.fetch_add(1, Ordering::Relaxed);
+                Triage::Concluded(message)
+            }
+            _ => Triage::Work(message, verdict),
+        }
+    }
+
     async fn handle(
         &self,
         message: Received,
+        verdict: Verdict,
         release: &CancellationToken,
         done: &mpsc::Sender<Received>,
     ) {
-        let verdict = parse(&message.body, self.config.parse);
         let (keys, meta) = match verdict {
             Verdict::Reject(r) => {
                 tracing::warn!(message_id = %message.message_id, reason_code = r.code(), reason = %r, "Unusable message; dead-lettering it.");
@@ -344,14 +392,13 @@ where
                 self.finish(message, ending, done).await;
                 return;
             }
-            Verdict::Ignore { reason, meta } => {
-                tracing::info!(message_id = %message.message_id, event_name = %meta.event_name, reason, "Event ignored.");
-                self.stats.ignored.fetch_add(1, Ordering::Relaxed);
+            Verdict::Ignore { .. } => {
                 let _ = done.send(message).await;
                 return;
             }
             Verdict::Reconcile { keys, meta } => (keys, meta),
         };
+        // Again: a reconcile of its key may have settled while it waited for a slot.
         if self.superseded(&keys, &message) {
             tracing::debug!(message_id = %message.message_id, event_name = %meta.event_name, "Already reconciled since this event was queued; deleting it.");
             self.stats.superseded.fetch_add(1, Ordering::Relaxed);
@@ -737,6 +784,16 @@ mod tests {
         assert_eq!(linger(60), Duration::from_millis(200));
         assert_eq!(linger(2), Duration::from_millis(200));
         assert_eq!(linger(1), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_receive_asks_for_the_free_slots_and_the_last_batch_that_needed_none() {
+        assert_eq!(receive_size(1, 0), 1, "one slot, the last batch all work");
+        assert_eq!(receive_size(1, 1), 2);
+        assert_eq!(receive_size(1, 4), 5);
+        assert_eq!(receive_size(3, 9), 10, "SQS hands out at most ten");
+        assert_eq!(receive_size(16, 0), 10);
+        assert_eq!(receive_size(0, 0), 1);
     }
 
     #[test]

@@ -197,11 +197,14 @@ async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
     }
     // Only accounts and regions this worker reads; anything else is refused (terminal).
     let ac = fleet.route(&key.account, &key.region).await?;
-    let (recorded, manifest) = match state.lookup_with_manifest(key).await? {
+    // Two reads that need nothing of each other, made together: a reconcile waits for the
+    // slower, not for both.
+    let (looked_up, seen) =
+        futures::future::try_join(state.lookup_with_manifest(key), observe(ac, key, opts)).await?;
+    let (recorded, manifest) = match looked_up {
         (Some(r), manifest) => (Some(r), Some(manifest)),
         (None, _) => (suspects.last().cloned(), None),
     };
-    let seen = observe(ac, key, opts).await?;
     let targets = if cascades(key, &seen, opts) {
         targets_of(state, key).await?
     } else {
