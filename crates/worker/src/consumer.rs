@@ -294,17 +294,25 @@ where
             }
             let mut first = Some(first);
             for (message, verdict) in work {
+                // From now: it may wait for a slot behind others of its batch.
+                let heartbeat = Heartbeat::start(&self.queue, &message, self.config.visibility);
                 let permit = match first.take() {
                     Some(p) => p,
-                    None => match Arc::clone(&permits).acquire_owned().await {
-                        Ok(p) => p,
-                        Err(_) => break,
+                    None => tokio::select! {
+                        p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                        // The slots may stay busy past the grace period: not held meanwhile.
+                        _ = shutdown.cancelled() => {
+                            heartbeat.stop().await;
+                            self.give_back(&message).await;
+                            continue;
+                        }
                     },
                 };
                 let (me, release, done_tx) = (Arc::clone(&self), release.clone(), done_tx.clone());
                 tracker.spawn(async move {
                     let _counted = InFlight::enter(&me.stats.in_flight);
-                    me.handle(message, verdict, &release, &done_tx).await;
+                    me.handle(message, verdict, heartbeat, &release, &done_tx)
+                        .await;
                     drop(permit);
                 });
             }
@@ -365,8 +373,7 @@ where
                 Triage::Concluded(message)
             }
             Verdict::Reconcile { keys, meta } if self.superseded(keys, &message) => {
-                tracing::debug!(message_id = %message.message_id, event_name = %meta.event_name, "Already reconciled since this event was queued; deleting it.");
-                self.stats.superseded.fetch_add(1, Ordering::Relaxed);
+                self.count_superseded(&message, &meta.event_name);
                 Triage::Concluded(message)
             }
             _ => Triage::Work(message, verdict),
@@ -377,11 +384,13 @@ where
         &self,
         message: Received,
         verdict: Verdict,
+        heartbeat: Heartbeat,
         release: &CancellationToken,
         done: &mpsc::Sender<Received>,
     ) {
         let (keys, meta) = match verdict {
             Verdict::Reject(r) => {
+                heartbeat.stop().await;
                 tracing::warn!(message_id = %message.message_id, reason_code = r.code(), reason = %r, "Unusable message; dead-lettering it.");
                 let reason = r.to_string();
                 let parsed = Parsed::Rejected {
@@ -393,6 +402,7 @@ where
                 return;
             }
             Verdict::Ignore { .. } => {
+                heartbeat.stop().await;
                 let _ = done.send(message).await;
                 return;
             }
@@ -400,8 +410,8 @@ where
         };
         // Again: a reconcile of its key may have settled while it waited for a slot.
         if self.superseded(&keys, &message) {
-            tracing::debug!(message_id = %message.message_id, event_name = %meta.event_name, "Already reconciled since this event was queued; deleting it.");
-            self.stats.superseded.fetch_add(1, Ordering::Relaxed);
+            heartbeat.stop().await;
+            self.count_superseded(&message, &meta.event_name);
             let _ = done.send(message).await;
             return;
         }
@@ -415,40 +425,14 @@ where
         }
         let span = tracing::info_span!("message", message_id = %message.message_id, receive_count = message.receive_count,
             event_id = meta.event_id.as_deref().unwrap_or(""), event_name = %meta.event_name);
-        let heartbeat = CancellationToken::new();
-        // Stopped however this ends, a panic included: a heartbeat left running would keep the
-        // message hidden for the life of the process.
-        let _stop_heartbeat = heartbeat.clone().drop_guard();
-        let beat = {
-            let (queue, message, token, every) = (
-                self.queue.clone(),
-                message.clone(),
-                heartbeat.clone(),
-                self.config.visibility,
-            );
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = token.cancelled() => return,
-                        _ = tokio::time::sleep(every / 3) => {
-                            if let Err(e) = queue.set_visibility(&message, every).await {
-                                tracing::warn!(error = %e, "Visibility heartbeat failed.");
-                            }
-                        }
-                    }
-                }
-            })
-        };
         let queued_at = first_queued(&message);
         let work = futures::future::join_all(keys.iter().map(|k| self.reconcile_key(k, queued_at)));
         let outcomes = tokio::select! {
             o = work.instrument(span.clone()) => Some(o),
             _ = release.cancelled() => None,
         };
-        heartbeat.cancel();
-        let _ = beat.await;
+        heartbeat.stop().await;
         let Some(outcomes) = outcomes else {
-            self.stats.released.fetch_add(1, Ordering::Relaxed);
             // The cancelled reconciles never reached their own release: give the leases up so
             // the next worker need not wait for them to expire.
             for key in &keys {
@@ -459,9 +443,7 @@ where
                     tracing::warn!(parent: &span, error = %e, "Lease release failed; it expires on its own.");
                 }
             }
-            if let Err(e) = self.queue.set_visibility(&message, Duration::ZERO).await {
-                tracing::warn!(parent: &span, error = %e, "Release failed; the message reappears after its visibility timeout.");
-            }
+            self.give_back(&message).instrument(span.clone()).await;
             return;
         };
         let ending = self.ending_of(Parsed::Reconciled(&outcomes), &message);
@@ -470,6 +452,20 @@ where
         }
         let _enter = span.enter();
         self.finish(message, ending, done).await;
+    }
+
+    /// Makes a message visible again at once, unprocessed (shutting down).
+    async fn give_back(&self, message: &Received) {
+        self.stats.released.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.queue.set_visibility(message, Duration::ZERO).await {
+            tracing::warn!(error = %e, "Release failed; the message reappears after its visibility timeout.");
+        }
+    }
+
+    /// Counts and logs a message that a settled reconcile of its keys covers (deleted unread).
+    fn count_superseded(&self, message: &Received, event_name: &str) {
+        tracing::debug!(message_id = %message.message_id, event_name, "Already reconciled since this event was queued; deleting it.");
+        self.stats.superseded.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether a settled reconcile of this worker's, of every key, began after the message was
@@ -728,6 +724,43 @@ where
             // Nothing is lost: the message reappears after its visibility timeout.
             tracing::warn!(error = %e, "Ending the message failed; it will be received again.");
         }
+    }
+}
+
+/// Keeps a held message hidden: renews its visibility every third of the timeout until stopped
+/// or dropped (a panic included: a heartbeat left running would keep the message hidden for the
+/// life of the process).
+struct Heartbeat {
+    stop: tokio_util::sync::DropGuard,
+    beat: tokio::task::JoinHandle<()>,
+}
+
+impl Heartbeat {
+    fn start(queue: &Queue, message: &Received, every: Duration) -> Self {
+        let token = CancellationToken::new();
+        let (queue, message, cancelled) = (queue.clone(), message.clone(), token.clone());
+        let beat = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancelled.cancelled() => return,
+                    _ = tokio::time::sleep(every / 3) => {
+                        if let Err(e) = queue.set_visibility(&message, every).await {
+                            tracing::warn!(error = %e, "Visibility heartbeat failed.");
+                        }
+                    }
+                }
+            }
+        });
+        Self {
+            stop: token.drop_guard(),
+            beat,
+        }
+    }
+
+    /// Stops it, and waits for a renewal under way: none lands after what ends the message.
+    async fn stop(self) {
+        drop(self.stop);
+        let _ = self.beat.await;
     }
 }
 
