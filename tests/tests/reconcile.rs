@@ -253,3 +253,65 @@ async fn an_updating_gateway_waits_and_keeps_its_entry() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_gateway_costs_its_registration_and_enable_and_a_taken_path_is_read_after_its_409()
+-> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let fresh = create_gateway(&env.agentcore, "fresh", GatewayAuth::Iam).await?;
+    let taken = create_gateway(&env.agentcore, "taken", GatewayAuth::Iam).await?;
+    // Another publisher's entry at the path `taken` derives to.
+    env.standin.seed_server(
+        json!({"path": "/taken", "server_name": "taken", "description": "theirs",
+        "proxy_pass_url": "https://theirs.example/mcp", "registered_by": "bob", "tags": [],
+        "metadata": {}, "is_enabled": true, "status": "active"}),
+    );
+    let (ac, registry, state) = (
+        Fleet::one(AgentCoreAws::new(&env.config)),
+        env.registry(ADMIN_TOKEN),
+        env.state(),
+    );
+    let run = |id: String| {
+        let (ac, registry, state) = (&ac, &registry, &state);
+        async move {
+            reconcile(
+                ac,
+                registry,
+                state,
+                &gateway_key(&id),
+                opts(EnablePolicy::Authenticated),
+                &WriteLog::default(),
+                &[],
+            )
+            .await
+        }
+    };
+
+    env.standin.clear_log();
+    assert_eq!(statuses(&run(fresh).await), [Status::Registered]);
+    let kinds: Vec<&str> = env.standin.log().iter().map(|l| l.kind()).collect();
+    assert_eq!(
+        kinds,
+        ["register server", "toggle server"],
+        "no read before the registration"
+    );
+
+    env.standin.clear_log();
+    assert_eq!(statuses(&run(taken).await), [Status::Conflict]);
+    let calls = env.standin.calls_by_kind();
+    assert_eq!(
+        calls,
+        [
+            ("get server".to_owned(), 1),
+            ("register server (409)".to_owned(), 1)
+        ]
+        .into(),
+        "the path read once the registration found it taken"
+    );
+    assert_eq!(
+        env.standin.server("/taken").expect("kept")["registered_by"],
+        json!("bob"),
+        "theirs, untouched"
+    );
+    Ok(())
+}

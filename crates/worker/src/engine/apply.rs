@@ -30,7 +30,11 @@ pub struct Applier<'a, A, R, S> {
     pub enable: EnablePolicy,
     /// The state's rows, by resource ARN (borrowed: a rescan holds one copy of the fleet's).
     pub recorded: BTreeMap<&'a str, &'a RecordedResource>,
+    /// Manifest rows, by resource ARN: every row there is when `manifests_complete`, else
+    /// those known so far, and one missing is read when an entry's record is about to be
+    /// written (a key reconcile's, after its registry write rather than before).
     pub manifests: BTreeMap<String, ManifestFields>,
+    pub manifests_complete: bool,
     /// Where the entries it creates or overwrites are noted, before each such write.
     pub written: &'a super::WriteLog,
 }
@@ -273,8 +277,15 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
         };
         // The manifest row before the record: a record carrying this fingerprint then always
         // means the row matches this body.
-        match (&d.manifest, self.manifests.get(&d.resource.arn)) {
-            (Some(want), have) if have != Some(want) => self.state.put_manifest(want).await?,
+        let stored = match self.manifests.get(&d.resource.arn) {
+            Some(m) => Some(m.clone()),
+            None if self.manifests_complete => None,
+            None => self.state.manifest(&d.resource.arn).await?,
+        };
+        match (&d.manifest, stored) {
+            (Some(want), have) if have.as_ref() != Some(want) => {
+                self.state.put_manifest(want).await?
+            }
             (None, Some(_)) => self.state.delete_manifest(&d.resource.arn).await?,
             _ => {}
         }
@@ -513,6 +524,7 @@ mod tests {
                 enable,
                 recorded: BTreeMap::new(),
                 manifests: BTreeMap::new(),
+                manifests_complete: true,
                 written: &self.written,
             }
         }

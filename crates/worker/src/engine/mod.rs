@@ -214,7 +214,7 @@ async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
         Ok(obs) => obs,
         Err(settled) => return Ok(settled),
     };
-    let manifests = manifest_of(state, &obs, recorded.as_ref(), manifest).await?;
+    let (manifests, manifests_complete) = manifest_of(&obs, recorded.as_ref(), manifest);
     let recorded_rows: Vec<RecordedResource> = recorded.into_iter().chain(targets).collect();
     let current = entries_at(registry, &obs, &recorded_rows).await?;
     let ctx = PlanContext {
@@ -241,6 +241,7 @@ async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
         ctx,
         enable: opts.enable,
         manifests,
+        manifests_complete,
         recorded: recorded_rows
             .iter()
             .map(|r| (r.resource.arn.as_str(), r))
@@ -401,12 +402,17 @@ fn kept_unverified(
 }
 
 /// What the registry holds now at the paths involved (a GET is authoritative; lists hide some
-/// entries).
+/// entries). With nothing recorded, nothing is asked: the plan is a registration, which never
+/// overwrites and answers 409 for a taken path, and only then is the path read and the plan made
+/// again (see [`Applier`]). So a new resource costs no read before its registration.
 async fn entries_at<R: Registry>(
     registry: &R,
     obs: &Observation,
     recorded: &[RecordedResource],
 ) -> Result<Vec<registrar_core::plan::CurrentEntry>, PortError> {
+    if recorded.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut wanted: Vec<(registrar_core::desired::Collection, String)> = obs
         .desired
         .iter()
@@ -424,28 +430,30 @@ async fn entries_at<R: Registry>(
     Ok(current)
 }
 
-/// The manifest row that writing the key's entry compares with ([`Applier`]'s `after_write`):
-/// the one read with the record when the entry's resource is the recorded one (`read_with`
-/// says what that read found), else read now; none for a resource that is gone (a
-/// deregistration deletes the row unread).
-async fn manifest_of<S: StateStore>(
-    state: &S,
+/// The manifest row that writing the key's entry compares with ([`Applier`]'s `after_write`),
+/// and whether that is all there is: the one read with the record when the entry's resource is
+/// the recorded one (`read_with` says what that read found); else none yet, and the applier
+/// reads it when it records the entry, after the registry write, not before; none for a
+/// resource that is gone (a deregistration deletes the row unread).
+fn manifest_of(
     obs: &Observation,
     recorded: Option<&RecordedResource>,
     read_with: Option<Option<registrar_core::tokens::ManifestFields>>,
-) -> Result<BTreeMap<String, registrar_core::tokens::ManifestFields>, PortError> {
+) -> (
+    BTreeMap<String, registrar_core::tokens::ManifestFields>,
+    bool,
+) {
     let mut manifests = BTreeMap::new();
     let Some(d) = obs.desired.first() else {
-        return Ok(manifests);
+        return (manifests, true);
     };
-    let found = match read_with {
-        Some(found) if recorded.is_some_and(|r| r.resource.arn == d.resource.arn) => found,
-        _ => state.manifest(&d.resource.arn).await?,
-    };
-    if let Some(m) = found {
-        manifests.insert(d.resource.arn.clone(), m);
+    match read_with {
+        Some(found) if recorded.is_some_and(|r| r.resource.arn == d.resource.arn) => {
+            manifests.extend(found.map(|m| (d.resource.arn.clone(), m)));
+            (manifests, true)
+        }
+        _ => (manifests, false),
     }
-    Ok(manifests)
 }
 
 /// The key's outcome from the rows applied: the worst failure (a retryable one first, so the

@@ -77,6 +77,7 @@ pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
             .map(|r| (r.resource.arn.as_str(), r))
             .collect(),
         manifests,
+        manifests_complete: true,
         written: &crate::engine::WriteLog::discarding(),
     };
     let conc = opts.registry_concurrency.max(1);
