@@ -745,6 +745,7 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
             percentile(&d, 0.99).as_millis()
         )
     };
+    let own_ms = own_split(&|i| windows[i].1.saturating_duration_since(windows[i].0));
     let waiting_on_aws = own_split(&|i| on_aws[i]);
     let the_rest = own_split(&|i| {
         (windows[i].1.saturating_duration_since(windows[i].0)).saturating_sub(on_aws[i])
@@ -792,7 +793,7 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
     )?;
     writeln!(
         out,
-        "Own processing, split: waiting on AgentCore and DynamoDB (calls naming the resource, \
+        "Own processing {own_ms}, split: waiting on AgentCore and DynamoDB (calls naming the resource, \
          outstanding) {waiting_on_aws}; the rest (the worker's work, and waits without such a \
          call: lease backoff, retries, STS, scheduling) {the_rest}. moto's SQS answering a ReceiveMessage that handed out messages: \
          p50 {} ms / p99 {} ms.\n",
