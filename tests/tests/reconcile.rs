@@ -8,9 +8,11 @@ use registrar_core::plan::Policy;
 use registrar_core::ports::ResourceStore;
 use registrar_tests::env::{ADMIN_TOKEN, TestEnv};
 use registrar_tests::fixtures::{GatewayAuth, create_gateway};
+use registrar_tests::proxy::Proxy;
 use registrar_tests::{ACCOUNT, REGION};
 use registrar_worker::aws::agentcore::AgentCoreAws;
 use registrar_worker::aws::fleet::Fleet;
+use registrar_worker::aws::state::DynamoState;
 use registrar_worker::engine::{KeyOutcome, ReconcileOptions, WriteLog, reconcile};
 use registrar_worker::resync::report::Status;
 use serde_json::json;
@@ -266,10 +268,15 @@ async fn a_new_gateway_costs_its_registration_and_enable_and_a_taken_path_is_rea
         "proxy_pass_url": "https://theirs.example/mcp", "registered_by": "bob", "tags": [],
         "metadata": {}, "is_enabled": true, "status": "active"}),
     );
-    let (ac, registry, state) = (
+    // The state's calls through a recording proxy.
+    let dynamodb = Proxy::start(&env.moto.url()).await?;
+    let state = DynamoState::new(
+        &env.config.to_builder().endpoint_url(dynamodb.url()).build(),
+        &env.table,
+    );
+    let (ac, registry) = (
         Fleet::one(AgentCoreAws::new(&env.config)),
         env.registry(ADMIN_TOKEN),
-        env.state(),
     );
     let run = |id: String| {
         let (ac, registry, state) = (&ac, &registry, &state);
@@ -297,6 +304,7 @@ async fn a_new_gateway_costs_its_registration_and_enable_and_a_taken_path_is_rea
     );
 
     env.standin.clear_log();
+    dynamodb.record();
     assert_eq!(statuses(&run(taken).await), [Status::Conflict]);
     let calls = env.standin.calls_by_kind();
     assert_eq!(
@@ -312,6 +320,32 @@ async fn a_new_gateway_costs_its_registration_and_enable_and_a_taken_path_is_rea
         env.standin.server("/taken").expect("kept")["registered_by"],
         json!("bob"),
         "theirs, untouched"
+    );
+    let operations: Vec<String> = dynamodb
+        .take_recorded()
+        .iter()
+        .filter_map(|c| c.headers.get("x-amz-target")?.to_str().ok())
+        .filter_map(|t| t.rsplit('.').next().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        operations.iter().filter(|o| *o == "PutItem").count(),
+        1,
+        "the path claimed once, for the registration: {operations:?}"
+    );
+    assert_eq!(
+        operations.iter().filter(|o| *o == "DeleteItem").count(),
+        1,
+        "and given back once: {operations:?}"
+    );
+    assert!(
+        state
+            .claim_path(
+                "/taken",
+                "arn:aws:bedrock-agentcore:us-east-1:123456789012:gateway/other"
+            )
+            .await?
+            .is_none(),
+        "no claim left on the path"
     );
     Ok(())
 }

@@ -674,6 +674,148 @@ async fn a_backlog_of_duplicates_drains_in_batches_at_concurrency_one() -> anyho
     Ok(())
 }
 
+/// From recorded ReceiveMessage answers: each message's receipt handle, by the gateway id its
+/// event names.
+fn receipts_by_gateway(
+    calls: &[registrar_tests::proxy::Recorded],
+) -> std::collections::BTreeMap<String, String> {
+    let mut by = std::collections::BTreeMap::new();
+    for answer in calls.iter().filter_map(|c| c.answer.as_ref()) {
+        let Ok(answer) = serde_json::from_slice::<serde_json::Value>(answer) else {
+            continue;
+        };
+        for m in answer["Messages"].as_array().into_iter().flatten() {
+            let body: serde_json::Value =
+                serde_json::from_str(m["Body"].as_str().unwrap_or("null")).unwrap_or_default();
+            let detail = &body["detail"];
+            let id = detail["responseElements"]["gatewayId"]
+                .as_str()
+                .or_else(|| detail["requestParameters"]["gatewayIdentifier"].as_str());
+            if let (Some(id), Some(handle)) = (id, m["ReceiptHandle"].as_str()) {
+                by.insert(id.to_owned(), handle.to_owned());
+            }
+        }
+    }
+    by
+}
+
+/// The visibility timeouts the recorded ChangeMessageVisibility calls set on `handle`.
+fn visibility_changes(calls: &[registrar_tests::proxy::Recorded], handle: &str) -> Vec<u64> {
+    calls
+        .iter()
+        .filter(|c| {
+            c.headers
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.ends_with(".ChangeMessageVisibility"))
+        })
+        .filter_map(|c| serde_json::from_slice::<serde_json::Value>(&c.body).ok())
+        .filter(|b| b["ReceiptHandle"] == json!(handle))
+        .filter_map(|b| b["VisibilityTimeout"].as_u64())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_waiting_for_a_slot_stay_hidden_and_are_given_back_on_shutdown()
+-> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    // Registered and recorded beforehand: its events change nothing.
+    let settled = create_gateway(&env.agentcore, "settled", GatewayAuth::Iam).await?;
+    let out = env.cli(&["resync"]).await?;
+    anyhow::ensure!(out.status.success(), "{out:?}");
+    let registrations = || env.standin.arrived("/api/servers/register");
+    let before = registrations();
+    let slow = create_gateway(&env.agentcore, "slow", GatewayAuth::Iam).await?;
+    let waiting = [
+        create_gateway(&env.agentcore, "waiting-a", GatewayAuth::Iam).await?,
+        create_gateway(&env.agentcore, "waiting-b", GatewayAuth::Iam).await?,
+    ];
+    let path = EventPath::create(&env.config, "slots", 5, 6).await?;
+    // One slot: the first of `settled`'s events is reconciled, the rest end at once and the
+    // receives grow (1, 1, 2), so the next asks for 3 and gets the three creates: `slow` takes
+    // the slot and the other two wait for it.
+    for _ in 0..4 {
+        announce_update(&path, &settled).await?;
+    }
+    for id in std::iter::once(&slow).chain(&waiting) {
+        path.put("CreateGateway", json!({}), json!({"gatewayId": id}))
+            .await?;
+    }
+    tokio::time::sleep(Duration::from_millis(
+        registrar_worker::fresh::MARGIN_MS + 500,
+    ))
+    .await;
+    // `slow`'s registration hangs (the first registry write: `settled` writes none).
+    env.standin.inject(registrar_tests::standin::Fault {
+        delay: Some(Duration::from_secs(60)),
+        writes_only: true,
+        ..registrar_tests::standin::Fault::status(503, 1)
+    });
+    let aws = registrar_tests::proxy::Proxy::start(&env.moto.url()).await?;
+    aws.record();
+    aws.record_answers();
+    let mut worker = env.spawn_worker_with_env(
+        &path,
+        &[
+            "--concurrency",
+            "1",
+            "--visibility-timeout",
+            "6",
+            "--shutdown-grace",
+            "1",
+            "--registry-timeout",
+            "120",
+        ],
+        &[("AWS_ENDPOINT_URL", &aws.url())],
+    )?;
+    assert!(
+        eventually(Duration::from_secs(20), || registrations() == before + 1).await,
+        "slow's registration under way\n{}",
+        env.worker_logs()
+    );
+    // Their visibility is renewed while they wait (every 2 s), past the 6 s they were given.
+    let mut calls = Vec::new();
+    let renewed = |calls: &[registrar_tests::proxy::Recorded]| {
+        let receipts = receipts_by_gateway(calls);
+        waiting.iter().all(|id| {
+            receipts
+                .get(id)
+                .is_some_and(|h| visibility_changes(calls, h).len() >= 4)
+        })
+    };
+    let mut kept_hidden = false;
+    for _ in 0..200 {
+        calls.extend(aws.take_recorded());
+        aws.record();
+        if renewed(&calls) {
+            kept_hidden = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(kept_hidden, "{}", env.worker_logs());
+    assert_eq!(
+        registrations(),
+        before + 1,
+        "they waited for the slot\n{}",
+        env.worker_logs()
+    );
+
+    kill(&worker, "-TERM")?;
+    let status = tokio::time::timeout(Duration::from_secs(15), worker.wait()).await??;
+    assert!(status.success(), "exits within the grace period: {status}");
+    calls.extend(aws.take_recorded());
+    let receipts = receipts_by_gateway(&calls);
+    for id in &waiting {
+        assert_eq!(
+            visibility_changes(&calls, &receipts[id]).last(),
+            Some(&0),
+            "{id} given back at once, unprocessed"
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backlog_split_across_replicas_costs_one_reconcile_per_resource() -> anyhow::Result<()> {
     let env = TestEnv::start().await?;

@@ -93,10 +93,12 @@ fn delete_linger(visibility: Duration) -> Duration {
 }
 
 /// How many messages one receive asks for: one per free slot, and as many more as the last
-/// batch held messages that ended at once without a slot (events a settled reconcile already
-/// covers, or ignored ones). A backlog of such duplicates then drains ten to a receive even at
-/// concurrency 1, where one per slot would cost a receive per message; a message that needs
-/// work waits behind at most that many others of its batch. Between 1 and 10 (SQS's limit).
+/// batch held when every message of it ended at once without a slot (events a settled
+/// reconcile already covers, or ignored ones). A backlog of such duplicates then drains ten to
+/// a receive even at concurrency 1, where one per slot would cost a receive per message. A
+/// batch with any work in it resets the extra to none, so messages wait for a slot (hidden by
+/// their heartbeat) only in a run of duplicates, behind at most that many others. Between 1
+/// and 10 (SQS's limit).
 fn receive_size(free_slots: usize, concluded_last: usize) -> i32 {
     (free_slots + concluded_last).clamp(1, 10) as i32
 }
@@ -250,7 +252,8 @@ where
         let (done_tx, done_rx) = mpsc::channel::<Received>(256);
         let deleter = tokio::spawn(Arc::clone(&self).delete_batches(done_rx));
 
-        // Messages of the last batch concluded at once, without a slot (see [`receive_size`]).
+        // The last batch's size when every message of it ended at once, without a slot (see
+        // [`receive_size`]); else 0.
         let mut concluded_last = 0;
         while !shutdown.is_cancelled() {
             self.stats
@@ -278,7 +281,7 @@ where
             };
             // Those that need no work end first, so none of them waits behind one that does.
             let mut work = Vec::with_capacity(batch.len());
-            concluded_last = 0;
+            let received = batch.len();
             for message in batch {
                 self.stats.received.fetch_add(1, Ordering::Relaxed);
                 if let Some(handed_out) = message.first_received_at_ms.or(message.sent_at_ms) {
@@ -286,16 +289,19 @@ where
                 }
                 match self.triage(message) {
                     Triage::Concluded(message) => {
-                        concluded_last += 1;
                         let _ = done_tx.send(message).await;
                     }
-                    Triage::Work(message, verdict) => work.push((message, verdict)),
+                    Triage::Work(message, verdict) => {
+                        // Kept hidden from now: it may wait for a slot behind others of its batch.
+                        let heartbeat =
+                            Heartbeat::start(&self.queue, &message, self.config.visibility);
+                        work.push((message, verdict, heartbeat));
+                    }
                 }
             }
+            concluded_last = if work.is_empty() { received } else { 0 };
             let mut first = Some(first);
-            for (message, verdict) in work {
-                // From now: it may wait for a slot behind others of its batch.
-                let heartbeat = Heartbeat::start(&self.queue, &message, self.config.visibility);
+            for (message, verdict, heartbeat) in work {
                 let permit = match first.take() {
                     Some(p) => p,
                     None => tokio::select! {
@@ -821,7 +827,7 @@ mod tests {
 
     #[test]
     fn a_receive_asks_for_the_free_slots_and_the_last_batch_that_needed_none() {
-        assert_eq!(receive_size(1, 0), 1, "one slot, the last batch all work");
+        assert_eq!(receive_size(1, 0), 1, "one slot, work in the last batch");
         assert_eq!(receive_size(1, 1), 2);
         assert_eq!(receive_size(1, 4), 5);
         assert_eq!(receive_size(3, 9), 10, "SQS hands out at most ten");

@@ -30,13 +30,64 @@ pub struct Applier<'a, A, R, S> {
     pub enable: EnablePolicy,
     /// The state's rows, by resource ARN (borrowed: a rescan holds one copy of the fleet's).
     pub recorded: BTreeMap<&'a str, &'a RecordedResource>,
-    /// Manifest rows, by resource ARN: every row there is when `manifests_complete`, else
-    /// those known so far, and one missing is read when an entry's record is about to be
-    /// written (a key reconcile's, after its registry write rather than before).
-    pub manifests: BTreeMap<String, ManifestFields>,
-    pub manifests_complete: bool,
+    pub manifests: Manifests,
     /// Where the entries it creates or overwrites are noted, before each such write.
     pub written: &'a super::WriteLog,
+}
+
+/// The manifest rows writes compare with, by resource ARN: every row there is (a rescan reads
+/// them all at once), or those known so far (a key reconcile's, read with its record), the rest
+/// read when first needed, before any registry write of the entry, and kept.
+#[derive(Debug, Default)]
+pub struct Manifests {
+    rows: std::sync::Mutex<BTreeMap<String, Option<ManifestFields>>>,
+    complete: bool,
+}
+
+impl Manifests {
+    /// Every row there is: an ARN not among them has none.
+    pub fn all(rows: BTreeMap<String, ManifestFields>) -> Self {
+        Self {
+            rows: std::sync::Mutex::new(rows.into_iter().map(|(k, v)| (k, Some(v))).collect()),
+            complete: true,
+        }
+    }
+
+    /// What is known of some ARNs (`None`: no row); the others are read when needed.
+    pub fn known(rows: BTreeMap<String, Option<ManifestFields>>) -> Self {
+        Self {
+            rows: std::sync::Mutex::new(rows),
+            complete: false,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Option<ManifestFields>>> {
+        self.rows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a row is known to exist for `arn`.
+    pub fn contains_key(&self, arn: &str) -> bool {
+        matches!(self.lock().get(arn), Some(Some(_)))
+    }
+
+    /// The row of `arn`: as known, or read now (and kept).
+    async fn of<S: StateStore>(
+        &self,
+        state: &S,
+        arn: &str,
+    ) -> Result<Option<ManifestFields>, PortError> {
+        if let Some(known) = self.lock().get(arn) {
+            return Ok(known.clone());
+        }
+        if self.complete {
+            return Ok(None);
+        }
+        let read = state.manifest(arn).await?;
+        self.lock().insert(arn.to_owned(), read.clone());
+        Ok(read)
+    }
 }
 
 /// The event key that finds `resource`'s record.
@@ -60,17 +111,7 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
     /// Applies one action and reports what happened.
     pub async fn apply(&self, action: Action) -> Outcome {
         match action {
-            Action::Register(d) => {
-                let outcome = self.register(d.clone(), true).await;
-                if outcome.status != Status::Conflict {
-                    return outcome;
-                }
-                match self.free_abandoned_claim(&d).await {
-                    Ok(true) => self.register(d, true).await,
-                    Ok(false) => outcome,
-                    Err(e) => fail(outcome, &e),
-                }
-            }
+            Action::Register(d) => self.register(d, true).await,
             Action::Update { desired, current } => self.update(desired, current).await,
             Action::Unchanged { desired, current } => self.unchanged(desired, current).await,
             Action::Deregister(d) => self.deregister(d).await,
@@ -96,17 +137,37 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
     /// again on that: our own entry (its record lost) is taken back, left as it is or updated,
     /// an entry of the Python tool adopted when adoption is on, anything else is a conflict and
     /// never overwritten.
+    ///
+    /// A claim held by another resource that is gone is freed and the registration tried once
+    /// more (`first_try` bounds that and the retry after a 409 with nothing there).
     async fn register(&self, d: DesiredEntry, first_try: bool) -> Outcome {
         let outcome = Outcome::for_desired(&d, Status::Registered, "");
         if let Err(e) = self.state.hold().await {
             return fail(outcome, &e);
         }
-        match self.state.claim_path(&d.path, &d.resource.arn).await {
+        // The manifest row is read with the claim: known before the registry write, as
+        // `after_write` compares with it.
+        let (claimed, manifest) = futures::join!(
+            self.state.claim_path(&d.path, &d.resource.arn),
+            self.manifests.of(self.state, &d.resource.arn)
+        );
+        match claimed {
             Ok(None) => {}
             Ok(Some(holder)) => {
-                return outcome.with(Status::Conflict, format!("path claimed by {holder}"));
+                let conflict = outcome.with(Status::Conflict, format!("path claimed by {holder}"));
+                if !first_try {
+                    return conflict;
+                }
+                return match self.free_abandoned_claim(&d, &holder).await {
+                    Ok(true) => Box::pin(self.register(d, false)).await,
+                    Ok(false) => conflict,
+                    Err(e) => fail(conflict, &e),
+                };
             }
             Err(e) => return fail(outcome, &e),
+        }
+        if let Err(e) = manifest {
+            return fail(outcome, &e);
         }
         if let Err(e) = self.state.hold().await {
             return fail(outcome, &e);
@@ -193,19 +254,37 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
                 }
                 Outcome::planned(&conflict)
             }
-            Some(skip @ Action::Skip { .. }) => Outcome::planned(&skip),
-            _ => Outcome::for_desired(
-                &d,
-                Status::Failed,
-                "registry answered 409 but GET shows no entry",
-            ),
+            Some(skip @ Action::Skip { .. }) => {
+                // The claim the registration took stays only with this resource's own entry.
+                let its_own = found
+                    .owner(self.ctx.adopt_legacy)
+                    .resource()
+                    .is_some_and(|r| r.arn == d.resource.arn);
+                if !its_own {
+                    self.release(&d).await;
+                }
+                Outcome::planned(&skip)
+            }
+            _ => {
+                self.release(&d).await;
+                Outcome::for_desired(
+                    &d,
+                    Status::Failed,
+                    "registry answered 409 but GET shows no entry",
+                )
+            }
         }
     }
 
     async fn update(&self, d: DesiredEntry, current: CurrentEntry) -> Outcome {
         let outcome = Outcome::for_desired(&d, Status::Updated, "");
         let adopted = matches!(current.owner(self.ctx.adopt_legacy), Owner::Legacy(_));
-        if let Err(e) = self.state.claim_path(&d.path, &d.resource.arn).await {
+        // The manifest row is known before the registry write, as `after_write` compares with it.
+        let (claimed, manifest) = futures::join!(
+            self.state.claim_path(&d.path, &d.resource.arn),
+            self.manifests.of(self.state, &d.resource.arn)
+        );
+        if let Err(e) = claimed.map(drop).and(manifest.map(drop)) {
             return fail(outcome, &e);
         }
         if let Err(e) = self.state.hold().await {
@@ -277,12 +356,10 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
         };
         // The manifest row before the record: a record carrying this fingerprint then always
         // means the row matches this body.
-        let stored = match self.manifests.get(&d.resource.arn) {
-            Some(m) => Some(m.clone()),
-            None if self.manifests_complete => None,
-            None => self.state.manifest(&d.resource.arn).await?,
-        };
-        match (&d.manifest, stored) {
+        match (
+            &d.manifest,
+            self.manifests.of(self.state, &d.resource.arn).await?,
+        ) {
             (Some(want), have) if have.as_ref() != Some(want) => {
                 self.state.put_manifest(want).await?
             }
@@ -318,13 +395,12 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
     /// whose ARN does not say how to read it again, or that is outside what this worker reads
     /// keeps its claim (`Ok(false)`: the conflict stands); a holder that cannot be read now
     /// (throttling, an outage) keeps it too, and the error is returned so the key is retried.
-    /// The conflict may have been the registry's (an entry at the path): then no other resource
-    /// holds the claim, and the claim this call takes to find out is given back.
-    async fn free_abandoned_claim(&self, d: &DesiredEntry) -> Result<bool, PortError> {
-        let Some(holder) = self.state.claim_path(&d.path, &d.resource.arn).await? else {
-            self.release(d).await;
-            return Ok(false);
-        };
+    async fn free_abandoned_claim(
+        &self,
+        d: &DesiredEntry,
+        holder: &str,
+    ) -> Result<bool, PortError> {
+        let holder = holder.to_owned();
         let Some(resource) = ResourceRef::from_arn(&holder) else {
             return Ok(false);
         };
@@ -523,8 +599,7 @@ mod tests {
                 },
                 enable,
                 recorded: BTreeMap::new(),
-                manifests: BTreeMap::new(),
-                manifests_complete: true,
+                manifests: Manifests::default(),
                 written: &self.written,
             }
         }

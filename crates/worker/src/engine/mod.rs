@@ -21,7 +21,7 @@ use registrar_core::plan::{Action, DeleteGuard, Observation, PlanContext, Record
 use registrar_core::ports::{AgentCore, Registry, StateStore};
 use registrar_core::{ErrorClass, PortError};
 
-use self::apply::Applier;
+use self::apply::{Applier, Manifests};
 use crate::aws::fleet::Fleet;
 use crate::resync::report::{Outcome, Status};
 
@@ -198,9 +198,17 @@ async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
     // Only accounts and regions this worker reads; anything else is refused (terminal).
     let ac = fleet.route(&key.account, &key.region).await?;
     // Two reads that need nothing of each other, made together: a reconcile waits for the
-    // slower, not for both.
-    let (looked_up, seen) =
-        futures::future::try_join(state.lookup_with_manifest(key), observe(ac, key, opts)).await?;
+    // slower, not for both. When both fail, the state's error is the one reported, as when they
+    // ran one after the other.
+    let (looked_up, seen) = match futures::future::join(
+        state.lookup_with_manifest(key),
+        observe(ac, key, opts),
+    )
+    .await
+    {
+        (Ok(looked_up), Ok(seen)) => (looked_up, seen),
+        (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
+    };
     let (recorded, manifest) = match looked_up {
         (Some(r), manifest) => (Some(r), Some(manifest)),
         (None, _) => (suspects.last().cloned(), None),
@@ -214,7 +222,7 @@ async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
         Ok(obs) => obs,
         Err(settled) => return Ok(settled),
     };
-    let (manifests, manifests_complete) = manifest_of(&obs, recorded.as_ref(), manifest);
+    let manifests = manifest_of(&obs, recorded.as_ref(), manifest);
     let recorded_rows: Vec<RecordedResource> = recorded.into_iter().chain(targets).collect();
     let current = entries_at(registry, &obs, &recorded_rows).await?;
     let ctx = PlanContext {
@@ -241,7 +249,6 @@ async fn try_reconcile<A: AgentCore, R: Registry, S: StateStore>(
         ctx,
         enable: opts.enable,
         manifests,
-        manifests_complete,
         recorded: recorded_rows
             .iter()
             .map(|r| (r.resource.arn.as_str(), r))
@@ -430,29 +437,23 @@ async fn entries_at<R: Registry>(
     Ok(current)
 }
 
-/// The manifest row that writing the key's entry compares with ([`Applier`]'s `after_write`),
-/// and whether that is all there is: the one read with the record when the entry's resource is
-/// the recorded one (`read_with` says what that read found); else none yet, and the applier
-/// reads it when it records the entry, after the registry write, not before; none for a
-/// resource that is gone (a deregistration deletes the row unread).
+/// The manifest row that writing the key's entry compares with ([`Applier`]'s `after_write`):
+/// the one read with the record when the entry's resource is the recorded one (`read_with`
+/// says what that read found); else the applier reads it with the path claim, before its
+/// registry write; none for a resource that is gone (a deregistration deletes the row unread).
 fn manifest_of(
     obs: &Observation,
     recorded: Option<&RecordedResource>,
     read_with: Option<Option<registrar_core::tokens::ManifestFields>>,
-) -> (
-    BTreeMap<String, registrar_core::tokens::ManifestFields>,
-    bool,
-) {
-    let mut manifests = BTreeMap::new();
+) -> Manifests {
     let Some(d) = obs.desired.first() else {
-        return (manifests, true);
+        return Manifests::all(BTreeMap::new());
     };
     match read_with {
         Some(found) if recorded.is_some_and(|r| r.resource.arn == d.resource.arn) => {
-            manifests.extend(found.map(|m| (d.resource.arn.clone(), m)));
-            (manifests, true)
+            Manifests::known(BTreeMap::from([(d.resource.arn.clone(), found)]))
         }
-        _ => (manifests, false),
+        _ => Manifests::known(BTreeMap::new()),
     }
 }
 

@@ -76,8 +76,7 @@ pub async fn resync<A: AgentCore, R: Registry, S: StateStore>(
             .iter()
             .map(|r| (r.resource.arn.as_str(), r))
             .collect(),
-        manifests,
-        manifests_complete: true,
+        manifests: crate::engine::apply::Manifests::all(manifests),
         written: &crate::engine::WriteLog::discarding(),
     };
     let conc = opts.registry_concurrency.max(1);
