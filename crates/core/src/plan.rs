@@ -405,6 +405,18 @@ impl std::fmt::Display for SkipReason {
 }
 
 impl Action {
+    /// The registry path the action is about.
+    pub fn path(&self) -> &str {
+        match self {
+            Self::Register(d)
+            | Self::Update { desired: d, .. }
+            | Self::Unchanged { desired: d, .. }
+            | Self::Conflict { desired: d, .. } => &d.path,
+            Self::Deregister(d) => &d.path,
+            Self::Skip { path, .. } => path,
+        }
+    }
+
     /// Whether applying the action writes to the registry.
     pub fn writes(&self) -> bool {
         matches!(

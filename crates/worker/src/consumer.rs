@@ -98,9 +98,12 @@ fn delete_linger(visibility: Duration) -> Duration {
 /// a receive even at concurrency 1, where one per slot would cost a receive per message. A
 /// batch with any work in it resets the extra to none, so messages wait for a slot (hidden by
 /// their heartbeat) only in a run of duplicates, behind at most that many others. Between 1
-/// and 10 (SQS's limit).
-fn receive_size(free_slots: usize, concluded_last: usize) -> i32 {
-    (free_slots + concluded_last).clamp(1, 10) as i32
+/// and 10 (SQS's limit). `last` is the last batch: messages received, and those of them that
+/// needed a slot.
+fn receive_size(free_slots: usize, last: (usize, usize)) -> i32 {
+    let (received, needed_slots) = last;
+    let extra = if needed_slots == 0 { received } else { 0 };
+    (free_slots + extra).clamp(1, 10) as i32
 }
 
 /// What a received message needs (see [`Consumer::triage`]).
@@ -252,9 +255,8 @@ where
         let (done_tx, done_rx) = mpsc::channel::<Received>(256);
         let deleter = tokio::spawn(Arc::clone(&self).delete_batches(done_rx));
 
-        // The last batch's size when every message of it ended at once, without a slot (see
-        // [`receive_size`]); else 0.
-        let mut concluded_last = 0;
+        // The last batch: received, and how many of those needed a slot (see [`receive_size`]).
+        let mut last = (0, 0);
         while !shutdown.is_cancelled() {
             self.stats
                 .last_tick_ms
@@ -263,7 +265,7 @@ where
                 _ = shutdown.cancelled() => break,
                 p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             };
-            let want = receive_size(1 + permits.available_permits(), concluded_last);
+            let want = receive_size(1 + permits.available_permits(), last);
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 r = self.queue.receive(want, self.config.receive_wait, self.config.visibility) => r,
@@ -299,7 +301,7 @@ where
                     }
                 }
             }
-            concluded_last = if work.is_empty() { received } else { 0 };
+            last = (received, work.len());
             let mut first = Some(first);
             for (message, verdict, heartbeat) in work {
                 let permit = match first.take() {
@@ -826,13 +828,23 @@ mod tests {
     }
 
     #[test]
-    fn a_receive_asks_for_the_free_slots_and_the_last_batch_that_needed_none() {
-        assert_eq!(receive_size(1, 0), 1, "one slot, work in the last batch");
-        assert_eq!(receive_size(1, 1), 2);
-        assert_eq!(receive_size(1, 4), 5);
-        assert_eq!(receive_size(3, 9), 10, "SQS hands out at most ten");
-        assert_eq!(receive_size(16, 0), 10);
-        assert_eq!(receive_size(0, 0), 1);
+    fn a_receive_asks_for_the_free_slots_and_more_only_after_a_batch_that_needed_none() {
+        assert_eq!(receive_size(1, (0, 0)), 1, "one slot, nothing received yet");
+        assert_eq!(
+            receive_size(1, (1, 1)),
+            1,
+            "one slot, the last batch was work"
+        );
+        assert_eq!(receive_size(1, (1, 0)), 2);
+        assert_eq!(receive_size(1, (4, 0)), 5);
+        assert_eq!(
+            receive_size(1, (5, 1)),
+            1,
+            "one message of the last batch needed a slot: no extra"
+        );
+        assert_eq!(receive_size(3, (9, 0)), 10, "SQS hands out at most ten");
+        assert_eq!(receive_size(16, (0, 0)), 10);
+        assert_eq!(receive_size(0, (0, 0)), 1);
     }
 
     #[test]

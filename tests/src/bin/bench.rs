@@ -746,6 +746,29 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
         )
     };
     let own_ms = own_split(&|i| windows[i].1.saturating_duration_since(windows[i].0));
+    // The tail, resource by resource: when in the drain each came, and its time at moto.
+    let slowest = {
+        let start = windows.iter().map(|w| w.0).min();
+        let mut by: Vec<usize> = (0..windows.len()).collect();
+        by.sort_by_key(|&i| {
+            std::cmp::Reverse(windows[i].1.saturating_duration_since(windows[i].0))
+        });
+        by.iter()
+            .take(6)
+            .map(|&i| {
+                format!(
+                    "{} ms at +{:.1} s ({} ms at moto)",
+                    windows[i]
+                        .1
+                        .saturating_duration_since(windows[i].0)
+                        .as_millis(),
+                    start.map_or(0.0, |s| windows[i].0.duration_since(s).as_secs_f64()),
+                    on_aws[i].as_millis()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let waiting_on_aws = own_split(&|i| on_aws[i]);
     let the_rest = own_split(&|i| {
         (windows[i].1.saturating_duration_since(windows[i].0)).saturating_sub(on_aws[i])
@@ -796,7 +819,7 @@ async fn bench_burst(args: &Args, out: &mut String) -> anyhow::Result<()> {
         "Own processing {own_ms}, split: waiting on AgentCore and DynamoDB (calls naming the resource, \
          outstanding) {waiting_on_aws}; the rest (the worker's work, and waits without such a \
          call: lease backoff, retries, STS, scheduling) {the_rest}. moto's SQS answering a ReceiveMessage that handed out messages: \
-         p50 {} ms / p99 {} ms.\n",
+         p50 {} ms / p99 {} ms. The six slowest own processings, from the first handed out: {slowest}.\n",
         percentile(&receive_service, 0.5).as_millis(),
         percentile(&receive_service, 0.99).as_millis(),
     )?;

@@ -90,6 +90,15 @@ impl Manifests {
     }
 }
 
+/// Which of a registration's one-time retries it has made: after freeing an abandoned claim on
+/// its path, and after a 409 that the GET showed nothing behind (each a race with another
+/// writer).
+#[derive(Debug, Clone, Copy, Default)]
+struct Retries {
+    freed: bool,
+    vanished: bool,
+}
+
 /// The event key that finds `resource`'s record.
 fn key_of(
     resource: &registrar_core::identity::ResourceRef,
@@ -111,7 +120,7 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
     /// Applies one action and reports what happened.
     pub async fn apply(&self, action: Action) -> Outcome {
         match action {
-            Action::Register(d) => self.register(d, true).await,
+            Action::Register(d) => self.register(d, Retries::default()).await,
             Action::Update { desired, current } => self.update(desired, current).await,
             Action::Unchanged { desired, current } => self.unchanged(desired, current).await,
             Action::Deregister(d) => self.deregister(d).await,
@@ -138,9 +147,9 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
     /// an entry of the Python tool adopted when adoption is on, anything else is a conflict and
     /// never overwritten.
     ///
-    /// A claim held by another resource that is gone is freed and the registration tried once
-    /// more (`first_try` bounds that and the retry after a 409 with nothing there).
-    async fn register(&self, d: DesiredEntry, first_try: bool) -> Outcome {
+    /// A claim held by another resource that is gone is freed and the registration tried again,
+    /// as is one whose 409 shows nothing there by the GET: each once (`retries`).
+    async fn register(&self, d: DesiredEntry, retries: Retries) -> Outcome {
         let outcome = Outcome::for_desired(&d, Status::Registered, "");
         if let Err(e) = self.state.hold().await {
             return fail(outcome, &e);
@@ -155,11 +164,17 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
             Ok(None) => {}
             Ok(Some(holder)) => {
                 let conflict = outcome.with(Status::Conflict, format!("path claimed by {holder}"));
-                if !first_try {
+                if retries.freed {
                     return conflict;
                 }
                 return match self.free_abandoned_claim(&d, &holder).await {
-                    Ok(true) => Box::pin(self.register(d, false)).await,
+                    Ok(true) => {
+                        let retries = Retries {
+                            freed: true,
+                            ..retries
+                        };
+                        Box::pin(self.register(d, retries)).await
+                    }
                     Ok(false) => conflict,
                     Err(e) => fail(conflict, &e),
                 };
@@ -167,6 +182,7 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
             Err(e) => return fail(outcome, &e),
         }
         if let Err(e) = manifest {
+            self.release(&d).await;
             return fail(outcome, &e);
         }
         if let Err(e) = self.state.hold().await {
@@ -186,7 +202,13 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
                 return match self.registry.get(d.collection(), &d.path).await {
                     Ok(Some(found)) => Box::pin(self.replan(d, found)).await,
                     // Removed since the 409: once more.
-                    Ok(None) if first_try => Box::pin(self.register(d, false)).await,
+                    Ok(None) if !retries.vanished => {
+                        let retries = Retries {
+                            vanished: true,
+                            ..retries
+                        };
+                        Box::pin(self.register(d, retries)).await
+                    }
                     Ok(None) => {
                         self.release(&d).await;
                         fail(outcome, &taken)
@@ -242,9 +264,11 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
             .map(|r| (*r).clone())
             .into_iter()
             .collect();
+        // The action about this path: the record may hold another (a renamed resource's old
+        // path, which the policy may keep with a Skip of its own).
         let action = plan(obs, std::slice::from_ref(&found), &recorded, self.ctx)
             .into_iter()
-            .find(|a| !matches!(a, Action::Deregister(_)));
+            .find(|a| !matches!(a, Action::Deregister(_)) && a.path() == d.path);
         match action {
             Some(Action::Update { desired, current }) => self.update(desired, current).await,
             Some(Action::Unchanged { desired, current }) => self.unchanged(desired, current).await,
@@ -901,6 +925,28 @@ mod tests {
             w.registry.calls(),
             calls(&[("register", 1), ("get", 1), ("update", 1)])
         );
+    }
+
+    #[tokio::test]
+    async fn a_409_for_a_renamed_resource_is_replanned_for_its_new_path() {
+        // Recorded at its old path, which upsert-only keeps; its registration at the new path
+        // landed before (its answer lost), so this one answers 409 and the GET shows it.
+        let w = world();
+        let old = server_entry("orders", "gw-orders");
+        let renamed = server_entry("orders-v2", "gw-orders");
+        assert_eq!(old.resource.arn, renamed.resource.arn);
+        w.registry.register(&old).await.expect("registered");
+        w.registry.register(&renamed).await.expect("registered");
+        let stale = RecordedResource::written(&old, true);
+        w.state.record(&stale).await.expect("state");
+        let mut applier = w.applier(EnablePolicy::All);
+        applier.ctx.policy = registrar_core::plan::Policy::UpsertOnly;
+        applier.recorded = BTreeMap::from([(stale.resource.arn.as_str(), &stale)]);
+        let o = applier.apply(Action::Register(renamed.clone())).await;
+        assert_eq!(o.status, Status::Unchanged, "{o:?}");
+        assert_eq!(o.path, renamed.path);
+        let row = w.recorded(&renamed.resource.arn).await.expect("recorded");
+        assert_eq!(row.path, renamed.path, "recorded at the new path");
     }
 
     #[tokio::test]
