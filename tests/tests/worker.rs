@@ -668,9 +668,16 @@ async fn a_backlog_of_duplicates_drains_in_batches_at_concurrency_one() -> anyho
     // One slot: the first receive takes one message, whose reconcile covers the rest; each
     // receive after asks for one more than the last handed out, as none of those needed a slot
     // (1, 1, 2, 3, 4, 5, then the last 4), where one per slot would take twenty receives.
-    let sizes = registrar_tests::proxy::messages_per_receive(&aws.take_recorded());
+    let calls = aws.take_recorded();
+    let sizes = registrar_tests::proxy::messages_per_receive(&calls);
     assert_eq!(sizes.iter().sum::<usize>(), 20, "{sizes:?}");
     assert_eq!(sizes, [1, 1, 2, 3, 4, 5, 4], "{}", env.worker_logs());
+    // The account the events name was learnt at start-up, not by the first event's reconcile.
+    let first = |service: &str| calls.iter().position(|c| c.service == service);
+    assert!(
+        first("sts").is_some_and(|sts| first("sqs").is_some_and(|sqs| sts < sqs)),
+        "STS asked before the first receive"
+    );
     Ok(())
 }
 

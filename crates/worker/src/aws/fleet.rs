@@ -51,6 +51,17 @@ impl<A: AgentCore> Fleet<A> {
         }
     }
 
+    /// Asks each member which account it acts in (STS, once; kept), so the first event need
+    /// not wait for it. Those that cannot say now, with why; they are asked again when needed.
+    pub async fn learn_accounts(&self) -> Vec<(String, PortError)> {
+        let answers =
+            futures::future::join_all(self.members.iter().map(|m| async move {
+                m.account().await.err().map(|e| (m.region().to_owned(), e))
+            }))
+            .await;
+        answers.into_iter().flatten().collect()
+    }
+
     /// The control plane of `account` in `region`. An empty account (an event that did not say)
     /// picks the first in the region, the worker's own account. A resource outside the fleet is
     /// a terminal error: this worker must never read or register it.

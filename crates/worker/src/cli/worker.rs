@@ -108,9 +108,13 @@ pub(crate) async fn run(root: &Root, args: WorkerArgs) -> anyhow::Result<ExitCod
     let registry = root.registry(&args.registry)?;
     say_if_registry_token_refused(&registry).await;
     let scan = args.scope.scan_options();
+    let fleet = root.fleet(&args.scope.reach).await?;
+    for (region, e) in fleet.learn_accounts().await {
+        tracing::warn!(region, error = %e, "Could not learn which account a member reads; events for it will ask again.");
+    }
     let consumer = Consumer::new(
         root.worker_queue(&args.queue_url, args.dlq_url.as_deref()),
-        root.fleet(&args.scope.reach).await?,
+        fleet,
         registry,
         root.state(),
         consumer_config(&args, &ctx, &scan),
