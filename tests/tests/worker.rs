@@ -672,11 +672,16 @@ async fn a_backlog_of_duplicates_drains_in_batches_at_concurrency_one() -> anyho
     let sizes = registrar_tests::proxy::messages_per_receive(&calls);
     assert_eq!(sizes.iter().sum::<usize>(), 20, "{sizes:?}");
     assert_eq!(sizes, [1, 1, 2, 3, 4, 5, 4], "{}", env.worker_logs());
-    // The account the events name was learnt at start-up, not by the first event's reconcile.
+    // The account the events name was learnt at start-up, once, not by the first reconcile.
     let first = |service: &str| calls.iter().position(|c| c.service == service);
     assert!(
         first("sts").is_some_and(|sts| first("sqs").is_some_and(|sqs| sts < sqs)),
         "STS asked before the first receive"
+    );
+    assert_eq!(
+        calls.iter().filter(|c| c.service == "sts").count(),
+        1,
+        "and only then"
     );
     Ok(())
 }

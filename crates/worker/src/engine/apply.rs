@@ -181,8 +181,9 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
             }
             Err(e) => return fail(outcome, &e),
         }
+        // The claim stays: it may be an earlier attempt's, whose entry is registered (its record
+        // not yet written), and the retry takes it again as its own.
         if let Err(e) = manifest {
-            self.release(&d).await;
             return fail(outcome, &e);
         }
         if let Err(e) = self.state.hold().await {
@@ -265,10 +266,15 @@ impl<A: AgentCore, R: Registry, S: StateStore> Applier<'_, A, R, S> {
             .into_iter()
             .collect();
         // The action about this path: the record may hold another (a renamed resource's old
-        // path, which the policy may keep with a Skip of its own).
-        let action = plan(obs, std::slice::from_ref(&found), &recorded, self.ctx)
+        // path, which the policy may keep with a Skip of its own), or this path in the other
+        // collection (a runtime whose protocol changed), kept with a Skip too. A write or
+        // conflict about the entry wins over such a Skip.
+        let mut about: Vec<Action> = plan(obs, std::slice::from_ref(&found), &recorded, self.ctx)
             .into_iter()
-            .find(|a| !matches!(a, Action::Deregister(_)) && a.path() == d.path);
+            .filter(|a| !matches!(a, Action::Deregister(_)) && a.path() == d.path)
+            .collect();
+        about.sort_by_key(|a| matches!(a, Action::Skip { .. }));
+        let action = about.into_iter().next();
         match action {
             Some(Action::Update { desired, current }) => self.update(desired, current).await,
             Some(Action::Unchanged { desired, current }) => self.unchanged(desired, current).await,
@@ -947,6 +953,37 @@ mod tests {
         assert_eq!(o.path, renamed.path);
         let row = w.recorded(&renamed.resource.arn).await.expect("recorded");
         assert_eq!(row.path, renamed.path, "recorded at the new path");
+    }
+
+    #[tokio::test]
+    async fn a_409_for_a_runtime_whose_protocol_changed_is_replanned_for_its_new_entry() {
+        // Recorded as an MCP server; now A2A, an agent at the same path, whose registration
+        // landed before (its answer lost). Upsert-only keeps the old server entry with a Skip
+        // of the same path, which must not stand for the agent's outcome.
+        let w = world();
+        let agent = agent_entry("sre", "rt_sre-0123456789");
+        let server = registrar_core::desired::runtime_entry(
+            &registrar_core::observed::RuntimeSnapshot {
+                protocol: registrar_core::observed::ServerProtocol::Mcp,
+                ..registrar_testkit::fixtures::runtime("sre", "rt_sre-0123456789")
+            },
+            registrar_core::desired::DeriveOptions::default(),
+        )
+        .expect("registrable");
+        assert_eq!(
+            (server.path.as_str(), server.collection()),
+            (agent.path.as_str(), Collection::Server)
+        );
+        w.registry.register(&agent).await.expect("registered");
+        let stale = RecordedResource::written(&server, true);
+        w.state.record(&stale).await.expect("state");
+        let mut applier = w.applier(EnablePolicy::All);
+        applier.ctx.policy = registrar_core::plan::Policy::UpsertOnly;
+        applier.recorded = BTreeMap::from([(stale.resource.arn.as_str(), &stale)]);
+        let o = applier.apply(Action::Register(agent.clone())).await;
+        assert_eq!(o.status, Status::Unchanged, "{o:?}");
+        let row = w.recorded(&agent.resource.arn).await.expect("recorded");
+        assert_eq!(row.collection, Collection::Agent, "recorded as the agent");
     }
 
     #[tokio::test]
