@@ -568,34 +568,65 @@ async fn an_update_event_rewrites_a_changed_entry_and_a_delete_before_its_create
     Ok(())
 }
 
+/// A backlog drained: `events` updates of a new IAM gateway `name` queued while no worker ran,
+/// then one worker of concurrency 1 that drained them, its AWS calls (answers included)
+/// recorded by `aws`.
+struct Backlog {
+    path: EventPath,
+    id: String,
+    aws: registrar_tests::proxy::Proxy,
+    /// The worker's metrics address.
+    listen: String,
+    _worker: tokio::process::Child,
+}
+
+impl Backlog {
+    async fn drained(env: &TestEnv, name: &str, events: usize) -> anyhow::Result<Self> {
+        let path = EventPath::create(&env.config, name, 5, 10).await?;
+        let id = create_gateway(&env.agentcore, name, GatewayAuth::Iam).await?;
+        for _ in 0..events {
+            announce_update(&path, &id).await?;
+        }
+        // Past the margin, so the first reconcile starts well after every event was queued.
+        tokio::time::sleep(Duration::from_millis(
+            registrar_worker::fresh::MARGIN_MS + 500,
+        ))
+        .await;
+        let aws = registrar_tests::proxy::Proxy::start(&env.moto.url()).await?;
+        aws.record();
+        aws.record_answers();
+        let listen = format!("127.0.0.1:{}", registrar_tests::moto::free_port()?);
+        let worker = env.spawn_worker_with_env(
+            &path,
+            &["--concurrency", "1", "--listen", &listen],
+            &[("AWS_ENDPOINT_URL", &aws.url())],
+        )?;
+        anyhow::ensure!(
+            path.drained(Duration::from_secs(20)).await?,
+            "not drained\n{}",
+            env.worker_logs()
+        );
+        Ok(Self {
+            path,
+            id,
+            aws,
+            listen,
+            _worker: worker,
+        })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backlog_of_repeated_events_costs_one_reconcile_per_resource() -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
-    let path = EventPath::create(&env.config, "backlog", 5, 10).await?;
-    let id = create_gateway(&env.agentcore, "busy", GatewayAuth::Iam).await?;
     // A backlog: six events for one gateway queued while no worker ran.
-    for _ in 0..6 {
-        announce_update(&path, &id).await?;
-    }
-    // Past the margin, so the first reconcile starts well after every event was queued.
-    tokio::time::sleep(Duration::from_millis(
-        registrar_worker::fresh::MARGIN_MS + 500,
-    ))
-    .await;
-    let aws = registrar_tests::proxy::Proxy::start(&env.moto.url()).await?;
-    aws.record();
-    let port = registrar_tests::moto::free_port()?;
-    let listen = format!("127.0.0.1:{port}");
-    let _worker = env.spawn_worker_with_env(
-        &path,
-        &["--concurrency", "1", "--listen", &listen],
-        &[("AWS_ENDPOINT_URL", &aws.url())],
-    )?;
-    assert!(
-        path.drained(Duration::from_secs(20)).await?,
-        "{}",
-        env.worker_logs()
-    );
+    let Backlog {
+        path,
+        id,
+        aws,
+        listen,
+        _worker,
+    } = Backlog::drained(&env, "busy", 6).await?;
     assert!(env.standin.server("/busy").is_some());
     let (_, metrics) = http_get(&format!("http://{listen}/metrics")).await?;
     for line in [
@@ -635,30 +666,12 @@ async fn a_backlog_of_repeated_events_costs_one_reconcile_per_resource() -> anyh
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backlog_of_duplicates_drains_in_batches_at_concurrency_one() -> anyhow::Result<()> {
     let env = TestEnv::start().await?;
-    let path = EventPath::create(&env.config, "duplicates", 5, 10).await?;
-    let id = create_gateway(&env.agentcore, "repeated", GatewayAuth::Iam).await?;
-    for _ in 0..20 {
-        announce_update(&path, &id).await?;
-    }
-    // Past the margin, so the first reconcile starts well after every event was queued.
-    tokio::time::sleep(Duration::from_millis(
-        registrar_worker::fresh::MARGIN_MS + 500,
-    ))
-    .await;
-    let aws = registrar_tests::proxy::Proxy::start(&env.moto.url()).await?;
-    aws.record();
-    aws.record_answers();
-    let listen = format!("127.0.0.1:{}", registrar_tests::moto::free_port()?);
-    let _worker = env.spawn_worker_with_env(
-        &path,
-        &["--concurrency", "1", "--listen", &listen],
-        &[("AWS_ENDPOINT_URL", &aws.url())],
-    )?;
-    assert!(
-        path.drained(Duration::from_secs(20)).await?,
-        "{}",
-        env.worker_logs()
-    );
+    let Backlog {
+        aws,
+        listen,
+        _worker,
+        ..
+    } = Backlog::drained(&env, "repeated", 20).await?;
     let (_, metrics) = http_get(&format!("http://{listen}/metrics")).await?;
     assert_eq!(
         metric(&metrics, "registrar_messages_total{ending=\"superseded\"}"),

@@ -12,7 +12,7 @@ use registrar_core::backoff::Backoff;
 use registrar_core::identity::ResourceKey;
 use registrar_core::ports::{Acquired, AgentCore, Clock, Lease, Registry, StateStore};
 use registrar_core::{ErrorClass, PortError};
-use registrar_ingest::event::{ParseOptions, Verdict, parse};
+use registrar_ingest::event::{EventMeta, ParseOptions, Rejection, Verdict, parse};
 use registrar_ingest::sqs::{Queue, Received, attr};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -109,7 +109,17 @@ fn receive_size(free_slots: usize, last: (usize, usize)) -> i32 {
 /// What a received message needs (see [`Consumer::triage`]).
 enum Triage {
     Concluded(Received),
-    Work(Received, Verdict),
+    Work(Received, Work),
+}
+
+/// The work of a message that needs a slot.
+enum Work {
+    /// It can never be processed: dead-lettered with its reason.
+    Reject(Rejection),
+    Reconcile {
+        keys: Vec<ResourceKey>,
+        meta: EventMeta,
+    },
 }
 
 /// Upper bounds (seconds) of the reconcile duration histogram.
@@ -282,7 +292,7 @@ where
                 }
             };
             // Those that need no work end first, so none of them waits behind one that does.
-            let mut work = Vec::with_capacity(batch.len());
+            let mut needing_slots = Vec::with_capacity(batch.len());
             let received = batch.len();
             for message in batch {
                 self.stats.received.fetch_add(1, Ordering::Relaxed);
@@ -293,17 +303,17 @@ where
                     Triage::Concluded(message) => {
                         let _ = done_tx.send(message).await;
                     }
-                    Triage::Work(message, verdict) => {
+                    Triage::Work(message, work) => {
                         // Kept hidden from now: it may wait for a slot behind others of its batch.
                         let heartbeat =
                             Heartbeat::start(&self.queue, &message, self.config.visibility);
-                        work.push((message, verdict, heartbeat));
+                        needing_slots.push((message, work, heartbeat));
                     }
                 }
             }
-            last = (received, work.len());
+            last = (received, needing_slots.len());
             let mut first = Some(first);
-            for (message, verdict, heartbeat) in work {
+            for (message, work, heartbeat) in needing_slots {
                 let permit = match first.take() {
                     Some(p) => p,
                     None => tokio::select! {
@@ -319,7 +329,7 @@ where
                 let (me, release, done_tx) = (Arc::clone(&self), release.clone(), done_tx.clone());
                 tracker.spawn(async move {
                     let _counted = InFlight::enter(&me.stats.in_flight);
-                    me.handle(message, verdict, heartbeat, &release, &done_tx)
+                    me.handle(message, work, heartbeat, &release, &done_tx)
                         .await;
                     drop(permit);
                 });
@@ -373,31 +383,33 @@ where
     /// What a received message needs: nothing more than its delete (an ignored event, or one
     /// a settled reconcile of this worker's already covers), or work under a slot.
     fn triage(&self, message: Received) -> Triage {
-        let verdict = parse(&message.body, self.config.parse);
-        match &verdict {
+        match parse(&message.body, self.config.parse) {
             Verdict::Ignore { reason, meta } => {
                 tracing::info!(message_id = %message.message_id, event_name = %meta.event_name, reason, "Event ignored.");
                 self.stats.ignored.fetch_add(1, Ordering::Relaxed);
                 Triage::Concluded(message)
             }
-            Verdict::Reconcile { keys, meta } if self.superseded(keys, &message) => {
+            Verdict::Reconcile { keys, meta } if self.superseded(&keys, &message) => {
                 self.count_superseded(&message, &meta.event_name);
                 Triage::Concluded(message)
             }
-            _ => Triage::Work(message, verdict),
+            Verdict::Reconcile { keys, meta } => {
+                Triage::Work(message, Work::Reconcile { keys, meta })
+            }
+            Verdict::Reject(r) => Triage::Work(message, Work::Reject(r)),
         }
     }
 
     async fn handle(
         &self,
         message: Received,
-        verdict: Verdict,
+        work: Work,
         heartbeat: Heartbeat,
         release: &CancellationToken,
         done: &mpsc::Sender<Received>,
     ) {
-        let (keys, meta) = match verdict {
-            Verdict::Reject(r) => {
+        let (keys, meta) = match work {
+            Work::Reject(r) => {
                 heartbeat.stop().await;
                 tracing::warn!(message_id = %message.message_id, reason_code = r.code(), reason = %r, "Unusable message; dead-lettering it.");
                 let reason = r.to_string();
@@ -409,12 +421,7 @@ where
                 self.finish(message, ending, done).await;
                 return;
             }
-            Verdict::Ignore { .. } => {
-                heartbeat.stop().await;
-                let _ = done.send(message).await;
-                return;
-            }
-            Verdict::Reconcile { keys, meta } => (keys, meta),
+            Work::Reconcile { keys, meta } => (keys, meta),
         };
         // Again: a reconcile of its key may have settled while it waited for a slot.
         if self.superseded(&keys, &message) {

@@ -634,6 +634,15 @@ mod tests {
             }
         }
 
+        /// Registers `d` under the default enable policy.
+        async fn register(&self, d: &DesiredEntry) {
+            let o = self
+                .applier(EnablePolicy::Authenticated)
+                .apply(Action::Register(d.clone()))
+                .await;
+            assert_eq!(o.status, Status::Registered, "{o:?}");
+        }
+
         /// Applies `desired` as an update of the entry now registered, from a snapshot in
         /// which its record was `stale` (a rescan's, minutes old).
         async fn update_from(&self, stale: &RecordedResource, desired: DesiredEntry) {
@@ -663,6 +672,13 @@ mod tests {
         }
     }
 
+    /// The entry of gateway `name` (`id`, CUSTOM_JWT when `issuer`), with `description`.
+    fn described(name: &str, id: &str, issuer: Option<&str>, description: &str) -> DesiredEntry {
+        let mut gw = gateway(name, id, issuer);
+        gw.description = Some(description.into());
+        gateway_entry(&gw, DeriveOptions::default()).expect("registrable")
+    }
+
     fn calls(pairs: &[(&'static str, u64)]) -> BTreeMap<&'static str, u64> {
         pairs.iter().copied().collect()
     }
@@ -690,16 +706,15 @@ mod tests {
     async fn an_update_from_a_stale_snapshot_never_takes_back_an_enable_the_token_loop_made() {
         let w = world();
         let jwt = |description: &str| {
-            let mut gw = gateway("secured", "gw-secured", Some("https://idp.example.com"));
-            gw.description = Some(description.into());
-            gateway_entry(&gw, DeriveOptions::default()).expect("registrable")
+            described(
+                "secured",
+                "gw-secured",
+                Some("https://idp.example.com"),
+                description,
+            )
         };
         let d = jwt("first");
-        let o = w
-            .applier(EnablePolicy::Authenticated)
-            .apply(Action::Register(d.clone()))
-            .await;
-        assert_eq!(o.status, Status::Registered, "{o:?}");
+        w.register(&d).await;
         // A rescan's snapshot: the enable still owed (a CUSTOM_JWT entry waits for its token).
         let stale = w.recorded(&d.resource.arn).await.expect("recorded");
         assert!(!stale.enabled_set);
@@ -714,16 +729,15 @@ mod tests {
     async fn an_update_from_a_stale_snapshot_never_loses_an_enable_owed_since() {
         let w = world();
         let jwt = |description: &str| {
-            let mut gw = gateway("secured", "gw-secured", Some("https://idp.example.com"));
-            gw.description = Some(description.into());
-            gateway_entry(&gw, DeriveOptions::default()).expect("registrable")
+            described(
+                "secured",
+                "gw-secured",
+                Some("https://idp.example.com"),
+                description,
+            )
         };
         let d = jwt("first");
-        let o = w
-            .applier(EnablePolicy::Authenticated)
-            .apply(Action::Register(d.clone()))
-            .await;
-        assert_eq!(o.status, Status::Registered, "{o:?}");
+        w.register(&d).await;
         w.state.mark_enabled(&d.resource.arn).await.expect("mark");
         // A rescan's snapshot: enabled.
         let stale = w.recorded(&d.resource.arn).await.expect("recorded");
@@ -743,17 +757,9 @@ mod tests {
     #[tokio::test]
     async fn a_stale_snapshot_never_makes_an_enable_made_since_again() {
         let w = world();
-        let iam = |description: &str| {
-            let mut gw = gateway("open", "gw-open", None);
-            gw.description = Some(description.into());
-            gateway_entry(&gw, DeriveOptions::default()).expect("registrable")
-        };
+        let iam = |description: &str| described("open", "gw-open", None, description);
         let d = iam("first");
-        let o = w
-            .applier(EnablePolicy::Authenticated)
-            .apply(Action::Register(d.clone()))
-            .await;
-        assert_eq!(o.status, Status::Registered, "{o:?}");
+        w.register(&d).await;
         let done = w.recorded(&d.resource.arn).await.expect("recorded");
         assert!(done.enabled_set, "enabled at registration");
         // A rescan's snapshot from before the enable was made: still owed.
