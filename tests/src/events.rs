@@ -187,6 +187,18 @@ impl EventPath {
         total(&self.sqs, &self.dlq_url).await
     }
 
+    /// Polls the DLQ until it holds `at_least` messages or `limit` passes; what it holds then.
+    pub async fn wait_for_dlq_total(&self, at_least: u64, limit: Duration) -> anyhow::Result<u64> {
+        let started = std::time::Instant::now();
+        loop {
+            let total = self.dlq_total().await?;
+            if total >= at_least || started.elapsed() > limit {
+                return Ok(total);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Approximate number of messages visible or in flight in the main queue.
     pub async fn depth(&self) -> anyhow::Result<u64> {
         total(&self.sqs, &self.queue_url).await

@@ -70,14 +70,35 @@ pub struct Controls {
 }
 
 /// A call the proxy refuses as IAM would: `service` (from the SigV4 scope), the HTTP method and
-/// the request path (query and trailing `/` ignored), answered 403 AccessDeniedException naming
+/// the request path (query and trailing `/` ignored), and for JSON protocols (every call a POST
+/// to `/`) the operation `X-Amz-Target` names; answered 403 AccessDeniedException naming
 /// `action` the way AWS words it.
 #[derive(Debug, Clone)]
 pub struct Denial {
     pub service: String,
     pub method: Method,
     pub path: String,
+    pub operation: Option<String>,
     pub action: String,
+}
+
+impl Denial {
+    fn refuses(&self, service: &str, parts: &axum::http::request::Parts) -> bool {
+        let operation = || {
+            parts
+                .headers
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|t| t.rsplit('.').next())
+        };
+        self.service == service
+            && self.method == parts.method
+            && self.path == parts.uri.path().trim_end_matches('/')
+            && self
+                .operation
+                .as_deref()
+                .is_none_or(|o| operation() == Some(o))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -165,6 +186,19 @@ impl Proxy {
             service: service.to_owned(),
             method,
             path: path.trim_end_matches('/').to_owned(),
+            operation: None,
+            action: action.to_owned(),
+        });
+    }
+
+    /// Answers `service`'s JSON-protocol `operation` (`DeleteMessage`, named by X-Amz-Target)
+    /// with AccessDeniedException for `action`.
+    pub fn deny_operation(&self, service: &str, operation: &str, action: &str) {
+        self.controls().denied.push(Denial {
+            service: service.to_owned(),
+            method: Method::POST,
+            path: String::new(),
+            operation: Some(operation.to_owned()),
             action: action.to_owned(),
         });
     }
@@ -269,12 +303,7 @@ async fn forward(State(shared): State<Shared>, request: Request) -> Response {
             drop(c);
             return throttling();
         }
-        let path = parts.uri.path().trim_end_matches('/');
-        if let Some(d) = c
-            .denied
-            .iter()
-            .find(|d| d.service == service && d.method == parts.method && d.path == path)
-        {
+        if let Some(d) = c.denied.iter().find(|d| d.refuses(&service, &parts)) {
             let action = d.action.clone();
             drop(c);
             return access_denied(&action);

@@ -1,7 +1,7 @@
 //! `registrar dlq inspect` and `registrar dlq replay` against moto (the portable path: moto has
 //! no StartMessageMoveTask), and the native path against an in-process SQS fake.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ use registrar_ingest::dlq::{ReplayOptions, replay};
 use registrar_ingest::sqs::{Queue, attr};
 use registrar_tests::env::TestEnv;
 use registrar_tests::events::{EventPath, drain};
+use registrar_tests::proxy::Proxy;
 use serde_json::{Value, json};
 
 fn event(name: &str, id: &str) -> String {
@@ -204,6 +205,79 @@ async fn an_interrupted_replay_loses_nothing_and_duplicates_at_most_the_message_
     assert!(
         (10..=11).contains(&(in_queue + in_dlq)),
         "nothing lost, at most one duplicate: {in_queue} + {in_dlq}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_dead_lettered_twice_is_counted_once_with_its_copies_as_duplicates()
+-> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let path = EventPath::create(&env.config, "work", 10, 30).await?;
+    // The worker copies the poison message to the DLQ and cannot delete it (as if it died in
+    // between): the message reappears and is dead-lettered again, a copy each time.
+    let proxy = Proxy::start(&env.moto.url()).await?;
+    proxy.deny_operation("sqs", "DeleteMessage", "sqs:DeleteMessage");
+    let mut worker = env.spawn_worker_with_env(
+        &path,
+        &["--visibility-timeout", "1"],
+        &[("AWS_ENDPOINT_URL", &proxy.url())],
+    )?;
+    path.send_raw("{not json").await?;
+    let copies = path.wait_for_dlq_total(2, Duration::from_secs(30)).await?;
+    assert!(copies >= 2, "dead-lettered again: {copies} copies");
+    proxy.controls().denied.clear();
+    assert!(
+        path.drained(Duration::from_secs(30)).await?,
+        "deleted at last"
+    );
+    let copies = path.dlq_total().await?;
+
+    let inspect = ["dlq", "inspect", "--dlq-url", &path.dlq_url];
+    let report = json_of(
+        &env.cli(&[&inspect[..], &["--output", "json"]].concat())
+            .await?,
+    );
+    assert_eq!(report["count"], json!(copies));
+    assert_eq!(report["by_reason"], json!({"malformed": copies}));
+    assert_eq!(report["duplicates"], json!(copies - 1), "{report}");
+    let text = String::from_utf8_lossy(&env.cli(&inspect).await?.stdout).to_string();
+    assert!(
+        text.contains(&format!("Duplicates: {} (a worker stopped", copies - 1)),
+        "{text}"
+    );
+
+    // Replayed, each copy is a new message dead-lettered once more: its origin stays the first
+    // message's, so the copies are still known for duplicates.
+    let replay = [
+        "dlq",
+        "replay",
+        "--queue-url",
+        &path.queue_url,
+        "--dlq-url",
+        &path.dlq_url,
+    ];
+    assert!(env.cli(&replay).await?.status.success());
+    assert!(path.drained(Duration::from_secs(30)).await?);
+    assert_eq!(
+        path.wait_for_dlq_total(copies, Duration::from_secs(30))
+            .await?,
+        copies
+    );
+    worker.start_kill()?;
+    worker.wait().await?;
+    let dead = path.dead_letters().await?;
+    let origins: HashSet<&str> = dead
+        .iter()
+        .filter_map(|m| m.attributes.get(attr::ORIGIN_ID).map(String::as_str))
+        .collect();
+    assert_eq!(origins.len(), 1, "{dead:?}");
+    assert!(
+        dead.iter().all(|m| {
+            m.attributes.get(attr::REPLAY_COUNT).map(String::as_str) == Some("1")
+                && !origins.contains(m.message_id.as_str())
+        }),
+        "{dead:?}"
     );
     Ok(())
 }

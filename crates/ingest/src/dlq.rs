@@ -71,6 +71,10 @@ pub struct Inspection {
     pub oldest_age_seconds: Option<u64>,
     pub by_event: BTreeMap<String, u64>,
     pub by_reason: BTreeMap<String, u64>,
+    /// Messages read that repeat one read before (same origin, same body): a worker stopped
+    /// between copying a message here and deleting it from the queue, and dead-lettered it
+    /// again. Replaying both is harmless.
+    pub duplicates: u64,
     pub sample: Vec<DeadLetter>,
 }
 
@@ -88,7 +92,13 @@ pub async fn inspect(
         read: held.len(),
         ..Inspection::default()
     };
+    let mut origins = HashSet::new();
     for m in &held {
+        if let Some(origin) = m.attributes.get(attr::ORIGIN_ID)
+            && !origins.insert((origin, &m.body))
+        {
+            out.duplicates += 1;
+        }
         let d = describe(m, now_ms);
         *out.by_event.entry(d.event_name.clone()).or_default() += 1;
         *out.by_reason.entry(d.reason_code.clone()).or_default() += 1;

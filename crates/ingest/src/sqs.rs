@@ -40,6 +40,10 @@ pub mod attr {
     pub const WAIT_COUNT: &str = "registrar-wait-count";
     /// How many times `dlq replay` moved this message back.
     pub const REPLAY_COUNT: &str = "registrar-replay-count";
+    /// The SQS message id of the message as first dead-lettered, carried through replays: a
+    /// worker stopped between copying a message to the DLQ and deleting it leaves a second copy
+    /// with the same origin, which `dlq inspect` counts as a duplicate.
+    pub const ORIGIN_ID: &str = "registrar-origin-id";
 }
 
 /// One received message.
@@ -352,8 +356,9 @@ impl Queue {
         self.delete(message).await
     }
 
-    /// Sends the message to the dead-letter queue with the reason attached, then deletes it.
-    /// Without a configured DLQ the message is left to the redrive policy (it reappears and is
+    /// Sends the message to the dead-letter queue with the reason and its origin attached, then
+    /// deletes it. Stopped in between, the message is dead-lettered again when it reappears:
+    /// the copies share [`attr::ORIGIN_ID`]. Without a configured DLQ the message is left to the redrive policy (it reappears and is
     /// dead-lettered by SQS after `maxReceiveCount`).
     pub async fn dead_letter(
         &self,
@@ -376,6 +381,9 @@ impl Queue {
             .message_body(&message.body);
         for (k, v) in &message.attributes {
             send = send.message_attributes(k, string_attr(v)?);
+        }
+        if !message.attributes.contains_key(attr::ORIGIN_ID) {
+            send = send.message_attributes(attr::ORIGIN_ID, string_attr(&message.message_id)?);
         }
         send = send
             .message_attributes(attr::REASON_CODE, string_attr(code)?)

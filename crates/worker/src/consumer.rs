@@ -760,7 +760,7 @@ impl Heartbeat {
                     _ = cancelled.cancelled() => return,
                     _ = tokio::time::sleep(every / 3) => {
                         if let Err(e) = queue.set_visibility(&message, every).await {
-                            tracing::warn!(error = %e, "Visibility heartbeat failed.");
+                            tracing::warn!(message_id = %message.message_id, error = %e, "Visibility heartbeat failed.");
                         }
                     }
                 }

@@ -107,6 +107,13 @@ async fn inspect(
             );
             println!("By event:  {}", counts(&report.by_event));
             println!("By reason: {}", counts(&report.by_reason));
+            if report.duplicates > 0 {
+                println!(
+                    "Duplicates: {} (a worker stopped between copying a message here and \
+                     deleting it; replaying both is harmless)",
+                    report.duplicates
+                );
+            }
             println!("Sample:");
             for d in &report.sample {
                 println!("{}", row(d));
