@@ -156,6 +156,11 @@ async fn a_delayed_copy_does_not_burn_the_receive_count_and_poison_goes_to_the_d
         Some("1"),
         "attributes travel along"
     );
+    assert_eq!(
+        dead[0].attributes.get(attr::ORIGIN_ID),
+        Some(&copy.message_id),
+        "named by the message it copies"
+    );
     assert!(drain(&queue).await?.is_empty(), "the original is gone");
     Ok(())
 }
