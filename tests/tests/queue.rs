@@ -138,6 +138,7 @@ async fn a_delayed_copy_does_not_burn_the_receive_count_and_poison_goes_to_the_d
         copy.attributes.get(attr::WAIT_COUNT).map(String::as_str),
         Some("1")
     );
+    assert_eq!(copy.origin(), first.message_id);
 
     queue
         .dead_letter(copy, "malformed", "body is not a JSON object")
@@ -158,8 +159,8 @@ async fn a_delayed_copy_does_not_burn_the_receive_count_and_poison_goes_to_the_d
     );
     assert_eq!(
         dead[0].attributes.get(attr::ORIGIN_ID),
-        Some(&copy.message_id),
-        "named by the message it copies"
+        Some(&first.message_id),
+        "named by the event's first message, through the delayed copy"
     );
     assert!(drain(&queue).await?.is_empty(), "the original is gone");
     Ok(())

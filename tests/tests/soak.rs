@@ -449,14 +449,14 @@ async fn three_workers_under_faults_converge_to_agentcore() -> anyhow::Result<()
     let mut first_of_origin: BTreeMap<String, &Received> = BTreeMap::new();
     let mut duplicates = 0;
     for d in &dead {
-        let origin = d.attributes.get(attr::ORIGIN_ID).unwrap_or(&d.message_id);
-        match first_of_origin.get(origin) {
+        let origin = d.origin().to_owned();
+        match first_of_origin.get(&origin) {
             Some(first) => {
                 assert_eq!(first.body, d.body, "copies of {origin} differ");
                 duplicates += 1;
             }
             None => {
-                first_of_origin.insert(origin.clone(), d);
+                first_of_origin.insert(origin, d);
             }
         }
     }

@@ -71,9 +71,9 @@ pub struct Inspection {
     pub oldest_age_seconds: Option<u64>,
     pub by_event: BTreeMap<String, u64>,
     pub by_reason: BTreeMap<String, u64>,
-    /// Messages read that repeat one read before (same origin, same body): a worker stopped
-    /// between copying a message here and deleting it from the queue, and dead-lettered it
-    /// again. Replaying both is harmless.
+    /// Messages read that repeat one read before (same origin, same body): SQS delivered the
+    /// message twice, or a worker stopped between copying it here and deleting it from the
+    /// queue. Replaying both is harmless.
     pub duplicates: u64,
     pub sample: Vec<DeadLetter>,
 }
@@ -94,9 +94,7 @@ pub async fn inspect(
     };
     let mut origins = HashSet::new();
     for m in &held {
-        if let Some(origin) = m.attributes.get(attr::ORIGIN_ID)
-            && !origins.insert((origin, &m.body))
-        {
+        if !origins.insert((m.origin(), &m.body)) {
             out.duplicates += 1;
         }
         let d = describe(m, now_ms);
@@ -261,6 +259,9 @@ pub async fn replay(
             // A replay is reconciled afresh, never taken as covered by an earlier reconcile.
             attributes.remove(attr::FIRST_QUEUED);
             attributes.insert(attr::REPLAY_COUNT.into(), (d.replay_count + 1).to_string());
+            // SQS's redrive adds no origin: the message keeps its id, which copies made before
+            // may carry.
+            attributes.insert(attr::ORIGIN_ID.into(), m.origin().to_owned());
             if let Err(e) = source.send(&m.body, &attributes).await {
                 // Not moved: it stays in the DLQ (made visible again below).
                 kept.push(m);

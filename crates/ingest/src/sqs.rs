@@ -40,9 +40,10 @@ pub mod attr {
     pub const WAIT_COUNT: &str = "registrar-wait-count";
     /// How many times `dlq replay` moved this message back.
     pub const REPLAY_COUNT: &str = "registrar-replay-count";
-    /// The SQS message id of the message as first dead-lettered, carried through replays: a
-    /// worker stopped between copying a message to the DLQ and deleting it leaves a second copy
-    /// with the same origin, which `dlq inspect` counts as a duplicate.
+    /// The SQS message id of the event's first message, carried by every copy the registrar
+    /// makes (delayed, dead-lettered, replayed). A copy is sent before its original is deleted,
+    /// so a second delivery, or a worker stopped in between, leaves two copies with the same
+    /// origin: `dlq inspect` counts the second as a duplicate.
     pub const ORIGIN_ID: &str = "registrar-origin-id";
 }
 
@@ -61,6 +62,16 @@ pub struct Received {
     pub first_received_at_ms: Option<u64>,
     /// String message attributes.
     pub attributes: HashMap<String, String>,
+}
+
+impl Received {
+    /// The id of the message this one copies ([`attr::ORIGIN_ID`]), else its own: what every
+    /// copy the registrar makes of it (delayed, dead-lettered, replayed) carries along.
+    pub fn origin(&self) -> &str {
+        self.attributes
+            .get(attr::ORIGIN_ID)
+            .map_or(&self.message_id, String::as_str)
+    }
 }
 
 /// A message whose batch delete failed.
@@ -350,6 +361,7 @@ impl Queue {
         for (k, v) in attributes {
             send = send.message_attributes(k, string_attr(v)?);
         }
+        send = send.message_attributes(attr::ORIGIN_ID, string_attr(message.origin())?);
         send.send()
             .await
             .map_err(|e| from_sdk_error(PEER, "SendMessage (delayed copy)", e))?;
@@ -382,10 +394,8 @@ impl Queue {
         for (k, v) in &message.attributes {
             send = send.message_attributes(k, string_attr(v)?);
         }
-        if !message.attributes.contains_key(attr::ORIGIN_ID) {
-            send = send.message_attributes(attr::ORIGIN_ID, string_attr(&message.message_id)?);
-        }
         send = send
+            .message_attributes(attr::ORIGIN_ID, string_attr(message.origin())?)
             .message_attributes(attr::REASON_CODE, string_attr(code)?)
             .message_attributes(
                 attr::REASON,

@@ -109,8 +109,8 @@ async fn inspect(
             println!("By reason: {}", counts(&report.by_reason));
             if report.duplicates > 0 {
                 println!(
-                    "Duplicates: {} (a worker stopped between copying a message here and \
-                     deleting it; replaying both is harmless)",
+                    "Duplicates: {} (copies of one message: SQS delivered it twice, or a worker \
+                     stopped between copying it here and deleting it; replaying both is harmless)",
                     report.duplicates
                 );
             }
