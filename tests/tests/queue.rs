@@ -139,6 +139,14 @@ async fn a_delayed_copy_does_not_burn_the_receive_count_and_poison_goes_to_the_d
         Some("1")
     );
     assert_eq!(copy.origin(), first.message_id);
+    // A copy of the copy still names the first message.
+    let attrs = HashMap::from([(attr::WAIT_COUNT.to_owned(), "2".to_owned())]);
+    queue
+        .requeue_delayed(copy, Duration::from_secs(1), &attrs)
+        .await?;
+    let copies = queue.receive(1, Duration::from_secs(5), long).await?;
+    let copy = copies.first().expect("the second delayed copy arrives");
+    assert_eq!(copy.origin(), first.message_id);
 
     queue
         .dead_letter(copy, "malformed", "body is not a JSON object")
@@ -154,13 +162,13 @@ async fn a_delayed_copy_does_not_burn_the_receive_count_and_poison_goes_to_the_d
     );
     assert_eq!(
         dead[0].attributes.get(attr::WAIT_COUNT).map(String::as_str),
-        Some("1"),
+        Some("2"),
         "attributes travel along"
     );
     assert_eq!(
         dead[0].attributes.get(attr::ORIGIN_ID),
         Some(&first.message_id),
-        "named by the event's first message, through the delayed copy"
+        "named by the event's first message, through the delayed copies"
     );
     assert!(drain(&queue).await?.is_empty(), "the original is gone");
     Ok(())

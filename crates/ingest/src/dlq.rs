@@ -71,9 +71,9 @@ pub struct Inspection {
     pub oldest_age_seconds: Option<u64>,
     pub by_event: BTreeMap<String, u64>,
     pub by_reason: BTreeMap<String, u64>,
-    /// Messages read that repeat one read before (same origin, same body): SQS delivered the
-    /// message twice, or a worker stopped between copying it here and deleting it from the
-    /// queue. Replaying both is harmless.
+    /// Messages read that repeat one read before (same origin, same body): the message was
+    /// handled twice (SQS delivered it twice, or it was not deleted after its copy was sent: a
+    /// worker stopped, a failed delete, an interrupted replay). Replaying both is harmless.
     pub duplicates: u64,
     pub sample: Vec<DeadLetter>,
 }

@@ -41,8 +41,9 @@ pub mod attr {
     /// How many times `dlq replay` moved this message back.
     pub const REPLAY_COUNT: &str = "registrar-replay-count";
     /// The SQS message id of the event's first message, carried by every copy the registrar
-    /// makes (delayed, dead-lettered, replayed). A copy is sent before its original is deleted,
-    /// so a second delivery, or a worker stopped in between, leaves two copies with the same
+    /// makes (delayed, dead-lettered, moved back by the portable replay; SQS's move task keeps
+    /// it too). A message handled twice (SQS delivered it twice, or it was not deleted after
+    /// its copy was sent: a worker stopped, a failed delete) leaves two copies with the same
     /// origin: `dlq inspect` counts the second as a duplicate.
     pub const ORIGIN_ID: &str = "registrar-origin-id";
 }
@@ -65,7 +66,7 @@ pub struct Received {
 }
 
 impl Received {
-    /// The id of the message this one copies ([`attr::ORIGIN_ID`]), else its own: what every
+    /// The id of the event's first message ([`attr::ORIGIN_ID`]), else its own: what every
     /// copy the registrar makes of it (delayed, dead-lettered, replayed) carries along.
     pub fn origin(&self) -> &str {
         self.attributes
@@ -370,8 +371,8 @@ impl Queue {
 
     /// Sends the message to the dead-letter queue with the reason and its origin attached, then
     /// deletes it. Stopped in between, the message is dead-lettered again when it reappears:
-    /// the copies share [`attr::ORIGIN_ID`]. Without a configured DLQ the message is left to the redrive policy (it reappears and is
-    /// dead-lettered by SQS after `maxReceiveCount`).
+    /// the copies share [`attr::ORIGIN_ID`]. Without a configured DLQ the message is left to
+    /// the redrive policy (it reappears and is dead-lettered by SQS after `maxReceiveCount`).
     pub async fn dead_letter(
         &self,
         message: &Received,

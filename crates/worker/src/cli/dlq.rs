@@ -109,8 +109,9 @@ async fn inspect(
             println!("By reason: {}", counts(&report.by_reason));
             if report.duplicates > 0 {
                 println!(
-                    "Duplicates: {} (copies of one message: SQS delivered it twice, or a worker \
-                     stopped between copying it here and deleting it; replaying both is harmless)",
+                    "Duplicates: {} (copies of one message handled twice: SQS delivered it \
+                     twice, or it was not deleted after its copy was sent; replaying both is \
+                     harmless)",
                     report.duplicates
                 );
             }
