@@ -53,11 +53,8 @@ fn json_of(out: &std::process::Output) -> Value {
     })
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn inspect_breaks_the_dlq_down_without_consuming_it() -> anyhow::Result<()> {
-    let env = TestEnv::start().await?;
-    let path = EventPath::create(&env.config, "work", 2, 30).await?;
-    fill(&path).await?;
+/// `dlq inspect --output json` of the path's DLQ; it must succeed.
+async fn inspect_json(env: &TestEnv, path: &EventPath) -> anyhow::Result<Value> {
     let out = env
         .cli(&[
             "dlq",
@@ -68,8 +65,20 @@ async fn inspect_breaks_the_dlq_down_without_consuming_it() -> anyhow::Result<()
             "json",
         ])
         .await?;
-    assert!(out.status.success());
-    let report = json_of(&out);
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(json_of(&out))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inspect_breaks_the_dlq_down_without_consuming_it() -> anyhow::Result<()> {
+    let env = TestEnv::start().await?;
+    let path = EventPath::create(&env.config, "work", 2, 30).await?;
+    fill(&path).await?;
+    let report = inspect_json(&env, &path).await?;
     assert_eq!(report["count"], json!(6));
     assert_eq!(report["read"], json!(6));
     assert_eq!(report["duplicates"], json!(0));
@@ -109,17 +118,7 @@ async fn inspect_breaks_the_dlq_down_without_consuming_it() -> anyhow::Result<()
     for m in &held {
         path.dlq().set_visibility(m, Duration::ZERO).await?;
     }
-    let report = json_of(
-        &env.cli(&[
-            "dlq",
-            "inspect",
-            "--dlq-url",
-            &path.dlq_url,
-            "--output",
-            "json",
-        ])
-        .await?,
-    );
+    let report = inspect_json(&env, &path).await?;
     assert_eq!(report["read"], json!(7));
     assert_eq!(report["duplicates"], json!(1), "{report}");
     Ok(())
@@ -269,15 +268,14 @@ async fn a_message_dead_lettered_twice_is_counted_once_with_its_copies_as_duplic
     );
     let copies = path.dlq_total().await?;
 
-    let inspect = ["dlq", "inspect", "--dlq-url", &path.dlq_url];
-    let report = json_of(
-        &env.cli(&[&inspect[..], &["--output", "json"]].concat())
-            .await?,
-    );
+    let report = inspect_json(&env, &path).await?;
     assert_eq!(report["count"], json!(copies));
     assert_eq!(report["by_reason"], json!({"malformed": copies}));
     assert_eq!(report["duplicates"], json!(copies - 1), "{report}");
-    let text = String::from_utf8_lossy(&env.cli(&inspect).await?.stdout).to_string();
+    let text = env
+        .cli(&["dlq", "inspect", "--dlq-url", &path.dlq_url])
+        .await?;
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
     assert!(
         text.contains(&format!(
             "Duplicates: {} (copies of one message handled twice",

@@ -679,6 +679,16 @@ mod tests {
         gateway_entry(&gw, DeriveOptions::default()).expect("registrable")
     }
 
+    /// A CUSTOM_JWT gateway's entry (its enable waits for a token), described as `description`.
+    fn secured(description: &str) -> DesiredEntry {
+        described(
+            "secured",
+            "gw-secured",
+            Some("https://idp.example.com"),
+            description,
+        )
+    }
+
     fn calls(pairs: &[(&'static str, u64)]) -> BTreeMap<&'static str, u64> {
         pairs.iter().copied().collect()
     }
@@ -705,22 +715,14 @@ mod tests {
     #[tokio::test]
     async fn an_update_from_a_stale_snapshot_never_takes_back_an_enable_the_token_loop_made() {
         let w = world();
-        let jwt = |description: &str| {
-            described(
-                "secured",
-                "gw-secured",
-                Some("https://idp.example.com"),
-                description,
-            )
-        };
-        let d = jwt("first");
+        let d = secured("first");
         w.register(&d).await;
         // A rescan's snapshot: the enable still owed (a CUSTOM_JWT entry waits for its token).
         let stale = w.recorded(&d.resource.arn).await.expect("recorded");
         assert!(!stale.enabled_set);
         // Meanwhile the token loop delivers the first token and enables the entry.
         w.state.mark_enabled(&d.resource.arn).await.expect("mark");
-        w.update_from(&stale, jwt("second")).await;
+        w.update_from(&stale, secured("second")).await;
         let row = w.recorded(&d.resource.arn).await.expect("recorded");
         assert!(row.enabled_set, "the token loop's enable stays recorded");
     }
@@ -728,15 +730,7 @@ mod tests {
     #[tokio::test]
     async fn an_update_from_a_stale_snapshot_never_loses_an_enable_owed_since() {
         let w = world();
-        let jwt = |description: &str| {
-            described(
-                "secured",
-                "gw-secured",
-                Some("https://idp.example.com"),
-                description,
-            )
-        };
-        let d = jwt("first");
+        let d = secured("first");
         w.register(&d).await;
         w.state.mark_enabled(&d.resource.arn).await.expect("mark");
         // A rescan's snapshot: enabled.
@@ -749,7 +743,7 @@ mod tests {
             ..stale.clone()
         };
         w.state.record(&anew).await.expect("record");
-        w.update_from(&stale, jwt("second")).await;
+        w.update_from(&stale, secured("second")).await;
         let row = w.recorded(&d.resource.arn).await.expect("recorded");
         assert!(!row.enabled_set, "the enable owed since stays owed");
     }
